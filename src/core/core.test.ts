@@ -1,0 +1,146 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { VirtualClock } from './clock.js';
+import { seededRandom } from './random.js';
+import { EventEmitter } from './events.js';
+import { CallContext } from './context.js';
+import { BulwarkError, CircuitOpenError, RetriesExhaustedError, hasCode, rootCause } from './errors.js';
+import { BasePolicy, pipeline, type Next, type PolicyDescription } from './policy.js';
+
+test('virtual clock fires due timers in deadline order, ties in creation order', async () => {
+  const clock = new VirtualClock(1000);
+  const fired: string[] = [];
+  clock.setTimeout(() => fired.push('b@20'), 20);
+  clock.setTimeout(() => fired.push('a@10'), 10);
+  clock.setTimeout(() => fired.push('c@20'), 20);
+  const cleared = clock.setTimeout(() => fired.push('never'), 5);
+  clock.clearTimeout(cleared);
+  await clock.advance(15);
+  assert.deepEqual(fired, ['a@10']);
+  assert.equal(clock.now(), 1015);
+  await clock.advance(5);
+  assert.deepEqual(fired, ['a@10', 'b@20', 'c@20']);
+  assert.equal(clock.pendingTimers, 0);
+});
+
+test('virtual clock lets promise chains run between timers', async () => {
+  const clock = new VirtualClock();
+  const sleep = (ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+  const log: number[] = [];
+  void (async () => {
+    await sleep(10);
+    log.push(clock.now());
+    await sleep(10);
+    log.push(clock.now());
+  })();
+  await clock.advance(100);
+  assert.deepEqual(log, [10, 20]);
+});
+
+test('seeded random is reproducible and uniform enough', () => {
+  const a = seededRandom(42);
+  const b = seededRandom(42);
+  const xs = Array.from({ length: 10_000 }, () => a());
+  assert.deepEqual(xs.slice(0, 5), Array.from({ length: 5 }, () => b()));
+  assert.ok(xs.every((x) => x >= 0 && x < 1));
+  const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
+  assert.ok(Math.abs(mean - 0.5) < 0.02, `mean ${mean}`);
+  assert.notDeepEqual(xs.slice(0, 5), Array.from({ length: 5 }, seededRandom(43)));
+});
+
+test('event emitter: no listener, no call; dispose stops delivery; a throwing listener does not break emit', () => {
+  const emitter = new EventEmitter<number>();
+  assert.equal(emitter.active, false);
+  const seen: number[] = [];
+  const sub = emitter.event((n) => seen.push(n));
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(w.message);
+  process.on('warning', onWarning);
+  const bad = emitter.event(() => { throw new Error('boom'); });
+  emitter.emit(1);
+  sub.dispose();
+  bad.dispose();
+  emitter.emit(2);
+  process.off('warning', onWarning);
+  assert.deepEqual(seen, [1]);
+  assert.equal(emitter.active, false);
+});
+
+test('errors carry stable codes, causes and cheap stacks for rejections', () => {
+  const open = new CircuitOpenError('db', 1500, 'open');
+  assert.equal(open.code, 'CIRCUIT_OPEN');
+  assert.equal(open.retryAfterMs, 1500);
+  assert.ok(open instanceof BulwarkError && open instanceof Error);
+  assert.equal(open.name, 'CircuitOpenError');
+  const inner = new Error('ECONNRESET');
+  const exhausted = new RetriesExhaustedError(3, inner);
+  assert.equal(exhausted.attempts, 3);
+  assert.equal(rootCause(exhausted), inner);
+  assert.ok(hasCode(exhausted, 'RETRIES_EXHAUSTED'));
+  assert.ok(!hasCode(inner, 'RETRIES_EXHAUSTED'));
+});
+
+test('context: deadline from timeoutMs, remaining, derived deadlines only shrink', () => {
+  const clock = new VirtualClock(100);
+  const ctx = CallContext.root(clock, () => 1, { timeoutMs: 50, priority: 'high', tags: { route: '/x' } });
+  assert.equal(ctx.deadline, 150);
+  assert.equal(ctx.remaining(), 50);
+  assert.equal(ctx.priority, 'high');
+  assert.equal(ctx.derive({ deadline: 500 }).deadline, 150);
+  assert.equal(ctx.derive({ deadline: 120 }).deadline, 120);
+  assert.equal(CallContext.root(clock, () => 1).remaining(), Infinity);
+  assert.throws(() => CallContext.root(clock, () => 1, { timeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
+});
+
+test('context: aborting a scope aborts its signal and its children, not its parent', () => {
+  const clock = new VirtualClock();
+  const caller = new AbortController();
+  const root = CallContext.root(clock, () => 1, caller.signal);
+  const scope = root.derive({ abortable: true });
+  const child = scope.derive({ attempt: 2 });
+  const grandchild = child.derive({ abortable: true });
+  const gSignal = grandchild.signal;
+  scope.abort('stop');
+  assert.equal(scope.signal.aborted, true);
+  assert.equal(child.signal.aborted, true);
+  assert.equal(gSignal.aborted, true);
+  assert.equal(gSignal.reason, 'stop');
+  assert.equal(root.aborted, false);
+  assert.equal(caller.signal.aborted, false);
+  assert.throws(() => root.abort(), /not abortable/);
+});
+
+test('context: the caller aborting reaches a lazily created scope signal', () => {
+  const caller = new AbortController();
+  const root = CallContext.root(new VirtualClock(), () => 1, { signal: caller.signal });
+  const scope = root.derive({ abortable: true });
+  const signal = scope.signal;
+  assert.equal(signal.aborted, false);
+  caller.abort(new Error('client gone'));
+  assert.equal(signal.aborted, true);
+  assert.equal(scope.aborted, true);
+  const late = root.derive({ abortable: true });
+  assert.equal(late.aborted, true);
+  assert.equal(late.signal.aborted, true);
+});
+
+class Tag extends BasePolicy {
+  readonly kind = 'tag';
+  constructor(private readonly label: string, private readonly log: string[]) { super(undefined); }
+  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    this.log.push(`>${this.label}`);
+    try { return await next(context); } finally { this.log.push(`<${this.label}`); }
+  }
+  describe(): PolicyDescription { return { kind: this.kind, name: this.label, options: {} }; }
+}
+
+test('pipeline composes outermost first, flattens nested pipelines and describes itself', async () => {
+  const log: string[] = [];
+  const p = pipeline(new Tag('a', log), pipeline(new Tag('b', log), new Tag('c', log)));
+  const result = await p.execute(() => { log.push('op'); return 42; });
+  assert.equal(result, 42);
+  assert.deepEqual(log, ['>a', '>b', '>c', 'op', '<c', '<b', '<a']);
+  assert.deepEqual(p.describe().policies?.map((d) => d.name), ['a', 'b', 'c']);
+  await assert.rejects(p.execute(() => { throw new Error('sync throw'); }), /sync throw/);
+  await assert.rejects(p.execute(() => 1, { timeoutMs: NaN }), { code: 'INVALID_OPTIONS' });
+});

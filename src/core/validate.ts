@@ -1,0 +1,44 @@
+import { InvalidOptionsError } from './errors.js';
+
+/**
+ * Option checks run when a policy is built (Polly's rule), so bad configuration fails at
+ * start-up with a clear message instead of misbehaving under load. `??` everywhere, never
+ * `||`: zero is a legal value for most options.
+ */
+export function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || Number.isNaN(v) || v < 0) throw new InvalidOptionsError(`${name} must be a number >= 0, got ${String(value)}`);
+  return v;
+}
+
+export function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || Number.isNaN(v) || v <= 0) throw new InvalidOptionsError(`${name} must be a number > 0, got ${String(value)}`);
+  return v;
+}
+
+export function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 1) throw new InvalidOptionsError(`${name} must be an integer >= 1, got ${String(value)}`);
+  return v;
+}
+
+export function nonNegativeInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isInteger(v) || v < 0) {
+    if (v !== Infinity) throw new InvalidOptionsError(`${name} must be an integer >= 0 (or Infinity), got ${String(value)}`);
+  }
+  return v;
+}
+
+export function ratio(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new InvalidOptionsError(`${name} must be between 0 and 1, got ${String(value)}`);
+  return v;
+}
+
+export function oneOf<T extends string>(name: string, value: T | undefined, allowed: readonly T[], fallback: T): T {
+  const v = value ?? fallback;
+  if (!allowed.includes(v)) throw new InvalidOptionsError(`${name} must be one of ${allowed.join(', ')}, got ${String(value)}`);
+  return v;
+}

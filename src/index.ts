@@ -1,0 +1,4 @@
+// The core entry point: `import { pipeline, retry, circuitBreaker, ... } from 'bulwark'`.
+// Integrations (redis, postgres, sqlite, fastify, express, http, fetch) have their own entry points.
+export * from './core/index.js';
+export * from './timeout/index.js';

@@ -1,0 +1,2 @@
+export * from './timeout.js';
+export { DeadlineQueue, DeadlineEntry } from './deadline-queue.js';
