@@ -6,3 +6,4 @@ export * from './context.js';
 export * from './policy.js';
 export * from './validate.js';
 export * from './budget.js';
+export * from './degraded.js';
