@@ -2,3 +2,5 @@
 // Integrations (redis, postgres, sqlite, fastify, express, http, fetch) have their own entry points.
 export * from './core/index.js';
 export * from './timeout/index.js';
+export * from './bulkhead/index.js';
+export * from './fallback/index.js';

@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js';
-import { InvalidOptionsError } from './errors.js';
+import { BulwarkError } from './errors.js';
 
 export type Priority = 'critical' | 'high' | 'normal' | 'low' | 'best-effort';
 export const PRIORITIES: readonly Priority[] = ['critical', 'high', 'normal', 'low', 'best-effort'];
@@ -18,7 +18,6 @@ export interface CallOptions {
 
 export type Operation<T> = (context: CallContext) => PromiseLike<T> | T;
 
-const NEVER_ABORTED: AbortSignal = new AbortController().signal;
 
 /**
  * What an operation sees of its call: a signal, the deadline, the attempt number,
@@ -45,6 +44,7 @@ export class CallContext {
   #abortReason: unknown;
   #aborted = false;
   #linkedTo: AbortSignal | undefined;
+  #quietSignal: AbortSignal | undefined;
   #onParentAbort: (() => void) | undefined;
 
   private constructor(
@@ -78,10 +78,13 @@ export class CallContext {
     }
     let deadline = options.deadline ?? Infinity;
     if (options.timeoutMs !== undefined) {
-      if (!(options.timeoutMs >= 0)) throw new InvalidOptionsError(`timeoutMs must be >= 0, got ${options.timeoutMs}`);
+      if (!(options.timeoutMs >= 0)) throw invalidCall(`timeoutMs must be >= 0, got ${options.timeoutMs}`);
       deadline = Math.min(deadline, clock.now() + options.timeoutMs);
     }
-    if (Number.isNaN(deadline)) throw new InvalidOptionsError('deadline must be a number of milliseconds');
+    if (Number.isNaN(deadline)) throw invalidCall('deadline must be a number of milliseconds');
+    if (options.priority !== undefined && !PRIORITIES.includes(options.priority)) {
+      throw invalidCall(`priority must be one of ${PRIORITIES.join(', ')}, got ${String(options.priority)}`);
+    }
     return new CallContext(
       clock, operation, deadline, 1, options.priority ?? 'normal', options.tags ?? EMPTY_TAGS,
       undefined, options.signal, false,
@@ -126,15 +129,21 @@ export class CallContext {
   }
 
   get signal(): AbortSignal {
-    if (!this.#abortable) return this.#callerSignal ?? this.#parent?.signal ?? NEVER_ABORTED;
+    if (!this.#abortable) {
+      if (this.#callerSignal) return this.#callerSignal;
+      if (this.#parent) return this.#parent.signal;
+      // A call nobody can abort still gets its own signal (created on first read), so that
+      // listeners an operation forgets to remove die with the call instead of piling up.
+      return (this.#quietSignal ??= new AbortController().signal);
+    }
     if (this.#controller) return this.#controller.signal;
     const controller = (this.#controller = new AbortController());
     if (this.#aborted) {
       controller.abort(this.#abortReason);
       return controller.signal;
     }
-    const upstream = this.#parent?.signal;
-    if (upstream && upstream !== NEVER_ABORTED) {
+    const upstream = this.#parent?.canAbort ? this.#parent.signal : undefined;
+    if (upstream) {
       if (upstream.aborted) {
         controller.abort(upstream.reason);
       } else {
@@ -144,6 +153,11 @@ export class CallContext {
       }
     }
     return controller.signal;
+  }
+
+  /** False when nothing (caller or policy) can ever abort this call: no need to listen. */
+  get canAbort(): boolean {
+    return this.#abortable || this.#callerSignal !== undefined || (this.#parent?.canAbort ?? false);
   }
 
   /** Aborts this scope (only for contexts derived with `abortable: true`). */
@@ -174,12 +188,17 @@ export class CallContext {
       onAbort(this.abortReason);
       return noop;
     }
+    if (!this.canAbort) return noop;
     const signal = this.signal;
-    if (signal === NEVER_ABORTED) return noop;
     const listener = () => onAbort(signal.reason);
     signal.addEventListener('abort', listener, { once: true });
     return () => signal.removeEventListener('abort', listener);
   }
+}
+
+/** Bad call options are bad input (INVALID_INPUT), not bad policy configuration. */
+function invalidCall(message: string): BulwarkError {
+  return new BulwarkError('INVALID_INPUT', message);
 }
 
 const EMPTY_TAGS: Readonly<Record<string, unknown>> = Object.freeze({});

@@ -89,7 +89,8 @@ test('context: deadline from timeoutMs, remaining, derived deadlines only shrink
   assert.equal(ctx.derive({ deadline: 500 }).deadline, 150);
   assert.equal(ctx.derive({ deadline: 120 }).deadline, 120);
   assert.equal(CallContext.root(clock, () => 1).remaining(), Infinity);
-  assert.throws(() => CallContext.root(clock, () => 1, { timeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => CallContext.root(clock, () => 1, { timeoutMs: -1 }), { code: 'INVALID_INPUT' });
+  assert.throws(() => CallContext.root(clock, () => 1, { priority: 'urgent' as never }), { code: 'INVALID_INPUT' });
 });
 
 test('context: aborting a scope aborts its signal and its children, not its parent', () => {
@@ -142,5 +143,16 @@ test('pipeline composes outermost first, flattens nested pipelines and describes
   assert.deepEqual(log, ['>a', '>b', '>c', 'op', '<c', '<b', '<a']);
   assert.deepEqual(p.describe().policies?.map((d) => d.name), ['a', 'b', 'c']);
   await assert.rejects(p.execute(() => { throw new Error('sync throw'); }), /sync throw/);
-  await assert.rejects(p.execute(() => 1, { timeoutMs: NaN }), { code: 'INVALID_OPTIONS' });
+  await assert.rejects(p.execute(() => 1, { timeoutMs: NaN }), { code: 'INVALID_INPUT' });
+});
+
+test('context: calls nobody can abort get their own signal, so forgotten listeners die with the call', () => {
+  const clock = new VirtualClock();
+  const a = CallContext.root(clock, () => 1);
+  const b = CallContext.root(clock, () => 1);
+  assert.notEqual(a.signal, b.signal);
+  assert.equal(a.signal, a.signal, 'stable within one call');
+  assert.equal(a.derive({ attempt: 2 }).signal, a.signal);
+  assert.equal(a.canAbort, false);
+  assert.equal(a.derive({ abortable: true }).canAbort, true);
 });
