@@ -4,3 +4,5 @@ export * from './core/index.js';
 export * from './timeout/index.js';
 export * from './bulkhead/index.js';
 export * from './fallback/index.js';
+export * from './retry/index.js';
+export * from './breaker/index.js';

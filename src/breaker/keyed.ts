@@ -1,0 +1,222 @@
+import type { Clock } from '../core/clock.js';
+import type { CallContext, CallOptions, Operation } from '../core/context.js';
+import { InvalidOptionsError } from '../core/errors.js';
+import { EventEmitter, type Disposable } from '../core/events.js';
+import { BasePolicy, type Next, type Policy, type PolicyDescription } from '../core/policy.js';
+import { positiveInt } from '../core/validate.js';
+import { CircuitBreakerPolicy, type BreakerStateChange, type CircuitBreakerOptions } from './breaker.js';
+
+export interface KeyedCircuitBreakerOptions<K> {
+  /** Prefix of each breaker's name (`<name>:<key>`). Default: the options' name, else 'circuit-breaker'. */
+  name?: string;
+  /** Breakers kept at most (plus one shared overflow breaker). Default 1000. */
+  maxKeys?: number;
+  /** Options for every key, or a function giving each key its own (called once, when the key's breaker is made). */
+  options?: CircuitBreakerOptions | ((key: K) => CircuitBreakerOptions);
+  /** Default clock for the breakers (options may override). */
+  clock?: Clock;
+}
+
+export interface KeyedStateChange<K> extends BreakerStateChange {
+  key: K;
+}
+
+export interface KeyedBreakerStats {
+  size: number;
+  maxKeys: number;
+  /** Breakers not closed (open, half-open, isolated): never evicted. */
+  notClosed: number;
+  /** Closed breakers evicted to make room. */
+  evictions: number;
+  /** New keys routed to the shared overflow breaker because every slot held a breaker that was not closed. */
+  overflowed: number;
+}
+
+interface Entry {
+  readonly breaker: CircuitBreakerPolicy;
+  readonly subscription: Disposable;
+}
+
+/**
+ * One breaker per key (host, tenant, shard), bounded in number, with no timers per key.
+ *
+ * Memory is bounded by `maxKeys`. When a new key arrives and the map is full, the least
+ * recently used CLOSED breaker is evicted: a closed breaker holds only recent statistics,
+ * so losing it costs at most a slightly later trip. Open, half-open and isolated breakers
+ * are never evicted, because forgetting one would silently send traffic to a dependency
+ * known to be failing. If every slot holds such a breaker, new keys share one overflow
+ * breaker (`<name>:overflow`) until a slot frees up: unknown keys stay protected (and if
+ * they fail too, the overflow breaker trips for all of them), and memory stays bounded.
+ *
+ * Closed and not-closed breakers live in two maps (the closed one in LRU order), moved on
+ * state changes, so finding a victim is O(1) instead of a scan past open breakers.
+ */
+export class KeyedCircuitBreaker<K = string> {
+  readonly name: string;
+  readonly maxKeys: number;
+  readonly clock: Clock | undefined;
+  readonly #options: CircuitBreakerOptions | ((key: K) => CircuitBreakerOptions);
+  /** Closed breakers, least recently used first. */
+  readonly #closed = new Map<K, Entry>();
+  readonly #notClosed = new Map<K, Entry>();
+  #overflow: CircuitBreakerPolicy | undefined;
+  #evictions = 0;
+  #overflowed = 0;
+  readonly #onStateChange = new EventEmitter<KeyedStateChange<K>>();
+  /** State changes of every key's breaker (not the overflow breaker's: it has no key). */
+  readonly onStateChange = this.#onStateChange.event;
+
+  constructor(options: KeyedCircuitBreakerOptions<K> = {}) {
+    this.maxKeys = positiveInt('keyedBreaker.maxKeys', options.maxKeys, 1000);
+    const perKey = options.options ?? {};
+    if (typeof perKey !== 'function' && (typeof perKey !== 'object' || perKey === null)) {
+      throw new InvalidOptionsError('keyedBreaker.options must be breaker options or a function of the key');
+    }
+    this.#options = perKey;
+    this.clock = options.clock;
+    this.name = options.name ?? (typeof perKey === 'object' ? perKey.name : undefined) ?? 'circuit-breaker';
+    // Fixed options are checked now, not at the first call.
+    if (typeof perKey === 'object') new CircuitBreakerPolicy({ clock: this.clock, ...perKey });
+  }
+
+  get size(): number {
+    return this.#closed.size + this.#notClosed.size;
+  }
+
+  /** The key's breaker, made on first use (or the overflow breaker when full of open ones). */
+  get(key: K): CircuitBreakerPolicy {
+    const closed = this.#closed.get(key);
+    if (closed !== undefined) {
+      // Most recently used goes last (Map keeps insertion order).
+      this.#closed.delete(key);
+      this.#closed.set(key, closed);
+      return closed.breaker;
+    }
+    return this.#notClosed.get(key)?.breaker ?? this.#create(key);
+  }
+
+  /** The key's breaker if one exists; does not create one or change the LRU order. */
+  peek(key: K): CircuitBreakerPolicy | undefined {
+    return (this.#closed.get(key) ?? this.#notClosed.get(key))?.breaker;
+  }
+
+  has(key: K): boolean {
+    return this.#closed.has(key) || this.#notClosed.has(key);
+  }
+
+  keys(): K[] {
+    return [...this.#notClosed.keys(), ...this.#closed.keys()];
+  }
+
+  /** Runs `operation` through the key's breaker. */
+  execute<T>(key: K, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
+    let breaker: CircuitBreakerPolicy;
+    try {
+      breaker = this.get(key);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return breaker.execute(operation, options);
+  }
+
+  /** A pipeline policy that picks the breaker by a key read from the call (e.g. `ctx.tags.host`). */
+  policy(keyOf: (context: CallContext) => K): Policy {
+    if (typeof keyOf !== 'function') throw new InvalidOptionsError('keyedBreaker.policy(keyOf) needs a function of the call context');
+    return new KeyedBreakerPolicy(this, keyOf);
+  }
+
+  /** Forgets a key's breaker (whatever its state). */
+  delete(key: K): boolean {
+    const entry = this.#closed.get(key) ?? this.#notClosed.get(key);
+    if (entry === undefined) return false;
+    entry.subscription.dispose();
+    this.#closed.delete(key);
+    this.#notClosed.delete(key);
+    return true;
+  }
+
+  clear(): void {
+    for (const key of this.keys()) this.delete(key);
+    this.#overflow = undefined;
+  }
+
+  stats(): KeyedBreakerStats {
+    return { size: this.size, maxKeys: this.maxKeys, notClosed: this.#notClosed.size, evictions: this.#evictions, overflowed: this.#overflowed };
+  }
+
+  #create(key: K): CircuitBreakerPolicy {
+    if (this.size >= this.maxKeys && !this.#evictOldestClosed()) {
+      this.#overflowed++;
+      return (this.#overflow ??= new CircuitBreakerPolicy({ clock: this.clock, ...this.#resolve(key), name: `${this.name}:overflow` }));
+    }
+    const options = this.#resolve(key);
+    const breaker = new CircuitBreakerPolicy({ clock: this.clock, ...options, name: this.#nameFor(key, options) });
+    const subscription = breaker.onStateChange((change) => this.#moved(key, change));
+    const entry: Entry = { breaker, subscription };
+    if (breaker.state.kind === 'closed') this.#closed.set(key, entry);
+    else this.#notClosed.set(key, entry); // hydrated from an open snapshot
+    return breaker;
+  }
+
+  #resolve(key: K): CircuitBreakerOptions {
+    return typeof this.#options === 'function' ? this.#options(key) : this.#options;
+  }
+
+  #nameFor(key: K, options: CircuitBreakerOptions): string {
+    if (typeof this.#options === 'function' && options.name !== undefined) return options.name;
+    return `${this.name}:${String(key)}`;
+  }
+
+  #evictOldestClosed(): boolean {
+    for (const [key, entry] of this.#closed) {
+      entry.subscription.dispose();
+      this.#closed.delete(key);
+      this.#evictions++;
+      return true;
+    }
+    return false;
+  }
+
+  #moved(key: K, change: BreakerStateChange): void {
+    if (change.to === 'closed') {
+      const entry = this.#notClosed.get(key);
+      if (entry !== undefined) {
+        this.#notClosed.delete(key);
+        this.#closed.set(key, entry);
+      }
+    } else if (change.from === 'closed') {
+      const entry = this.#closed.get(key);
+      if (entry !== undefined) {
+        this.#closed.delete(key);
+        this.#notClosed.set(key, entry);
+      }
+    }
+    if (this.#onStateChange.active) this.#onStateChange.emit({ ...change, key });
+  }
+}
+
+class KeyedBreakerPolicy<K> extends BasePolicy {
+  readonly kind = 'keyed-circuit-breaker';
+  constructor(private readonly keyed: KeyedCircuitBreaker<K>, private readonly keyOf: (context: CallContext) => K) {
+    super(keyed.clock);
+  }
+
+  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    let breaker: CircuitBreakerPolicy;
+    try {
+      breaker = this.keyed.get(this.keyOf(context));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return breaker.run(context, next);
+  }
+
+  describe(): PolicyDescription {
+    return { kind: this.kind, name: this.keyed.name, options: { maxKeys: this.keyed.maxKeys } };
+  }
+}
+
+/** One circuit breaker per key, at most `maxKeys` of them (LRU eviction of closed breakers). */
+export function keyedBreaker<K = string>(options: KeyedCircuitBreakerOptions<K> = {}): KeyedCircuitBreaker<K> {
+  return new KeyedCircuitBreaker<K>(options);
+}

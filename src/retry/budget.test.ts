@@ -1,0 +1,147 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { VirtualClock } from '../core/clock.js';
+import { seededRandom } from '../core/random.js';
+import { constantBackoff } from './backoff.js';
+import { ratioBudget, tokenBudget } from './budget.js';
+import { retry } from './retry.js';
+
+test('ratio budget: retries < ratio × requests + minRetriesPerSecond × window seconds', () => {
+  const clock = new VirtualClock();
+  const budget = ratioBudget({ ratio: 0.1, windowMs: 10_000, minRetriesPerSecond: 1, clock });
+  let granted = 0;
+  while (budget.tryAcquire()) granted++;
+  assert.equal(granted, 10, 'the minimum alone: 1/s × 10 s');
+  for (let i = 0; i < 100; i++) budget.recordRequest();
+  while (budget.tryAcquire()) granted++;
+  assert.equal(granted, 20, '+10% of 100 requests');
+  assert.deepEqual(budget.snapshot(), { kind: 'ratio', requests: 100, retries: 20, allowance: 20, available: false });
+  budget.recordOutcome(false); // ratio budgets ignore outcomes
+  assert.equal(budget.tryAcquire(), false);
+});
+
+test('ratio budget: the window slides bucket by bucket and forgets old traffic', async () => {
+  const clock = new VirtualClock();
+  const budget = ratioBudget({ ratio: 0.5, minRetriesPerSecond: 0, windowMs: 10_000, clock });
+  for (let i = 0; i < 10; i++) budget.recordRequest(); // bucket 0
+  await clock.advance(5000);
+  for (let i = 0; i < 10; i++) budget.recordRequest(); // bucket 5
+  assert.equal(budget.snapshot().allowance, 10);
+  for (let i = 0; i < 4; i++) assert.equal(budget.tryAcquire(), true); // bucket 5
+  await clock.advance(4999); // t = 9999: still inside bucket 9, bucket 0 still counts
+  assert.equal(budget.snapshot().requests, 20);
+  await clock.advance(1); // t = 10 000: bucket 0 falls out
+  assert.deepEqual(budget.snapshot(), { kind: 'ratio', requests: 10, retries: 4, allowance: 5, available: true });
+  await clock.advance(5000); // bucket 5 falls out too
+  assert.deepEqual(budget.snapshot(), { kind: 'ratio', requests: 0, retries: 0, allowance: 0, available: false });
+  // a jump of many windows resets everything without scanning more than the ring
+  for (let i = 0; i < 10; i++) budget.recordRequest();
+  await clock.advance(10_000_000);
+  assert.equal(budget.snapshot().requests, 0);
+});
+
+test('ratio budget: 0 is legal for ratio and minimum (no retries at all)', () => {
+  const budget = ratioBudget({ ratio: 0, minRetriesPerSecond: 0, clock: new VirtualClock() });
+  for (let i = 0; i < 1000; i++) budget.recordRequest();
+  assert.equal(budget.tryAcquire(), false);
+});
+
+test('token budget follows gRPC retry throttling: -1 per failure, +ratio per success, retries while tokens > max/2', () => {
+  const budget = tokenBudget({ maxTokens: 10, tokenRatio: 0.1 });
+  assert.equal(budget.tokens, 10);
+  assert.equal(budget.tryAcquire(), true);
+  for (let i = 0; i < 4; i++) budget.recordOutcome(false);
+  assert.equal(budget.tokens, 6);
+  assert.equal(budget.tryAcquire(), true);
+  budget.recordOutcome(false);
+  assert.equal(budget.tokens, 5);
+  assert.equal(budget.tryAcquire(), false, '5 is not > 10/2');
+  assert.equal(budget.tryAcquire(), false, 'asking spends nothing and does not change the answer');
+  budget.recordOutcome(true);
+  assert.equal(budget.tokens, 5.1);
+  assert.equal(budget.tryAcquire(), true);
+  for (let i = 0; i < 20; i++) budget.recordOutcome(false);
+  assert.equal(budget.tokens, 0, 'floor 0');
+  for (let i = 0; i < 50; i++) budget.recordOutcome(true);
+  assert.equal(budget.tokens, 5, 'exact after 50 × 0.1 (counted in thousandths)');
+  assert.equal(budget.tryAcquire(), false);
+  budget.recordOutcome(true);
+  assert.equal(budget.tryAcquire(), true);
+  for (let i = 0; i < 1000; i++) budget.recordOutcome(true);
+  assert.equal(budget.tokens, 10, 'cap maxTokens');
+  budget.recordRequest(); // token budgets ignore requests
+  assert.deepEqual(budget.snapshot(), { kind: 'token', tokens: 10, maxTokens: 10, available: true });
+});
+
+test('bad budget options fail when built', () => {
+  for (const options of [{ ratio: -0.1 }, { ratio: NaN }, { ratio: Infinity }, { windowMs: 0 }, { minRetriesPerSecond: -1 }, { buckets: 0 }, { buckets: 2.5 }]) {
+    assert.throws(() => ratioBudget(options), { code: 'INVALID_OPTIONS' }, JSON.stringify(options));
+  }
+  for (const options of [{ maxTokens: 0 }, { maxTokens: -1 }, { tokenRatio: 0 }, { tokenRatio: 0.0001 }, { maxTokens: Infinity }]) {
+    assert.throws(() => tokenBudget(options), { code: 'INVALID_OPTIONS' }, JSON.stringify(options));
+  }
+});
+
+test('a 10% budget at a 50% failure rate keeps retries <= 10% of requests + the minimum (10 000 requests)', async () => {
+  const clock = new VirtualClock();
+  const random = seededRandom(2024);
+  const budget = ratioBudget({ clock }); // defaults: 10% over 10 s, 1 retry/s minimum
+  const policy = retry({ maxAttempts: 3, backoff: constantBackoff(10, { jitter: 'none' }), budget, clock });
+  const requestTimes: number[] = [];
+  const retryTimes: number[] = [];
+  policy.onRetry(() => retryTimes.push(clock.now()));
+  let calls = 0;
+  const failingHalf = () => {
+    calls++;
+    if (random() < 0.5) throw Object.assign(new Error('HTTP 503'), { status: 503 });
+    return 'ok';
+  };
+  const REQUESTS = 10_000;
+  const pending: Promise<unknown>[] = [];
+  // 100 requests per second for 100 s, ten every 100 ms
+  for (let i = 0; i < REQUESTS; i += 10) {
+    for (let j = 0; j < 10; j++) {
+      requestTimes.push(clock.now());
+      pending.push(policy.execute(failingHalf).catch((e) => e));
+    }
+    await clock.advance(100);
+  }
+  await clock.advance(1000);
+  const outcomes = await Promise.all(pending);
+  const seconds = 100;
+
+  const retries = retryTimes.length;
+  assert.equal(calls, REQUESTS + retries);
+  assert.ok(retries <= 0.1 * REQUESTS + 1 * seconds, `${retries} retries for ${REQUESTS} requests`);
+  assert.ok(retries >= 0.1 * REQUESTS, `the budget is used, not starved: ${retries}`);
+  const amplification = calls / REQUESTS;
+  assert.ok(amplification <= 1.11, `load amplification ${amplification}`); // unbudgeted: ~1.75
+  const exhausted = outcomes.filter((e: any) => e?.code === 'RETRY_BUDGET_EXHAUSTED').length;
+  assert.ok(exhausted > 2000, `failures beyond the budget surface as RETRY_BUDGET_EXHAUSTED (${exhausted})`);
+
+  // and in every 10 s window, not only on average
+  for (let start = 0; start + 10_000 <= seconds * 1000; start += 1000) {
+    const inWindow = (t: number) => t >= start && t < start + 10_000;
+    const windowRequests = requestTimes.filter(inWindow).length;
+    const windowRetries = retryTimes.filter(inWindow).length;
+    assert.ok(windowRetries <= 0.1 * windowRequests + 10, `window at ${start} ms: ${windowRetries} retries for ${windowRequests} requests`);
+  }
+});
+
+test('without a budget the same traffic would retry about 75% of requests (what the budget prevents)', async () => {
+  const clock = new VirtualClock();
+  const random = seededRandom(2024);
+  const policy = retry({ maxAttempts: 3, backoff: constantBackoff(10, { jitter: 'none' }), clock });
+  let calls = 0;
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < 1000; i++) {
+    pending.push(policy.execute(() => {
+      calls++;
+      if (random() < 0.5) throw Object.assign(new Error('HTTP 503'), { status: 503 });
+      return 'ok';
+    }).catch((e) => e));
+  }
+  await clock.advance(100);
+  await Promise.all(pending);
+  assert.ok(calls / 1000 > 1.6 && calls / 1000 < 1.9, `amplification ${calls / 1000}`);
+});

@@ -1,0 +1,45 @@
+// Public API of the retry policy and retry budgets (re-exported from the core entry point).
+export {
+  RetryPolicy,
+  retry,
+  RETRY_DEFAULTS,
+  type RetryOptions,
+  type GiveUpReason,
+  type RetryEvent,
+  type GiveUpEvent,
+  type RetrySuccessEvent,
+} from './retry.js';
+export {
+  ScheduleBackoff,
+  backoff,
+  constantBackoff,
+  linearBackoff,
+  exponentialBackoff,
+  fibonacciBackoff,
+  decorrelatedBackoff,
+  BACKOFF_DEFAULTS,
+  type Backoff,
+  type BackoffOptions,
+  type BackoffKind,
+  type JitterKind,
+} from './backoff.js';
+export {
+  RatioRetryBudget,
+  TokenRetryBudget,
+  ratioBudget,
+  tokenBudget,
+  type RatioBudgetOptions,
+  type RatioBudgetSnapshot,
+  type TokenBudgetOptions,
+  type TokenBudgetSnapshot,
+} from './budget.js';
+export {
+  isRetryableError,
+  isNeverRetried,
+  parseRetryAfter,
+  RETRYABLE_NETWORK_CODES,
+  RETRYABLE_STATUSES,
+  NEVER_RETRIED_CODES,
+  NO_RETRY_HEADER,
+  type RetryOutcome,
+} from './classify.js';

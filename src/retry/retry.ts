@@ -1,0 +1,272 @@
+import type { RetryBudget } from '../core/budget.js';
+import type { Clock } from '../core/clock.js';
+import type { CallContext } from '../core/context.js';
+import { AbortedError, BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
+import { EventEmitter } from '../core/events.js';
+import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { systemRandom, type Random } from '../core/random.js';
+import { nonNegative } from '../core/validate.js';
+import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
+import { decideRetry, type RetryOutcome } from './classify.js';
+
+export interface RetryOptions {
+  /**
+   * Total calls including the first (SPEC principle 5): 3 means one call and at most two
+   * retries; 1 means no retry. Default 3. `Infinity` only together with `maxElapsedMs` or
+   * a `budget`, so something always ends the loop.
+   */
+  maxAttempts?: number;
+  /**
+   * A Backoff value (shareable, immutable), backoff options, or a kind name. Default:
+   * exponential from 100 ms, factor 2, full jitter, capped at 30 s (AWS SDK "standard" mode).
+   */
+  backoff?: Backoff | BackoffOptions | BackoffKind;
+  /**
+   * Longest time from the start of the first attempt to the start of the last one: a retry
+   * whose wait would end past it is not started (the running attempt is not cut short; that
+   * is a timeout's job). Default Infinity.
+   */
+  maxElapsedMs?: number;
+  /** Cap on a server's Retry-After: a longer one waits this long. Default 60 000 ms. */
+  maxRetryAfterMs?: number;
+  /** A retry budget shared with other pipelines (`ratioBudget()` / `tokenBudget()`). */
+  budget?: RetryBudget;
+  /**
+   * Replaces or extends the default classification: true/false decides, undefined defers
+   * to the default. Bulwark's local rejections (CIRCUIT_OPEN, BULKHEAD_FULL, RATE_LIMITED, SHED,
+   * ...), `Bulwark-Retry: no` and `retryable: false` are never retried, whatever this returns.
+   */
+  shouldRetry?: (outcome: RetryOutcome) => boolean | undefined;
+  /**
+   * Retries on results, e.g. `(r: Response) => r.status >= 500`. Retry-After is then read from
+   * the result's headers. When retries run out the last result is returned, not an error.
+   */
+  handleResult?: (result: any) => boolean;
+  clock?: Clock;
+  random?: Random;
+  name?: string;
+}
+
+/** Why the policy stopped retrying a failure it would have retried. */
+export type GiveUpReason = 'max-attempts' | 'max-elapsed' | 'deadline' | 'budget' | 'aborted';
+
+export interface RetryEvent {
+  /** The attempt that failed (1 = the first call); the next one is `attempt + 1`. */
+  attempt: number;
+  /** The wait before the next attempt. */
+  delayMs: number;
+  error?: unknown;
+  result?: unknown;
+  /** Set when the wait came from a Retry-After instead of the backoff. */
+  retryAfterMs?: number;
+}
+
+export interface GiveUpEvent {
+  attempts: number;
+  reason: GiveUpReason;
+  error?: unknown;
+  result?: unknown;
+}
+
+export interface RetrySuccessEvent {
+  /** Calls made, the successful one included. */
+  attempts: number;
+}
+
+export const RETRY_DEFAULTS = Object.freeze({
+  maxAttempts: 3,
+  maxElapsedMs: Infinity,
+  maxRetryAfterMs: 60_000,
+});
+
+export class RetryPolicy extends BasePolicy {
+  readonly kind = 'retry';
+  readonly name: string | undefined;
+  readonly maxAttempts: number;
+  readonly backoff: Backoff;
+  readonly maxElapsedMs: number;
+  readonly maxRetryAfterMs: number;
+  readonly budget: RetryBudget | undefined;
+  readonly random: Random;
+  readonly #shouldRetry: RetryOptions['shouldRetry'];
+  readonly #handleResult: RetryOptions['handleResult'];
+
+  readonly #onRetry = new EventEmitter<RetryEvent>();
+  readonly #onGiveUp = new EventEmitter<GiveUpEvent>();
+  readonly #onSuccess = new EventEmitter<RetrySuccessEvent>();
+  /** Fires before each wait-then-retry. */
+  readonly onRetry = this.#onRetry.event;
+  /** Fires when a retryable failure is surfaced because a limit stopped the retries. */
+  readonly onGiveUp = this.#onGiveUp.event;
+  /** Fires when a call succeeds (on any attempt). */
+  readonly onSuccess = this.#onSuccess.event;
+
+  constructor(options: RetryOptions = {}) {
+    super(options.clock);
+    this.name = options.name;
+    this.maxElapsedMs = nonNegative('retry.maxElapsedMs', options.maxElapsedMs, RETRY_DEFAULTS.maxElapsedMs);
+    this.maxRetryAfterMs = nonNegative('retry.maxRetryAfterMs', options.maxRetryAfterMs, RETRY_DEFAULTS.maxRetryAfterMs);
+    if (this.maxRetryAfterMs > MAX_TIMER_MS) throw new InvalidOptionsError(`retry.maxRetryAfterMs must be <= ${MAX_TIMER_MS} ms, got ${options.maxRetryAfterMs}`);
+    this.budget = checkBudget(options.budget);
+    this.maxAttempts = checkMaxAttempts(options.maxAttempts, this.maxElapsedMs, this.budget);
+    this.backoff = toBackoff(options.backoff);
+    if (options.shouldRetry !== undefined && typeof options.shouldRetry !== 'function') throw new InvalidOptionsError('retry.shouldRetry must be a function');
+    if (options.handleResult !== undefined && typeof options.handleResult !== 'function') throw new InvalidOptionsError('retry.handleResult must be a function');
+    if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('retry.random must be a function returning [0, 1)');
+    this.#shouldRetry = options.shouldRetry;
+    this.#handleResult = options.handleResult;
+    this.random = options.random ?? systemRandom;
+  }
+
+  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    const clock = this.clock;
+    const budget = this.budget;
+    budget?.recordRequest();
+    // Read the clock only when a limit needs it: the success path stays one branch cheaper.
+    const startedAt = this.maxElapsedMs === Infinity ? 0 : clock.now();
+    let previousDelay = 0;
+
+    for (let attempt = 1; ; attempt++) {
+      if (context.aborted) throw asAbortError(context.abortReason);
+      const attemptContext = attempt === 1 && context.attempt === 1 ? context : context.derive({ attempt });
+
+      let failed = false;
+      let error: unknown;
+      let result!: T;
+      try {
+        result = await next(attemptContext);
+      } catch (caught) {
+        failed = true;
+        error = caught;
+      }
+      if (!failed && (this.#handleResult === undefined || !this.#handleResult(result))) {
+        budget?.recordOutcome(true);
+        if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: attempt });
+        return result;
+      }
+
+      const outcome: RetryOutcome = failed ? { kind: 'error', error, attempt } : { kind: 'result', result, attempt };
+      const decision = decideRetry(outcome, this.#shouldRetry, clock.now(), this.maxRetryAfterMs);
+      if (!decision.retry) {
+        // Not ours to retry (a 400, a breaker-open rejection, ...): the original surfaces unchanged.
+        // Client errors and local rejections say nothing about the dependency's health, so
+        // they leave token budgets alone (gRPC retry throttling counts retryable failures only).
+        if (failed) throw error;
+        return result;
+      }
+      budget?.recordOutcome(false);
+
+      let reason: GiveUpReason | undefined;
+      let delay = 0;
+      if (attempt >= this.maxAttempts) {
+        reason = 'max-attempts';
+      } else if (context.aborted) {
+        reason = 'aborted';
+      } else {
+        const computed = checkDelay(this.backoff.delay(attempt, previousDelay, this.random));
+        previousDelay = computed;
+        delay = decision.retryAfterMs ?? computed; // Retry-After replaces the backoff, no jitter on top
+        const resumeAt = clock.now() + delay;
+        if (resumeAt - startedAt > this.maxElapsedMs) reason = 'max-elapsed';
+        else if (resumeAt >= context.deadline) reason = 'deadline';
+        else if (budget !== undefined && !budget.tryAcquire()) reason = 'budget'; // asked last: granting spends it
+      }
+      if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result);
+
+      if (this.#onRetry.active) {
+        this.#onRetry.emit({
+          attempt,
+          delayMs: delay,
+          ...(failed ? { error } : { result }),
+          ...(decision.retryAfterMs === undefined ? {} : { retryAfterMs: decision.retryAfterMs }),
+        });
+      }
+      if (delay > 0) {
+        try {
+          await this.#wait(delay, context);
+        } catch (abortError) {
+          if (this.#onGiveUp.active) this.#onGiveUp.emit({ attempts: attempt, reason: 'aborted', ...(failed ? { error } : { result }) });
+          throw abortError;
+        }
+      }
+    }
+  }
+
+  /** Surfaces a retryable failure that a limit stopped: an error for errors, the last result for results. */
+  #giveUp<T>(reason: GiveUpReason, attempts: number, failed: boolean, error: unknown, result: T): T {
+    if (this.#onGiveUp.active) this.#onGiveUp.emit({ attempts, reason, ...(failed ? { error } : { result }) });
+    if (!failed) return result;
+    if (reason === 'aborted') throw error;
+    if (reason === 'budget') throw new RetryBudgetExhaustedError(attempts, error);
+    throw new RetriesExhaustedError(attempts, error, reason);
+  }
+
+  /** The delay wait: one timer, cleared (and the listener removed) on abort. */
+  #wait(ms: number, context: CallContext): Promise<void> {
+    const clock = this.clock;
+    return new Promise<void>((resolve, reject) => {
+      const timer = clock.setTimeout(() => {
+        stopListening(); // assigned below, before any timer can fire
+        resolve();
+      }, ms);
+      const stopListening = context.onAbort((reason) => {
+        clock.clearTimeout(timer);
+        reject(asAbortError(reason));
+      });
+    });
+  }
+
+  describe(): PolicyDescription {
+    return {
+      kind: this.kind,
+      ...(this.name ? { name: this.name } : {}),
+      options: {
+        maxAttempts: this.maxAttempts,
+        backoff: this.backoff.describe(),
+        maxElapsedMs: this.maxElapsedMs,
+        maxRetryAfterMs: this.maxRetryAfterMs,
+        budget: this.budget?.snapshot().kind,
+        shouldRetry: this.#shouldRetry !== undefined,
+        handleResult: this.#handleResult !== undefined,
+      },
+    };
+  }
+}
+
+/** Builds a retry policy. */
+export function retry(options: RetryOptions = {}): RetryPolicy {
+  return new RetryPolicy(options);
+}
+
+function checkMaxAttempts(value: number | undefined, maxElapsedMs: number, budget: RetryBudget | undefined): number {
+  const v = value ?? RETRY_DEFAULTS.maxAttempts;
+  if (v === Infinity) {
+    if (maxElapsedMs === Infinity && budget === undefined) {
+      throw new InvalidOptionsError('retry.maxAttempts may be Infinity only with a finite maxElapsedMs or a budget (unbounded retries are the seed\'s "Sin 3")');
+    }
+    return v;
+  }
+  if (!Number.isInteger(v) || v < 1) throw new InvalidOptionsError(`retry.maxAttempts counts total calls including the first and must be an integer >= 1, got ${String(value)}`);
+  return v;
+}
+
+function checkBudget(budget: RetryBudget | undefined): RetryBudget | undefined {
+  if (budget === undefined) return undefined;
+  if (typeof budget !== 'object' || budget === null || typeof budget.tryAcquire !== 'function'
+    || typeof budget.recordRequest !== 'function' || typeof budget.recordOutcome !== 'function') {
+    throw new InvalidOptionsError('retry.budget must be a RetryBudget (ratioBudget() or tokenBudget())');
+  }
+  return budget;
+}
+
+/** A user-defined Backoff can return anything; a bad value is a clear error, not a hang. */
+function checkDelay(ms: number): number {
+  if (typeof ms !== 'number' || !(ms >= 0)) {
+    throw new BulwarkError('INVALID_OPTIONS', `backoff.delay() must return a number of milliseconds >= 0, got ${String(ms)}`);
+  }
+  return ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms;
+}
+
+function asAbortError(reason: unknown): unknown {
+  return reason instanceof Error ? reason : new AbortedError(reason);
+}
