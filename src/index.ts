@@ -6,3 +6,6 @@ export * from './bulkhead/index.js';
 export * from './fallback/index.js';
 export * from './retry/index.js';
 export * from './breaker/index.js';
+export * from './concurrency/index.js';
+export * from './shedding/index.js';
+export * from './backpressure/index.js';

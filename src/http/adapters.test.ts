@@ -1,0 +1,215 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HttpGuard, type Protection } from './core/guard.js';
+import { healthChecks } from './core/health.js';
+import type { RequestOutcome } from './core/request-context.js';
+import { ADAPTERS, sleep, startApp, type AppRoute, type RunningApp } from './test/apps.js';
+
+const running: RunningApp[] = [];
+after(async () => {
+  await Promise.all(running.map((app) => app.close()));
+});
+
+async function start(...args: Parameters<typeof startApp>): Promise<RunningApp> {
+  const app = await startApp(...args);
+  running.push(app);
+  return app;
+}
+
+for (const kind of ADAPTERS) {
+  describe(`${kind} adapter`, () => {
+    test('exposes the request context: budget, deadline source, route settings, client IP', async () => {
+      const routes: AppRoute[] = [{
+        method: 'GET',
+        path: '/info',
+        config: { priority: 'high', critical: true, name: 'info' },
+        handler: (request) => ({
+          body: {
+            clientIp: request?.clientIp,
+            source: request?.deadlineSource,
+            remaining: request?.remaining(),
+            priority: request?.priority,
+            critical: request?.critical,
+            route: request?.route.name,
+          },
+        }),
+      }];
+      const app = await start(kind, routes, { defaults: { deadlineMs: 30_000 } });
+      const withHeader = await (await fetch(`${app.url}/info`, { headers: { 'x-request-timeout-ms': '5000' } })).json() as any;
+      assert.equal(withHeader.clientIp, '127.0.0.1');
+      assert.equal(withHeader.source, 'timeout-header');
+      assert.ok(withHeader.remaining > 4000 && withHeader.remaining <= 5000, `remaining ${withHeader.remaining}`);
+      assert.equal(withHeader.priority, 'high');
+      assert.equal(withHeader.critical, true);
+      assert.equal(withHeader.route, 'info');
+      const byDefault = await (await fetch(`${app.url}/info`)).json() as any;
+      assert.equal(byDefault.source, 'route-default');
+      assert.ok(byDefault.remaining > 25_000);
+    });
+
+    test('expired or malformed deadline headers: 504 / 400 problem+json and the handler never runs', async () => {
+      let runs = 0;
+      const app = await start(kind, [{ method: 'POST', path: '/work', handler: () => { runs++; return { body: 'done' }; } }]);
+      const post = (headers: Record<string, string>) => fetch(`${app.url}/work`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"a":1}',
+      });
+      const expired: Record<string, string>[] = [{ 'x-request-timeout-ms': '0' }, { 'x-request-deadline': String(Date.now() - 1000) }];
+      for (const headers of expired) {
+        const res = await post(headers);
+        assert.equal(res.status, 504);
+        assert.equal(res.headers.get('content-type'), 'application/problem+json');
+        assert.equal((await res.json() as any).code, 'DEADLINE_EXCEEDED');
+      }
+      const malformed: Record<string, string>[] = [{ 'x-request-timeout-ms': 'None' }, { 'x-request-deadline': '1712345678.5' }, { 'x-request-timeout-ms': '-1' }];
+      for (const headers of malformed) {
+        const res = await post(headers);
+        assert.equal(res.status, 400);
+        const problem = await res.json() as any;
+        assert.equal(problem.code, 'INVALID_INPUT');
+        assert.equal(problem.status, 400);
+      }
+      assert.equal(runs, 0);
+      const ok = await post({ 'x-request-timeout-ms': '5000' });
+      assert.equal(ok.status, 200);
+      assert.equal(runs, 1);
+    });
+
+    test('at the deadline the handler signal aborts (DEADLINE_EXCEEDED) and the client gets 504', async () => {
+      const guard = new HttpGuard();
+      const seen: { code?: string; elapsed?: number } = {};
+      const app = await start(kind, [{
+        method: 'GET',
+        path: '/slow',
+        handler: async (request) => {
+          const started = performance.now();
+          try {
+            await sleep(10_000, request!.signal);
+          } catch (error) {
+            seen.code = (error as any).code;
+            seen.elapsed = performance.now() - started;
+            throw error;
+          }
+          return { body: 'too late' };
+        },
+      }], { guard });
+      const started = performance.now();
+      const res = await fetch(`${app.url}/slow`, { headers: { 'x-request-timeout-ms': '200' } });
+      const elapsed = performance.now() - started;
+      assert.equal(res.status, 504);
+      assert.equal((await res.json() as any).code, 'DEADLINE_EXCEEDED');
+      assert.ok(elapsed >= 190 && elapsed < 2000, `answered after ${elapsed} ms`);
+      await sleep(20);
+      assert.equal(seen.code, 'DEADLINE_EXCEEDED');
+      assert.ok(seen.elapsed! >= 180 && seen.elapsed! < 2000, `handler aborted after ${seen.elapsed} ms`);
+      assert.equal(guard.pendingDeadlines, 0, 'the deadline entry was released');
+    });
+
+    test('a client that disconnects aborts the handler signal (ABORTED) and releases the deadline', async () => {
+      const guard = new HttpGuard();
+      let reason: any;
+      let handlerStarted!: () => void;
+      const started = new Promise<void>((resolve) => { handlerStarted = resolve; });
+      const app = await start(kind, [{
+        method: 'GET',
+        path: '/hang',
+        handler: async (request) => {
+          handlerStarted();
+          await sleep(10_000, request!.signal).catch((error) => { reason = error; throw error; });
+          return {};
+        },
+      }], { guard });
+      const controller = new AbortController();
+      const call = fetch(`${app.url}/hang`, { headers: { 'x-request-timeout-ms': '60000' }, signal: controller.signal }).catch(() => 'aborted');
+      await started;
+      assert.equal(guard.pendingDeadlines, 1);
+      controller.abort();
+      assert.equal(await call, 'aborted');
+      for (let i = 0; i < 100 && reason === undefined; i++) await sleep(10);
+      assert.equal(reason?.code, 'ABORTED');
+      assert.equal(guard.pendingDeadlines, 0);
+    });
+
+    test('client IP: X-Forwarded-For is ignored by default and trusted per hop count when configured', async () => {
+      const routes: AppRoute[] = [{ method: 'GET', path: '/ip', handler: (request) => ({ body: request?.clientIp }) }];
+      const plain = await start(kind, routes);
+      const proxied = await start(kind, routes, { trustProxy: 1 });
+      const spoof = { 'x-forwarded-for': '6.6.6.6' };
+      assert.equal(await (await fetch(`${plain.url}/ip`, { headers: spoof })).json(), '127.0.0.1');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': '6.6.6.6, 203.0.113.9' } })).json(), '203.0.113.9');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'garbage' } })).json(), '127.0.0.1');
+    });
+
+    test('protections: reject before the handler, add headers, and see the captured response at the end', async () => {
+      const outcomes: RequestOutcome[] = [];
+      const counts = new Map<string, number>();
+      const limiter: Protection = {
+        name: 'per-ip-test-limiter',
+        check(request) {
+          const n = (counts.get(request.clientIp) ?? 0) + 1;
+          counts.set(request.clientIp, n);
+          if (n > 2) return { status: 429, headers: { 'retry-after': '1', 'content-type': 'text/plain' }, body: 'limited' };
+          request.setHeader('ratelimit-remaining', String(2 - n));
+          request.captureResponse();
+          request.onEnd((outcome) => outcomes.push(outcome));
+          return undefined;
+        },
+      };
+      let runs = 0;
+      const app = await start(kind, [{
+        method: 'POST',
+        path: '/orders',
+        handler: (_request, req) => { runs++; return { status: 201, body: { created: req.body }, headers: { 'x-order': '7' } }; },
+      }], { protections: [limiter] });
+      const order = (xff: string) => fetch(`${app.url}/orders`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-forwarded-for': xff }, body: '{"sku":"a"}',
+      });
+      const first = await order('1.1.1.1');
+      assert.equal(first.status, 201);
+      assert.equal(first.headers.get('ratelimit-remaining'), '1');
+      assert.deepEqual(await first.json(), { created: { sku: 'a' } });
+      await order('2.2.2.2');
+      const third = await order('3.3.3.3');
+      assert.equal(third.status, 429, 'rotating X-Forwarded-For does not dodge a per-IP limit');
+      assert.equal(third.headers.get('retry-after'), '1');
+      assert.equal(runs, 2);
+      for (let i = 0; i < 50 && outcomes.length < 2; i++) await sleep(10);
+      assert.equal(outcomes.length, 2);
+      const outcome = outcomes[0]!;
+      assert.equal(outcome.status, 201);
+      assert.equal(outcome.completed, true);
+      assert.equal(outcome.body?.toString(), '{"created":{"sku":"a"}}');
+      assert.equal(outcome.headers?.['x-order'], '7');
+      assert.match(String(outcome.headers?.['content-type']), /application\/json/);
+    });
+
+    test('health endpoints are served by the adapter, before protections', async () => {
+      const reject: Protection = { name: 'reject-all', check: () => ({ status: 503, headers: {}, body: '' }) };
+      const health = healthChecks({ checks: { always: () => undefined } });
+      const app = await start(kind, [], { health, protections: [reject] });
+      const live = await fetch(`${app.url}/health/live`);
+      assert.equal(live.status, 200);
+      assert.deepEqual(await live.json(), { status: 'pass' });
+      const ready = await fetch(`${app.url}/health/ready`);
+      assert.equal(ready.status, 200);
+      assert.equal((await ready.json() as any).checks.always.status, 'pass');
+      assert.equal((await fetch(`${app.url}/health/ready`, { method: 'HEAD' })).status, 200);
+      assert.equal((await fetch(`${app.url}/other`)).status, 503, 'other routes go through protections');
+    });
+  });
+}
+
+test('a process that served requests with deadlines on every adapter exits by itself once its servers close', async () => {
+  const { spawn } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const script = fileURLToPath(new URL('./test/exit-check.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  const code = await new Promise<number | null | 'timeout'>((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL'); resolve('timeout'); }, 20_000);
+    child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+  });
+  assert.equal(code, 0, `child ${code === 'timeout' ? 'did not exit (something leaked)' : `exited ${code}`}: ${out}`);
+  assert.match(out, /served/);
+});

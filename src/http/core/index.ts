@@ -1,0 +1,13 @@
+// The framework-neutral HTTP server core (no framework imports). Adapters: ../node.ts,
+// ../fastify.ts, ../express.ts.
+export * from './problem.js';
+export * from './rate-limit-headers.js';
+export * from './deadline.js';
+export * from './client-ip.js';
+export * from './routes.js';
+export {
+  RequestContext, RequestDeadlineExceededError, ClientDisconnectedError,
+  type RequestOutcome, type ResponseChannel, type RequestHeaders,
+} from './request-context.js';
+export * from './guard.js';
+export * from './health.js';

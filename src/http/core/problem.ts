@@ -1,0 +1,189 @@
+import { BulwarkError, type ErrorCode } from '../../core/errors.js';
+import { formatRetryAfter, rateLimitHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
+
+/** What a server answers instead of running the handler (a rejection, a health report, a replay). */
+export interface HttpResponse {
+  status: number;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  body: string | Uint8Array;
+}
+
+/** RFC 9457 "Problem Details for HTTP APIs", plus Bulwark's stable `code`. */
+export interface ProblemDetails {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  /** The stable Bulwark error code (SPEC "Error codes"), so clients can branch without parsing text. */
+  code?: string;
+  instance?: string;
+  [extension: string]: unknown;
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/**
+ * Servers add `Bulwark-Retry: no` to overload responses (shed, retry budget spent, retries
+ * already made here) so that a client, a proxy or another Bulwark layer does not retry them:
+ * retries belong to one layer only, or they multiply (3 tiers × 3 attempts = 27×).
+ */
+export const RETRY_HINT_HEADER = 'bulwark-retry';
+export const RETRY_HINT_NO = 'no';
+
+/** The problem `type` URI for a Bulwark code: `urn:bulwark:problem:deadline-exceeded`. */
+export function problemType(code: string): string {
+  return `urn:bulwark:problem:${code.toLowerCase().replace(/_/g, '-')}`;
+}
+
+export interface ProblemInput {
+  status: number;
+  title: string;
+  detail?: string;
+  code?: ErrorCode | string;
+  /** Defaults to `problemType(code)`, or `about:blank` without a code (RFC 9457 §4.2.1). */
+  type?: string;
+  instance?: string;
+  /** Extra response headers (lower-case names), e.g. `retry-after`. */
+  headers?: Record<string, string>;
+  /** Extension members added to the body. */
+  extensions?: Record<string, unknown>;
+}
+
+/** Builds an `application/problem+json` response. */
+export function problemResponse(input: ProblemInput): HttpResponse {
+  const body: ProblemDetails = {
+    ...input.extensions,
+    type: input.type ?? (input.code === undefined ? 'about:blank' : problemType(input.code)),
+    title: input.title,
+    status: input.status,
+  };
+  if (input.detail !== undefined) body.detail = input.detail;
+  if (input.code !== undefined) body.code = input.code;
+  if (input.instance !== undefined) body.instance = input.instance;
+  return {
+    status: input.status,
+    headers: { 'content-type': PROBLEM_CONTENT_TYPE, 'cache-control': 'no-store', ...input.headers },
+    body: JSON.stringify(body),
+  };
+}
+
+interface CodeMapping {
+  status: number;
+  title: string;
+  /** Overload answers carry `Bulwark-Retry: no` (see RETRY_HINT_HEADER). */
+  noRetry?: boolean;
+}
+
+/** How each stable error code is answered over HTTP. */
+const CODE_TO_HTTP: Record<ErrorCode, CodeMapping> = {
+  TIMEOUT: { status: 504, title: 'Upstream timeout' },
+  DEADLINE_EXCEEDED: { status: 504, title: 'Deadline exceeded' },
+  CIRCUIT_OPEN: { status: 503, title: 'Dependency unavailable (circuit open)' },
+  BULKHEAD_FULL: { status: 503, title: 'Too busy', noRetry: true },
+  BULKHEAD_QUEUE_TIMEOUT: { status: 503, title: 'Too busy', noRetry: true },
+  RATE_LIMITED: { status: 429, title: 'Too many requests' },
+  SHED: { status: 503, title: 'Overloaded: request shed', noRetry: true },
+  RETRY_BUDGET_EXHAUSTED: { status: 503, title: 'Dependency failing (retry budget exhausted)', noRetry: true },
+  RETRIES_EXHAUSTED: { status: 503, title: 'Dependency failing (retries exhausted)', noRetry: true },
+  ABORTED: { status: 503, title: 'Request aborted' },
+  IDEMPOTENCY_CONFLICT: { status: 409, title: 'A request with this idempotency key is in progress' },
+  IDEMPOTENCY_MISMATCH: { status: 422, title: 'Idempotency key reused with a different request' },
+  IDEMPOTENCY_KEY_INVALID: { status: 400, title: 'Invalid idempotency key' },
+  STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
+  INVALID_INPUT: { status: 400, title: 'Invalid request' },
+  QUEUE_FULL: { status: 503, title: 'Too busy', noRetry: true },
+  INVALID_OPTIONS: { status: 500, title: 'Internal server error' },
+  FAULT_INJECTED: { status: 500, title: 'Internal server error (injected fault)' },
+  NOT_IDEMPOTENT: { status: 500, title: 'Internal server error' },
+  LEASE_LOST: { status: 500, title: 'Internal server error' },
+};
+
+const STATUS_TITLES: Record<number, string> = {
+  400: 'Bad request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not found', 405: 'Method not allowed',
+  408: 'Request timeout', 409: 'Conflict', 411: 'Length required', 413: 'Content too large', 415: 'Unsupported media type',
+  422: 'Unprocessable content', 429: 'Too many requests', 431: 'Request header fields too large',
+  500: 'Internal server error', 502: 'Bad gateway', 503: 'Service unavailable', 504: 'Gateway timeout',
+};
+
+/**
+ * The HTTP answer for an error a handler threw (or a protection produced):
+ * Bulwark errors by their stable code (504, 503 + Retry-After, 429, 409, 422, 400...);
+ * framework errors carrying a 4xx/5xx `status`/`statusCode` (body-parser, http-errors) keep it;
+ * anything else is a 500 whose message is not disclosed.
+ */
+export function problemForError(error: unknown): HttpResponse {
+  if (error instanceof InvalidRequestError) {
+    return problemResponse({ status: error.status, title: STATUS_TITLES[error.status] ?? 'Bad request', code: error.code, detail: error.message });
+  }
+  if (error instanceof BulwarkError) {
+    const mapping = CODE_TO_HTTP[error.code] ?? { status: 500, title: 'Internal server error' };
+    const headers: Record<string, string> = {};
+    const retryAfterMs = (error as { retryAfterMs?: unknown }).retryAfterMs;
+    if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && mapping.status !== 500) {
+      headers['retry-after'] = formatRetryAfter(retryAfterMs);
+    }
+    if (mapping.noRetry) headers[RETRY_HINT_HEADER] = RETRY_HINT_NO;
+    return problemResponse({
+      status: mapping.status,
+      title: mapping.title,
+      code: error.code,
+      // 5xx messages from our own policies are safe to show (no user data); 500s are not.
+      ...(mapping.status === 500 ? {} : { detail: error.message }),
+      headers,
+    });
+  }
+  const status = statusOf(error);
+  if (status !== undefined) {
+    const exposed = status < 500 || (error as { expose?: unknown }).expose === true;
+    return problemResponse({
+      status,
+      title: STATUS_TITLES[status] ?? (status < 500 ? 'Bad request' : 'Server error'),
+      ...(exposed && error instanceof Error && error.message ? { detail: truncate(error.message, 300) } : {}),
+    });
+  }
+  return problemResponse({ status: 500, title: 'Internal server error' });
+}
+
+function statusOf(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const e = error as { status?: unknown; statusCode?: unknown };
+  const status = typeof e.status === 'number' ? e.status : e.statusCode;
+  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599 ? status : undefined;
+}
+
+function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/** Bad request input (malformed body, too large, wrong media type): code INVALID_INPUT, a 4xx status. */
+export class InvalidRequestError extends BulwarkError {
+  constructor(message: string, readonly status: 400 | 408 | 411 | 413 | 415 | 422 | 431 = 400, cause?: unknown) {
+    super('INVALID_INPUT', message, { cause, captureStack: false });
+  }
+}
+
+/** The 429 a rate limiter answers: problem+json, `Retry-After`, and `RateLimit-*` when the quota is known. */
+export function rateLimitedResponse(retryAfterMs: number, info?: RateLimitInfo, format: RateLimitHeaderFormat = 'draft-6'): HttpResponse {
+  return problemResponse({
+    status: 429,
+    title: 'Too many requests',
+    detail: `Rate limit exceeded; retry after ${formatRetryAfter(retryAfterMs)} s.`,
+    code: 'RATE_LIMITED',
+    headers: { ...(info ? rateLimitHeaders(info, format) : {}), 'retry-after': formatRetryAfter(retryAfterMs) },
+  });
+}
+
+/**
+ * The 503 an overloaded server answers when it sheds a request: `Retry-After` and
+ * `Bulwark-Retry: no` (retry later, from the original caller, not at every layer).
+ */
+export function overloadedResponse(retryAfterMs: number, detail = 'The server is overloaded and shed this request.'): HttpResponse {
+  return problemResponse({
+    status: 503,
+    title: 'Overloaded: request shed',
+    detail,
+    code: 'SHED',
+    headers: { 'retry-after': formatRetryAfter(retryAfterMs), [RETRY_HINT_HEADER]: RETRY_HINT_NO },
+  });
+}

@@ -1,0 +1,272 @@
+import type { Clock } from '../../core/clock.js';
+import type { Priority } from '../../core/context.js';
+import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
+import { DeadlineEntry, type DeadlineQueue } from '../../timeout/deadline-queue.js';
+import type { DeadlineSource } from './deadline.js';
+import type { HttpResponse } from './problem.js';
+import type { ResolvedRoute } from './routes.js';
+
+export type RequestHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/** How a request ended, given to `onEnd` listeners (protections release permits, record outcomes). */
+export interface RequestOutcome {
+  status: number;
+  /** False when the client went away before the response was complete. */
+  completed: boolean;
+  durationMs: number;
+  /** Response headers as sent (only when a protection asked for `captureResponse()`). */
+  headers?: Record<string, string | string[]>;
+  /** Response body as sent (only with `captureResponse()`, up to its byte limit). */
+  body?: Buffer;
+  /** True when the body exceeded the capture limit (then `body` is undefined). */
+  bodyTruncated?: boolean;
+}
+
+/**
+ * What the framework-neutral core needs from an adapter to act on a response it does not own.
+ * One constant object per adapter (no per-request closures); `target` is the adapter's own
+ * response object (a `ServerResponse`, a Fastify `reply`).
+ */
+export interface ResponseChannel<T> {
+  /** True once the response has begun (the handler or someone else answered). */
+  started(target: T): boolean;
+  /** Sends a complete response; used for the 504 at the deadline. */
+  send(target: T, response: HttpResponse): void;
+  /** Arranges `context.end(outcome)` when the response closes, and `context.abort()` on client disconnect. */
+  watch(target: T, context: RequestContext): void;
+  /** Starts recording the response (status, headers, body) for `RequestOutcome`. */
+  capture(target: T, context: RequestContext, maxBytes: number): void;
+}
+
+/** The deadline was reached while the request was being handled (code DEADLINE_EXCEEDED). */
+export class RequestDeadlineExceededError extends DeadlineExceededError {
+  constructor(deadline: number, readonly budgetMs: number) {
+    super(deadline);
+    this.message = `request deadline reached (budget ${Math.round(budgetMs)} ms)`;
+  }
+}
+
+/** The client closed the connection before the response was complete (code ABORTED). */
+export class ClientDisconnectedError extends AbortedError {
+  constructor() {
+    super();
+    this.message = 'client closed the connection before the response was complete';
+  }
+}
+
+/** The request's entry in the server's shared deadline queue (one timer for all requests). */
+export class RequestDeadline extends DeadlineEntry {
+  constructor(deadline: number, onExpire: (entry: DeadlineEntry) => void, readonly request: RequestContext) {
+    super(deadline, onExpire);
+  }
+}
+
+type Phase = 'admitting' | 'handling' | 'ended';
+
+export interface RequestContextInit {
+  clock: Clock;
+  method: string;
+  url: string;
+  path: string;
+  headers: RequestHeaders;
+  clientIp: string;
+  route: ResolvedRoute;
+  startedAt: number;
+  deadline: number;
+  deadlineSource: DeadlineSource;
+  channel: ResponseChannel<unknown>;
+  target: unknown;
+}
+
+type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
+
+/**
+ * One inbound request as Bulwark sees it: who sent it, which route, how long it may take, and a
+ * signal that aborts at the deadline or when the client disconnects.
+ *
+ * It is shaped like Bulwark's `CallOptions` (`signal`, `deadline`, `priority`, `tags`), so the
+ * request's budget flows into outbound policies directly: `policy.execute(op, request)`.
+ * Handlers read `remaining()` for the budget left and pass `signal` to their own I/O.
+ *
+ * The signal is created lazily (an AbortController only when someone reads it), the deadline
+ * shares one timer per server, and nothing is listened to per request except the response's
+ * own `close` event, which the adapter needs anyway.
+ */
+export class RequestContext {
+  readonly clock: Clock;
+  readonly method: string;
+  /** Request target as received (path and query). */
+  readonly url: string;
+  /** Path without the query string, not percent-decoded. */
+  readonly path: string;
+  /** Lower-case request headers (as Node gives them). */
+  readonly headers: RequestHeaders;
+  /** The client's address: the socket peer, or the trusted `X-Forwarded-For` hop (see `trustProxy`). */
+  readonly clientIp: string;
+  readonly route: ResolvedRoute;
+  readonly priority: Priority;
+  readonly critical: boolean;
+  /** Clock time when the request was admitted. */
+  readonly startedAt: number;
+  /** Absolute deadline on `clock` (epoch-aligned ms with the system clock); Infinity without one. */
+  readonly deadline: number;
+  readonly deadlineSource: DeadlineSource;
+  /** The budget the request arrived with (ms; Infinity without a deadline). */
+  readonly budgetMs: number;
+
+  #phase: Phase = 'admitting';
+  #controller: AbortController | undefined;
+  #aborted = false;
+  #abortReason: unknown;
+  #entry: RequestDeadline | undefined;
+  #queue: DeadlineQueue | undefined;
+  #endListeners: EndListener[] | undefined;
+  #responseHeaders: Record<string, string> | undefined;
+  #tags: Readonly<Record<string, unknown>> | undefined;
+  #captureLimit = -1;
+  readonly #channel: ResponseChannel<unknown>;
+  readonly #target: unknown;
+
+  constructor(init: RequestContextInit) {
+    this.clock = init.clock;
+    this.method = init.method;
+    this.url = init.url;
+    this.path = init.path;
+    this.headers = init.headers;
+    this.clientIp = init.clientIp;
+    this.route = init.route;
+    this.priority = init.route.priority;
+    this.critical = init.route.critical;
+    this.startedAt = init.startedAt;
+    this.deadline = init.deadline;
+    this.deadlineSource = init.deadlineSource;
+    this.budgetMs = init.deadline - init.startedAt;
+    this.#channel = init.channel;
+    this.#target = init.target;
+  }
+
+  /** Milliseconds left before the deadline (Infinity without one; negative once past). */
+  remaining(): number {
+    return this.deadline === Infinity ? Infinity : this.deadline - this.clock.now();
+  }
+
+  /** Aborts at the deadline (reason: DEADLINE_EXCEEDED) or on client disconnect (reason: ABORTED). */
+  get signal(): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    const controller = (this.#controller = new AbortController());
+    if (this.#aborted) controller.abort(this.#abortReason);
+    return controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get abortReason(): unknown {
+    return this.#abortReason;
+  }
+
+  /** Tags for outbound calls made on behalf of this request (CallOptions.tags). */
+  get tags(): Readonly<Record<string, unknown>> {
+    return (this.#tags ??= Object.freeze({ route: this.route.name, method: this.method, clientIp: this.clientIp }));
+  }
+
+  /** True once the response closed (or the request was rejected). */
+  get ended(): boolean {
+    return this.#phase === 'ended';
+  }
+
+  /** True while the handler runs (after admission, before the response closes). */
+  get handling(): boolean {
+    return this.#phase === 'handling';
+  }
+
+  /** Aborts the request's work. Adapters call it on disconnect; the server at the deadline. */
+  abort(reason: unknown = new AbortedError()): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#abortReason = reason;
+    this.#controller?.abort(reason);
+  }
+
+  // ---- For protections (rate limit, idempotency, admission control) -------------------------
+
+  /** Adds a header to the eventual response (e.g. RateLimit-* on an allowed request). */
+  setHeader(name: string, value: string): void {
+    (this.#responseHeaders ??= {})[name.toLowerCase()] = value;
+  }
+
+  /** Headers protections asked to add; adapters set them before the handler runs. */
+  get responseHeaders(): Readonly<Record<string, string>> | undefined {
+    return this.#responseHeaders;
+  }
+
+  /** Runs once when the request ends (response closed, client gone, or rejected). */
+  onEnd(listener: EndListener): void {
+    if (this.#phase === 'ended') throw new Error('bulwark: onEnd() after the request ended');
+    (this.#endListeners ??= []).push(listener);
+  }
+
+  /**
+   * Asks the adapter to record the response (status, headers, body up to `maxBytes`) into the
+   * `RequestOutcome` given to `onEnd` listeners: what an idempotency layer stores for replay.
+   */
+  captureResponse(maxBytes = 1_048_576): void {
+    if (this.#captureLimit >= 0) return;
+    this.#captureLimit = maxBytes;
+    this.#channel.capture(this.#target, this, maxBytes);
+  }
+
+  get capturing(): boolean {
+    return this.#captureLimit >= 0;
+  }
+
+  // ---- Lifecycle (called by the server core and adapters) ------------------------------------
+
+  /** Puts the deadline in the server's shared queue (one timer for every request). */
+  armDeadline(queue: DeadlineQueue, onExpire: (entry: DeadlineEntry) => void): void {
+    if (this.deadline === Infinity || this.#phase === 'ended' || this.#entry) return;
+    const entry = new RequestDeadline(this.deadline, onExpire, this);
+    this.#entry = entry;
+    this.#queue = queue;
+    queue.add(entry);
+  }
+
+  /** The server admitted the request: the handler runs now. */
+  markHandling(): void {
+    if (this.#phase === 'admitting') this.#phase = 'handling';
+  }
+
+  /** Sends `response` if the handler is running and has not started answering (the 504 at the deadline). */
+  respondIfIdle(response: HttpResponse): boolean {
+    if (this.#phase !== 'handling' || this.#channel.started(this.#target)) return false;
+    this.#channel.send(this.#target, response);
+    return true;
+  }
+
+  /** Starts watching the response (adapter side effect through the channel). */
+  watchResponse(): void {
+    this.#channel.watch(this.#target, this);
+  }
+
+  /** Ends the request: releases the deadline entry and tells `onEnd` listeners. Idempotent. */
+  end(outcome: RequestOutcome): void {
+    if (this.#phase === 'ended') return;
+    this.#phase = 'ended';
+    if (this.#entry) {
+      this.#queue!.remove(this.#entry);
+      this.#entry = undefined;
+    }
+    const listeners = this.#endListeners;
+    if (listeners === undefined) return;
+    this.#endListeners = undefined;
+    for (const listener of listeners) {
+      try {
+        listener(outcome, this);
+      } catch (error) {
+        // A broken listener must not break the response path or the other listeners.
+        process.emitWarning(`bulwark: request onEnd listener threw: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
+import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
+import type { HealthChecks } from './core/health.js';
+import { attachContext, captureOf, ensureCapture, watchNodeResponse } from './core/node-io.js';
+import type { HttpResponse } from './core/problem.js';
+import type { RequestContext, ResponseChannel } from './core/request-context.js';
+import type { RouteConfig } from './core/routes.js';
+
+/**
+ * Fastify 5 plugin (`bulwark/fastify`):
+ *
+ *   await app.register(fastifyBulwark, { health, routes: {...} });
+ *   app.get('/search', { config: { bulwark: { deadlineMs: 800, priority: 'high' } } },
+ *     async (request) => search(request.query, { signal: request.bulwark!.signal }));
+ *
+ * Marked the way `fastify-plugin` marks plugins (`Symbol.for('skip-override')`), so its hooks
+ * apply to the whole application rather than only to routes registered inside the plugin,
+ * without making fastify-plugin a runtime dependency.
+ */
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Bulwark's view of this request (deadline, signal, client IP, route); null on skipped routes. */
+    bulwark: RequestContext | null;
+  }
+  interface FastifyContextConfig {
+    /** Per-route Bulwark settings (most specific: beats the `routes` table and `defaults`). */
+    bulwark?: RouteConfig;
+  }
+}
+
+export interface BulwarkFastifyOptions extends HttpGuardOptions {
+  /** Share one guard (its options then replace the ones here). */
+  guard?: HttpGuard;
+  /** Registers GET (and HEAD) routes at `health.paths` for live/ready/deep. */
+  health?: HealthChecks;
+}
+
+const REPRESENTATION_HEADERS = ['content-length', 'content-type', 'content-encoding', 'content-range', 'content-disposition', 'etag', 'last-modified', 'transfer-encoding'];
+
+function sendReply(reply: FastifyReply, response: HttpResponse): void {
+  if (reply.sent || reply.raw.headersSent) return;
+  for (const name of REPRESENTATION_HEADERS) if (reply.hasHeader(name)) reply.removeHeader(name);
+  // A Buffer, so Fastify sends the content type as given (it appends a charset to strings):
+  // every adapter answers with identical bytes.
+  reply.code(response.status).headers(response.headers).send(Buffer.from(response.body));
+}
+
+const fastifyChannel: ResponseChannel<FastifyReply> = {
+  started: (reply) => reply.sent || reply.raw.headersSent,
+  send: sendReply,
+  watch: (reply, context) => watchNodeResponse(reply.raw, context),
+  // Filled by the onSend hook, which sees Fastify's final payload and headers.
+  capture: (reply, _context, maxBytes) => { ensureCapture(reply.raw, maxBytes); },
+};
+
+const CRITICAL_SKIP: RouteConfig = Object.freeze({ skip: true, critical: true, priority: 'critical' });
+
+const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyInstance, options, done) => {
+  let guard: HttpGuard;
+  try {
+    guard = options.guard ?? new HttpGuard(options);
+  } catch (error) {
+    done(error as Error);
+    return;
+  }
+  const health = options.health;
+
+  fastify.decorateRequest('bulwark', null);
+
+  if (health !== undefined) {
+    // GET routes; Fastify adds HEAD for them. Marked critical and skipped by the guard.
+    fastify.get(health.paths.live, { config: { bulwark: CRITICAL_SKIP } }, (_request, reply) => {
+      sendReply(reply, health.live());
+    });
+    fastify.get(health.paths.ready, { config: { bulwark: CRITICAL_SKIP } }, async (_request, reply) => {
+      sendReply(reply, await health.ready());
+      return reply;
+    });
+    fastify.get(health.paths.deep, { config: { bulwark: CRITICAL_SKIP } }, async (_request, reply) => {
+      sendReply(reply, await health.deep());
+      return reply;
+    });
+  }
+
+  const act = (admission: Admission, request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void): void => {
+    if (admission.kind === 'proceed') {
+      const context = admission.context;
+      request.bulwark = context;
+      attachContext(request.raw, context);
+      if (context.responseHeaders) reply.headers(context.responseHeaders);
+      next();
+    } else if (admission.kind === 'reject') {
+      sendReply(reply, admission.response); // answered: the handler does not run
+    } else {
+      next();
+    }
+  };
+
+  fastify.addHook('onRequest', (request, reply, next) => {
+    const admission = guard.admit({
+      method: request.raw.method,
+      url: request.raw.url,
+      headers: request.headers,
+      socketAddress: request.raw.socket?.remoteAddress,
+      route: request.routeOptions.config?.bulwark,
+      routeName: request.routeOptions.url,
+    }, fastifyChannel, reply);
+    if (admission instanceof Promise) admission.then((a) => act(a, request, reply, next), next);
+    else act(admission, request, reply, next);
+  });
+
+  fastify.addHook('onSend', (request, reply, payload, next) => {
+    const capture = request.bulwark?.capturing ? captureOf(reply.raw) : undefined;
+    if (capture !== undefined) {
+      if (typeof payload === 'string' || payload instanceof Uint8Array) capture.add(payload);
+      else if (payload !== null && payload !== undefined) capture.giveUp(); // a stream: not buffered here
+      const headers: Record<string, string | string[]> = {};
+      for (const [name, value] of Object.entries(reply.getHeaders())) {
+        if (value !== undefined) headers[name.toLowerCase()] = Array.isArray(value) ? value.map(String) : String(value);
+      }
+      capture.finalHeaders = headers;
+    }
+    next(null, payload);
+  });
+
+  done();
+};
+
+/** The Fastify plugin (also the default export). */
+export const fastifyBulwark = Object.assign(plugin, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'bulwark',
+  [Symbol.for('plugin-meta')]: { name: 'bulwark', fastify: '5.x' },
+});
+export default fastifyBulwark;
+
+export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
+export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
+export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
+export { RequestContext, type RequestOutcome } from './core/request-context.js';
+export { problemForError } from './core/problem.js';
+export type { RouteConfig, RouteTable } from './core/routes.js';
+export type { TrustProxy } from './core/client-ip.js';

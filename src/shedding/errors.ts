@@ -1,0 +1,8 @@
+import { BulwarkError } from '../core/errors.js';
+
+/** A call passed something the shedder or gate cannot use (unknown priority or class, NaN deadline). Code `INVALID_INPUT`. */
+export class InvalidAdmissionError extends BulwarkError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message, { captureStack: false });
+  }
+}

@@ -1,0 +1,519 @@
+import type { Clock } from '../core/clock.js';
+import { CallContext, PRIORITIES, type Priority } from '../core/context.js';
+import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js';
+import { EventEmitter } from '../core/events.js';
+import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { systemRandom, type Random } from '../core/random.js';
+import { nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
+import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { StandingQueueDetector } from './codel.js';
+import { InvalidAdmissionError } from './errors.js';
+import { redDropProbability, resolveThresholds } from './priority.js';
+import { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './signals.js';
+
+/** Why a request was not admitted. */
+export type ShedReason =
+  | 'deadline' // its deadline had passed (or too little of it was left) before it ran
+  | 'priority' // utilisation at or above its class threshold
+  | 'red' // random early drop between red.min and red.max
+  | 'capacity' // no free slot and no queue (or tryAdmit, which never waits)
+  | 'queue-full' // the wait queue was full (or it was evicted from it under overload)
+  | 'queue-timeout' // waited maxQueueTimeMs without getting a slot
+  | 'codel' // dropped from a standing queue (CoDel)
+  | 'aborted'; // the caller gave up while it waited
+
+/**
+ * 'fifo': first come, first served. 'codel': FIFO, but once the queue has been standing (waits
+ * above targetMs for intervalMs), requests that waited longer than targetMs are dropped at
+ * dequeue until waits fall below target. 'lifo-under-overload': FIFO normally, newest first
+ * while the queue is standing (the oldest are the likeliest to have been abandoned already).
+ */
+export type ShedQueueMode = 'codel' | 'lifo-under-overload' | 'fifo';
+
+export interface ShedQueueOptions {
+  /** Most requests waiting for a slot. */
+  maxSize: number;
+  /** Longest wait for a slot before shedding ('queue-timeout'). */
+  maxQueueTimeMs: number;
+  /** Default 'codel'. */
+  mode?: ShedQueueMode;
+  /** CoDel target wait. Default 5 ms (Nichols & Jacobson; Facebook's RPC queues). */
+  targetMs?: number;
+  /** CoDel interval. Default 100 ms. */
+  intervalMs?: number;
+}
+
+export interface LoadShedderOptions {
+  /** Requests that may run at once (critical work may exceed it: it is never shed). */
+  capacity: number;
+  /** Utilisation thresholds per class. Default critical 1.0 / high 0.9 / normal 0.75 / low 0.5 / best-effort 0.25. */
+  thresholds?: Partial<Record<Priority, number>>;
+  /** Random early drop between `min` and `max` utilisation (seed: 0.5 / 0.9). Off by default. */
+  red?: { min: number; max: number; priorities?: readonly Priority[] };
+  /** Let admitted requests wait for a slot instead of being shed at once. Off by default. */
+  queue?: ShedQueueOptions;
+  /** Utilisation signal: event-loop delay / targetMs. `source` defaults to perf_hooks' monitor. */
+  eventLoopDelay?: EventLoopDelayOptions & { targetMs: number; source?: DelaySource };
+  /** Utilisation signal: the oldest queued request's wait / targetMs. */
+  queueTime?: { targetMs: number };
+  /**
+   * Count occupancy — (running + queued) / (capacity + queue.maxSize) — as a utilisation signal.
+   * Default true. Turn it off to shed by event-loop delay / queue time only, with `capacity` and
+   * `queue.maxSize` as hard limits.
+   */
+  occupancy?: boolean;
+  /** Shed a request whose deadline leaves less than this. Default 0 (only already-expired ones). */
+  minRemainingMs?: number;
+  /** Retry-After hint. Default 1000 ms (0 for 'deadline' and 'aborted': nothing to retry into). */
+  retryAfterMs?: number | ((reason: ShedReason, utilisation: number) => number);
+  clock?: Clock;
+  random?: Random;
+  name?: string;
+}
+
+/** A refusal, as a value (the HTTP layer maps it to 503 + Retry-After). */
+export interface ShedRejection {
+  readonly admitted: false;
+  readonly reason: ShedReason;
+  readonly retryAfterMs: number;
+  readonly priority: Priority;
+  /** Utilisation when the decision was taken (NaN when not computed, e.g. deadline). */
+  readonly utilisation: number;
+}
+
+export interface ShedEvent {
+  reason: ShedReason;
+  priority: Priority;
+  utilisation: number;
+}
+
+export interface OverloadEvent {
+  /** True when the wait queue became standing (CoDel), false when it recovered. */
+  overloaded: boolean;
+}
+
+export interface LoadShedderStats {
+  capacity: number;
+  inflight: number;
+  queued: number;
+  utilisation: number;
+  overloaded: boolean;
+  admitted: number;
+  shed: Record<ShedReason, number>;
+}
+
+const RELEASE = Symbol('release');
+
+/** An admitted request's slot. Call `release()` when the request has finished (idempotent). */
+export class ShedPermit {
+  readonly admitted = true as const;
+  #shedder: LoadShedder | undefined;
+
+  constructor(shedder: LoadShedder, readonly priority: Priority) {
+    this.#shedder = shedder;
+  }
+
+  release(): void {
+    const shedder = this.#shedder;
+    if (shedder === undefined) return;
+    this.#shedder = undefined;
+    shedder[RELEASE]();
+  }
+}
+
+export type Admission = ShedPermit | ShedRejection;
+
+/** A request waiting for a slot: a node of the wait list and an entry of the shared expiry queue. */
+class Waiter extends DeadlineEntry {
+  older: Waiter | undefined;
+  newer: Waiter | undefined;
+  unlisten: (() => void) | undefined;
+  waiting = true;
+  resolve!: (admission: Admission) => void;
+
+  constructor(
+    expiresAt: number,
+    onExpire: (entry: DeadlineEntry) => void,
+    readonly priority: Priority,
+    readonly enqueuedAt: number,
+    /** The request's own deadline less minRemainingMs (Infinity without one). */
+    readonly lastUsefulAt: number,
+  ) {
+    super(expiresAt, onExpire);
+  }
+}
+
+const QUEUE = Symbol('queue');
+type Decision = Admission | typeof QUEUE;
+
+const SHED_REASONS: readonly ShedReason[] = ['deadline', 'priority', 'red', 'capacity', 'queue-full', 'queue-timeout', 'codel', 'aborted'];
+const noop = (): void => {};
+
+/**
+ * Priority load shedding for inbound work (seed 000 §7): admits or sheds each request from its
+ * priority class, the current utilisation and its deadline, optionally holding it briefly in a
+ * CoDel / adaptive-LIFO queue when every slot is busy. Usable three ways:
+ *
+ * - `tryAdmit(priority, deadline?)`: synchronous, never waits → a permit or a rejection value;
+ * - `admit(priority, deadline?, signal?)`: may wait in the queue → Promise of the same;
+ * - as a policy: `shedder.execute(fn, { priority, deadline })`, throwing a stack-less
+ *   `ShedError` (code `SHED`, `reason`, `retryAfterMs`).
+ *
+ * Utilisation = max of the configured signals: occupancy (running + queued) / (capacity +
+ * queue.maxSize), which is in-flight / capacity without a queue; the oldest wait / queueTime
+ * target; event-loop delay / its target. Decision order: expired deadline → shed; critical →
+ * admit (even beyond capacity); utilisation ≥ class threshold → shed; RED; free slot → run; else
+ * queue or shed. O(1) per decision; one shared (unref'd) timer for queue expiries, none when idle.
+ */
+export class LoadShedder extends BasePolicy {
+  readonly kind = 'load-shedder';
+  readonly name: string | undefined;
+  readonly capacity: number;
+  readonly thresholds: Readonly<Record<Priority, number>>;
+  readonly #room: number;
+  readonly #red: { min: number; max: number; applies: Readonly<Record<Priority, boolean>> } | undefined;
+  readonly #queue: Required<ShedQueueOptions> | undefined;
+  readonly #detector: StandingQueueDetector;
+  readonly #deadlines: DeadlineQueue;
+  readonly #queueTimeTargetMs: number | undefined;
+  readonly #eld: { source: DelaySource; targetMs: number; owned: boolean } | undefined;
+  readonly #minRemainingMs: number;
+  readonly #occupancy: boolean;
+  readonly #retryAfter: number | ((reason: ShedReason, utilisation: number) => number);
+  readonly #random: Random;
+
+  #inflight = 0;
+  #queued = 0;
+  /** Oldest waiter (head) and newest (tail). */
+  #oldest: Waiter | undefined;
+  #newest: Waiter | undefined;
+  #admitted = 0;
+  /** Last overload state announced through onOverload. */
+  #overloadedReported = false;
+  readonly #shed: Record<ShedReason, number> = Object.fromEntries(SHED_REASONS.map((r) => [r, 0])) as Record<ShedReason, number>;
+
+  readonly #onShed = new EventEmitter<ShedEvent>();
+  readonly #onOverload = new EventEmitter<OverloadEvent>();
+  /** Fires for every shed request. */
+  readonly onShed = this.#onShed.event;
+  /** Fires when the wait queue becomes standing (CoDel detection) and when it recovers. */
+  readonly onOverload = this.#onOverload.event;
+
+  constructor(options: LoadShedderOptions) {
+    super(options?.clock);
+    if (!options || typeof options !== 'object') throw new InvalidOptionsError('loadShedder needs options with a capacity');
+    this.capacity = positiveInt('loadShedder.capacity', options.capacity, NaN);
+    this.thresholds = resolveThresholds(options.thresholds);
+    this.name = options.name;
+    this.#random = options.random ?? systemRandom;
+    this.#minRemainingMs = nonNegative('loadShedder.minRemainingMs', options.minRemainingMs, 0);
+    this.#occupancy = options.occupancy ?? true;
+
+    if (options.red !== undefined) {
+      const min = ratio('loadShedder.red.min', options.red.min, NaN);
+      const max = ratio('loadShedder.red.max', options.red.max, NaN);
+      if (!(min < max)) throw new InvalidOptionsError(`loadShedder.red.min (${min}) must be < red.max (${max})`);
+      const priorities = options.red.priorities ?? PRIORITIES.filter((p) => p !== 'critical');
+      const applies = Object.fromEntries(PRIORITIES.map((p) => [p, false])) as Record<Priority, boolean>;
+      for (const p of priorities) {
+        if (p === 'critical') throw new InvalidOptionsError('loadShedder.red.priorities cannot include critical: critical work is never shed');
+        if (!(PRIORITIES as readonly string[]).includes(p)) throw new InvalidOptionsError(`loadShedder.red.priorities: unknown priority '${String(p)}'`);
+        applies[p] = true;
+      }
+      this.#red = { min, max, applies };
+    }
+
+    if (options.queue !== undefined) {
+      const q = options.queue;
+      this.#queue = {
+        maxSize: positiveInt('loadShedder.queue.maxSize', q.maxSize, NaN),
+        maxQueueTimeMs: positive('loadShedder.queue.maxQueueTimeMs', q.maxQueueTimeMs, NaN),
+        mode: oneOf<ShedQueueMode>('loadShedder.queue.mode', q.mode, ['codel', 'lifo-under-overload', 'fifo'], 'codel'),
+        targetMs: positive('loadShedder.queue.targetMs', q.targetMs, 5),
+        intervalMs: positive('loadShedder.queue.intervalMs', q.intervalMs, 100),
+      };
+    }
+    this.#room = this.capacity + (this.#queue?.maxSize ?? 0);
+    this.#detector = new StandingQueueDetector(this.#queue?.targetMs ?? 5, this.#queue?.intervalMs ?? 100);
+    this.#deadlines = new DeadlineQueue(this.clock);
+
+    if (options.queueTime !== undefined) {
+      if (this.#queue === undefined) throw new InvalidOptionsError('loadShedder.queueTime needs a queue');
+      this.#queueTimeTargetMs = positive('loadShedder.queueTime.targetMs', options.queueTime.targetMs, NaN);
+    }
+    const retryAfter = options.retryAfterMs;
+    this.#retryAfter = typeof retryAfter === 'function' ? retryAfter : nonNegative('loadShedder.retryAfterMs', retryAfter, 1000);
+
+    // Last, so a bad option elsewhere never leaves a monitor running.
+    if (options.eventLoopDelay !== undefined) {
+      const e = options.eventLoopDelay;
+      const targetMs = positive('loadShedder.eventLoopDelay.targetMs', e.targetMs, NaN);
+      if (e.source !== undefined && typeof e.source.read !== 'function') throw new InvalidOptionsError('loadShedder.eventLoopDelay.source must have read()');
+      this.#eld = { source: e.source ?? eventLoopDelayMonitor(e), targetMs, owned: e.source === undefined };
+    }
+  }
+
+  /** Requests running now (critical ones included). */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Requests waiting for a slot. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** True while the wait queue is standing (CoDel). */
+  get overloaded(): boolean {
+    return this.#detector.overloaded;
+  }
+
+  /** The load signal the thresholds are compared with: max of the configured signals. */
+  utilisation(): number {
+    let u = this.#occupancy ? (this.#inflight + this.#queued) / this.#room : 0;
+    if (this.#queueTimeTargetMs !== undefined && this.#oldest !== undefined) {
+      const q = (this.clock.now() - this.#oldest.enqueuedAt) / this.#queueTimeTargetMs;
+      if (q > u) u = q;
+    }
+    if (this.#eld !== undefined) {
+      const e = this.#eld.source.read() / this.#eld.targetMs;
+      if (e > u) u = e;
+    }
+    return u;
+  }
+
+  stats(): LoadShedderStats {
+    return {
+      capacity: this.capacity,
+      inflight: this.#inflight,
+      queued: this.#queued,
+      utilisation: this.utilisation(),
+      overloaded: this.#detector.overloaded,
+      admitted: this.#admitted,
+      shed: { ...this.#shed },
+    };
+  }
+
+  /** Decides now, never waits: a permit, or a rejection ('capacity' where `admit` would queue). */
+  tryAdmit(priority: Priority = 'normal', deadline?: number): Admission {
+    const decision = this.#decide(priority, deadline ?? Infinity);
+    return decision === QUEUE ? this.#reject('capacity', priority, this.utilisation()) : decision;
+  }
+
+  /**
+   * The framework-neutral admission: resolves to a permit (call `release()` when done) or to a
+   * rejection value with `reason` and `retryAfterMs`. Waits in the queue when one is configured
+   * and every slot is busy; `signal` abandons the wait ('aborted'). Rejects only on bad input
+   * (`INVALID_INPUT`).
+   */
+  admit(priority: Priority = 'normal', deadline?: number, signal?: AbortSignal): Promise<Admission> {
+    let decision: Decision;
+    try {
+      decision = this.#decide(priority, deadline ?? Infinity);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (decision !== QUEUE) return Promise.resolve(decision);
+    if (signal?.aborted) return Promise.resolve(this.#reject('aborted', priority, NaN));
+    return this.#enqueue(priority, deadline ?? Infinity, signal);
+  }
+
+  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    let decision: Decision;
+    try {
+      decision = this.#decide(context.priority, context.deadline);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (decision !== QUEUE) return this.#runAdmitted(decision, context, next);
+    if (context.aborted) return Promise.reject(new AbortedError(context.abortReason));
+    return this.#enqueue(context.priority, context.deadline, context).then((admission) => this.#runAdmitted(admission, context, next));
+  }
+
+  /** Stops the event-loop delay monitor this shedder created (a supplied source is left alone). */
+  close(): void {
+    if (this.#eld?.owned) this.#eld.source.close?.();
+  }
+
+  #runAdmitted<T>(admission: Admission, context: CallContext, next: Next<T>): Promise<T> {
+    if (!admission.admitted) {
+      return Promise.reject(admission.reason === 'aborted' ? new AbortedError(context.abortReason) : new ShedError(admission.reason, admission.retryAfterMs));
+    }
+    let work: Promise<T>;
+    try {
+      work = next(context);
+    } catch (error) {
+      admission.release();
+      return Promise.reject(error);
+    }
+    return work.then(
+      (value) => {
+        admission.release();
+        return value;
+      },
+      (error: unknown) => {
+        admission.release();
+        throw error;
+      },
+    );
+  }
+
+  #decide(priority: Priority, deadline: number): Decision {
+    const threshold = this.thresholds[priority];
+    if (threshold === undefined) throw new InvalidAdmissionError(`unknown priority ${JSON.stringify(priority)}; expected one of ${PRIORITIES.join(', ')}`);
+    if (deadline !== Infinity) {
+      if (typeof deadline !== 'number' || Number.isNaN(deadline)) throw new InvalidAdmissionError(`deadline must be a number of clock milliseconds, got ${String(deadline)}`);
+      if (deadline - this.clock.now() <= this.#minRemainingMs) return this.#reject('deadline', priority, NaN);
+    }
+    if (priority === 'critical') return this.#grant(priority);
+    const u = this.utilisation();
+    if (u >= threshold) return this.#reject('priority', priority, u);
+    const red = this.#red;
+    if (red !== undefined && red.applies[priority]) {
+      const p = redDropProbability(u, red.min, red.max);
+      if (p > 0 && this.#random() < p) return this.#reject('red', priority, u);
+    }
+    if (this.#inflight < this.capacity) return this.#grant(priority);
+    if (this.#queue === undefined) return this.#reject('capacity', priority, u);
+    return QUEUE;
+  }
+
+  #grant(priority: Priority): ShedPermit {
+    this.#inflight++;
+    this.#admitted++;
+    return new ShedPermit(this, priority);
+  }
+
+  #reject(reason: ShedReason, priority: Priority, utilisation: number): ShedRejection {
+    this.#shed[reason]++;
+    if (this.#onShed.active) this.#onShed.emit({ reason, priority, utilisation });
+    const r = this.#retryAfter;
+    const retryAfterMs = typeof r === 'function' ? r(reason, utilisation) : reason === 'deadline' || reason === 'aborted' ? 0 : r;
+    return { admitted: false, reason, retryAfterMs, priority, utilisation };
+  }
+
+  #enqueue(priority: Priority, deadline: number, abort: AbortSignal | CallContext | undefined): Promise<Admission> {
+    const queue = this.#queue!;
+    const now = this.clock.now();
+    if (this.#queued >= queue.maxSize) {
+      // Adaptive LIFO under overload: the oldest waiter is the least likely to still be wanted.
+      if (queue.mode === 'lifo-under-overload' && this.#detector.overloaded) this.#shedWaiter(this.#oldest!, 'queue-full');
+      else return Promise.resolve(this.#reject('queue-full', priority, this.utilisation()));
+    }
+    const lastUsefulAt = deadline - this.#minRemainingMs;
+    const waiter = new Waiter(Math.min(now + queue.maxQueueTimeMs, lastUsefulAt), this.#expire, priority, now, lastUsefulAt);
+    waiter.older = this.#newest;
+    if (this.#newest) this.#newest.newer = waiter;
+    else this.#oldest = waiter;
+    this.#newest = waiter;
+    this.#queued++;
+    this.#deadlines.add(waiter);
+    return new Promise<Admission>((resolve) => {
+      waiter.resolve = resolve;
+      if (abort !== undefined) waiter.unlisten = listenAbort(abort, () => this.#shedWaiter(waiter, 'aborted'));
+    });
+  }
+
+  /** Takes a waiter out of the wait list and the expiry queue; detaches its abort listener. */
+  #unlink(waiter: Waiter): void {
+    if (waiter.older) waiter.older.newer = waiter.newer;
+    else this.#oldest = waiter.newer;
+    if (waiter.newer) waiter.newer.older = waiter.older;
+    else this.#newest = waiter.older;
+    waiter.older = waiter.newer = undefined;
+    waiter.waiting = false;
+    this.#queued--;
+    this.#deadlines.remove(waiter);
+    waiter.unlisten?.();
+    waiter.unlisten = undefined;
+    if (this.#queued === 0) {
+      // An empty queue is a good queue (CoDel): detection starts over.
+      this.#detector.reset();
+      this.#reportOverload(false);
+    }
+  }
+
+  #shedWaiter(waiter: Waiter, reason: ShedReason): void {
+    if (!waiter.waiting) return;
+    this.#unlink(waiter);
+    waiter.resolve(this.#reject(reason, waiter.priority, reason === 'aborted' ? NaN : this.utilisation()));
+  }
+
+  readonly #expire = (entry: DeadlineEntry): void => {
+    const waiter = entry as Waiter;
+    const reason: ShedReason = this.clock.now() >= waiter.lastUsefulAt ? 'deadline' : 'queue-timeout';
+    this.#shedWaiter(waiter, reason);
+  };
+
+  /** @internal A permit was released. */
+  [RELEASE](): void {
+    this.#inflight--;
+    if (this.#queued > 0) this.#drain();
+  }
+
+  /** Hands free slots to waiters, in the order the queue mode says. */
+  #drain(): void {
+    while (this.#queued > 0 && this.#inflight < this.capacity) {
+      const waiter = this.#nextWaiter(this.clock.now());
+      if (waiter === undefined) return;
+      this.#unlink(waiter);
+      this.#inflight++;
+      this.#admitted++;
+      waiter.resolve(new ShedPermit(this, waiter.priority));
+    }
+  }
+
+  #nextWaiter(now: number): Waiter | undefined {
+    const queue = this.#queue!;
+    const oldest = this.#oldest!;
+    const overloaded = this.#detector.observe(now, now - oldest.enqueuedAt);
+    this.#reportOverload(overloaded);
+    if (!overloaded || queue.mode === 'fifo') return oldest;
+    if (queue.mode === 'lifo-under-overload') return this.#newest;
+    // CoDel: in a standing queue, whatever has waited past the target is dropped, not served.
+    let waiter: Waiter | undefined = oldest;
+    while (waiter !== undefined && now - waiter.enqueuedAt >= queue.targetMs) {
+      const newer: Waiter | undefined = waiter.newer;
+      this.#shedWaiter(waiter, 'codel');
+      waiter = newer;
+    }
+    return waiter;
+  }
+
+  #reportOverload(overloaded: boolean): void {
+    if (overloaded === this.#overloadedReported) return;
+    this.#overloadedReported = overloaded;
+    if (this.#onOverload.active) this.#onOverload.emit({ overloaded });
+  }
+
+  describe(): PolicyDescription {
+    return {
+      kind: this.kind,
+      ...(this.name ? { name: this.name } : {}),
+      options: {
+        capacity: this.capacity,
+        thresholds: { ...this.thresholds },
+        red: this.#red ? { min: this.#red.min, max: this.#red.max } : undefined,
+        queue: this.#queue ? { ...this.#queue } : undefined,
+        queueTime: this.#queueTimeTargetMs === undefined ? undefined : { targetMs: this.#queueTimeTargetMs },
+        eventLoopDelay: this.#eld ? { targetMs: this.#eld.targetMs } : undefined,
+        minRemainingMs: this.#minRemainingMs,
+        occupancy: this.#occupancy,
+      },
+    };
+  }
+}
+
+function listenAbort(source: AbortSignal | CallContext, onAbort: () => void): () => void {
+  if (source instanceof CallContext) return source.onAbort(onAbort);
+  if (source.aborted) {
+    onAbort();
+    return noop;
+  }
+  source.addEventListener('abort', onAbort, { once: true });
+  return () => source.removeEventListener('abort', onAbort);
+}
+
+export function loadShedder(options: LoadShedderOptions): LoadShedder {
+  return new LoadShedder(options);
+}
