@@ -89,17 +89,7 @@ export class VirtualClock implements Clock {
 
   async advanceTo(target: number): Promise<void> {
     await flushPromises();
-    for (;;) {
-      this.#dropCleared();
-      const top = this.#heap[0];
-      if (!top || top.at > target) break;
-      heapPop(this.#heap);
-      this.#now = Math.max(this.#now, top.at);
-      const callback = top.callback!;
-      top.callback = undefined;
-      callback();
-      await flushPromises();
-    }
+    while (this.#fireNext(target)) await flushPromises();
     this.#now = Math.max(this.#now, target);
     await flushPromises();
   }
@@ -107,17 +97,21 @@ export class VirtualClock implements Clock {
   /** Synchronous variant for code without promises (pure decision functions, simulators). */
   advanceSync(ms: number): void {
     const target = this.#now + ms;
-    for (;;) {
-      this.#dropCleared();
-      const top = this.#heap[0];
-      if (!top || top.at > target) break;
-      heapPop(this.#heap);
-      this.#now = Math.max(this.#now, top.at);
-      const callback = top.callback!;
-      top.callback = undefined;
-      callback();
-    }
-    this.#now = target;
+    while (this.#fireNext(target));
+    this.#now = Math.max(this.#now, target);
+  }
+
+  /** Fires the earliest live timer due by `target`; false when there is none. */
+  #fireNext(target: number): boolean {
+    this.#dropCleared();
+    const top = this.#heap[0];
+    if (!top || top.at > target) return false;
+    heapPop(this.#heap);
+    this.#now = Math.max(this.#now, top.at);
+    const callback = top.callback!;
+    top.callback = undefined;
+    callback();
+    return true;
   }
 
   /** Fires timers until none is left (or `maxTimers` fired, to stop runaway loops). */

@@ -65,8 +65,8 @@ export class TimeoutError extends BulwarkError {
 }
 
 export class DeadlineExceededError extends BulwarkError {
-  constructor(readonly deadline: number) {
-    super('DEADLINE_EXCEEDED', 'deadline exceeded before the call was made', { captureStack: false });
+  constructor(readonly deadline: number, message = 'deadline exceeded before the call was made') {
+    super('DEADLINE_EXCEEDED', message, { captureStack: false });
   }
 }
 

@@ -32,6 +32,17 @@ export const invokeOperation: Next<any> = (context) => {
   }
 };
 
+/** Builds the root context (bad call options become a rejection, never a throw) and starts the chain. */
+function startCall<T>(clock: Clock, operation: Operation<T>, options: CallOptions | AbortSignal | undefined, start: Next<T>): Promise<T> {
+  let context: CallContext;
+  try {
+    context = CallContext.root(clock, operation, options);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return start(context);
+}
+
 /** Shared plumbing: `execute` is `run` with a fresh root context and the operation as `next`. */
 export abstract class BasePolicy implements Policy {
   abstract readonly kind: string;
@@ -42,13 +53,7 @@ export abstract class BasePolicy implements Policy {
   }
 
   execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    let context: CallContext;
-    try {
-      context = CallContext.root(this.clock, operation, options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.run(context, invokeOperation);
+    return startCall(this.clock, operation, options, (context) => this.run(context, invokeOperation));
   }
 
   abstract run<T>(context: CallContext, next: Next<T>): Promise<T>;
@@ -78,13 +83,7 @@ export class Pipeline implements Policy {
   }
 
   execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    let context: CallContext;
-    try {
-      context = CallContext.root(this.clock, operation, options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.#entry(context);
+    return startCall(this.clock, operation, options, this.#entry);
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {

@@ -41,8 +41,7 @@ export interface ResponseChannel<T> {
 /** The deadline was reached while the request was being handled (code DEADLINE_EXCEEDED). */
 export class RequestDeadlineExceededError extends DeadlineExceededError {
   constructor(deadline: number, readonly budgetMs: number) {
-    super(deadline);
-    this.message = `request deadline reached (budget ${Math.round(budgetMs)} ms)`;
+    super(deadline, `request deadline reached (budget ${Math.round(budgetMs)} ms)`);
   }
 }
 
