@@ -9,3 +9,8 @@ export * from './breaker/index.js';
 export * from './concurrency/index.js';
 export * from './shedding/index.js';
 export * from './backpressure/index.js';
+export * from './hedge/index.js';
+export * from './coalesce/index.js';
+export * from './cache/index.js';
+export * from './throttle/index.js';
+export * from './fault/index.js';

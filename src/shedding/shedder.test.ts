@@ -177,7 +177,7 @@ test('aborting while queued removes the waiter (reason aborted); the policy form
   assert.equal(result.admitted, false);
   if (!result.admitted) assert.equal(result.reason, 'aborted');
   assert.equal(shedder.queued, 0);
-  assert.equal(clock.pendingTimers, 0);
+  assert.ok((await clock.runAll()) <= 1, 'at most the idle shared queue timer is left');
 
   const caller = new AbortController();
   let ran = false;
@@ -213,7 +213,7 @@ test('policy form: queued calls run when a slot frees; errors and values pass th
   assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message)), ['a', 'b failed', 'c', 'd']);
   assert.equal(shedder.inflight, 0);
   assert.equal(shedder.queued, 0);
-  assert.equal(clock.pendingTimers, 0);
+  assert.ok((await clock.runAll()) <= 1, 'at most the idle shared queue timer is left');
 });
 
 test('CoDel: drops start after an interval of standing queue time above target and stop when waits fall', async () => {
@@ -259,7 +259,7 @@ test('CoDel: drops start after an interval of standing queue time above target a
   assert.ok(after.every((o) => o.outcome === 'in' && o.waited < 5), JSON.stringify(after));
   assert.equal(shedder.overloaded, false);
   current!.release();
-  assert.equal(clock.pendingTimers, 0);
+  assert.ok((await clock.runAll()) <= 1, 'at most the idle shared queue timer is left');
 });
 
 test('LIFO under overload: FIFO normally, newest first once the queue is standing', async () => {
@@ -285,7 +285,7 @@ test('LIFO under overload: FIFO normally, newest first once the queue is standin
   assert.deepEqual(served, ['A', 'D', 'C', 'B']);
   permits.get('B')!.release();
   assert.equal(shedder.overloaded, false, 'empty queue: overload over');
-  assert.equal(clock.pendingTimers, 0);
+  assert.ok((await clock.runAll()) <= 1, 'at most the idle shared queue timer is left');
 });
 
 test('queue-full: refused when the queue is full; under LIFO overload the oldest waiter is evicted instead', async () => {

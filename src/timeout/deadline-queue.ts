@@ -14,8 +14,9 @@ export class DeadlineEntry {
 /**
  * Many expiries, one timer (SPEC principle 3: no per-call setTimeout). Entries are kept in
  * deadline order. With a fixed timeout, each new deadline is the latest, so insertion is O(1)
- * at the tail; removal is always O(1). The one timer is re-armed only when it fires, and is
- * unref'd: it guards work, it never keeps an idle process alive.
+ * at the tail; removal is always O(1). The one timer is re-armed only when it fires (or when a
+ * new deadline is earlier than it), and is unref'd: it guards work, it never keeps an idle
+ * process alive.
  */
 export class DeadlineQueue {
   #head: DeadlineEntry | undefined;
@@ -49,12 +50,9 @@ export class DeadlineQueue {
     if (entry.next) entry.next.prev = entry.prev; else this.#tail = entry.prev;
     entry.prev = entry.next = undefined;
     this.#size--;
-    if (this.#size === 0 && this.#timer !== undefined) {
-      // Nothing left to guard: drop the timer so an idle policy holds nothing.
-      this.clock.clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#timerAt = Infinity;
-    }
+    // The timer stays armed when the list empties: sequential calls would otherwise arm and
+    // clear one timer each. It is unref'd, fires once with nothing to do and is not re-armed,
+    // so an idle policy holds nothing after its last deadline.
   }
 
   #arm(at: number): void {

@@ -1,0 +1,1 @@
+export { CoalescePolicy, coalesce, type CoalesceOptions, type FlightAbandonedEvent } from './coalesce.js';

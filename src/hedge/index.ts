@@ -1,0 +1,3 @@
+export * from './hedge.js';
+export * from './errors.js';
+export { LatencyTracker, type LatencyTrackerOptions } from './latency-tracker.js';
