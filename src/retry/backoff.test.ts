@@ -178,3 +178,7 @@ test('property: for any backoff/jitter config and retry number, 0 <= delay <= ma
     },
   ), { numRuns: 2000, seed: 20240501 });
 });
+
+test('a misspelt backoff option is an error, not a silent default', () => {
+  assert.throws(() => toBackoff({ baseMs: 10 } as never), (e: any) => e.code === 'INVALID_OPTIONS' && /baseMs/.test(e.message));
+});

@@ -208,8 +208,15 @@ export function toBackoff(value: Backoff | BackoffOptions | BackoffKind | undefi
   if (typeof value === 'string') return new ScheduleBackoff({ kind: value });
   if (isBackoff(value)) return value;
   if (typeof value !== 'object' || value === null) throw new InvalidOptionsError(`backoff must be a Backoff, options or a kind name, got ${String(value)}`);
+  // A misspelt key (`baseMs` for `baseDelayMs`) would otherwise silently fall back to a default.
+  const unknown = Object.keys(value).filter((key) => !BACKOFF_OPTION_KEYS.has(key));
+  if (unknown.length > 0) {
+    throw new InvalidOptionsError(`unknown backoff option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; expected ${[...BACKOFF_OPTION_KEYS].join(', ')}`);
+  }
   return new ScheduleBackoff(value);
 }
+
+const BACKOFF_OPTION_KEYS: ReadonlySet<string> = new Set(['kind', 'baseDelayMs', 'maxDelayMs', 'factor', 'jitter', 'jitterRatio']);
 
 function finiteDelay(name: string, value: number | undefined, fallback: number): number {
   const v = nonNegative(name, value, fallback);

@@ -1,0 +1,230 @@
+/**
+ * What the guarded PostgreSQL and Redis clients share: the per-dependency pipeline
+ * `retry (safe calls only) → breaker → bulkhead → timeout → call`, built once from options.
+ * No client library is imported here.
+ */
+import type { Clock } from '../core/clock.js';
+import type { CallOptions } from '../core/context.js';
+import { InvalidOptionsError } from '../core/errors.js';
+import { pipeline, type Pipeline, type PolicyDescription } from '../core/policy.js';
+import type { Random } from '../core/random.js';
+import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/validate.js';
+import { CircuitBreakerPolicy, type BreakerStats, type CircuitBreakerOptions } from '../breaker/breaker.js';
+import { BulkheadPolicy, type BulkheadStats } from '../bulkhead/bulkhead.js';
+import { RetryPolicy, type RetryOptions } from '../retry/retry.js';
+import type { RetryOutcome } from '../retry/classify.js';
+import { TimeoutPolicy } from '../timeout/timeout.js';
+
+/** Options of one guarded call: the core call options plus whether it may be retried. */
+export interface GuardedCallOptions extends CallOptions {
+  /**
+   * The operation is safe to repeat (an idempotent read, a transaction that can be replayed
+   * whole). Only safe calls are retried, and only after transient errors. Default false.
+   */
+  safe?: boolean;
+}
+
+/** The bulkhead of a guarded client: options for a new one, or a policy you built (and maybe share). */
+export interface GuardBulkheadOptions {
+  /** Calls holding a connection (or in flight on the connection) at once. */
+  maxConcurrent?: number;
+  /** Calls allowed to wait for a slot. */
+  maxQueue?: number;
+  /** Longest wait for a slot before `BULKHEAD_QUEUE_TIMEOUT`. */
+  queueTimeoutMs?: number;
+}
+
+export interface GuardOptions {
+  /** Names the breaker, the bulkhead and the timeout (metrics labels, errors). */
+  name?: string;
+  /** Timeout of one attempt, in ms (the call's own deadline can only shorten it). */
+  timeoutMs?: number;
+  /** A bulkhead per pool / connection. */
+  bulkhead?: GuardBulkheadOptions | BulkheadPolicy;
+  /**
+   * Circuit breaker options (the client's error classification is used unless you give
+   * `isFailure`), or a breaker you built. Default: the breaker's defaults (5 consecutive
+   * failures, open 30 s).
+   */
+  breaker?: Omit<CircuitBreakerOptions, 'clock'> | CircuitBreakerPolicy;
+  /**
+   * Retry options for calls marked `safe` (the client's transient-error classification is
+   * used unless you give `shouldRetry`), a retry policy you built, or `false` for no retries.
+   * Default: 3 attempts, exponential backoff from 100 ms with full jitter.
+   */
+  retry?: Omit<RetryOptions, 'clock' | 'random'> | RetryPolicy | false;
+  clock?: Clock;
+  random?: Random;
+}
+
+/** How a client's defaults and classification plug into the shared builder. */
+export interface GuardDefaults {
+  kind: string;
+  name: string;
+  timeoutMs: number;
+  /** The timeout's grace: how long to wait for aborted work to end (0: give up at once, for uncancellable work). */
+  graceMs: number;
+  maxConcurrent: number;
+  /** Upper bound for maxConcurrent (the pool size), undefined when unknown. */
+  maxConcurrentLimit?: { value: number; what: string };
+  isFailure: (error: unknown) => boolean;
+  isTransient: (error: unknown) => boolean;
+}
+
+/** The policies of one guarded client. */
+export interface Guard {
+  readonly name: string;
+  readonly timeoutMs: number;
+  readonly breaker: CircuitBreakerPolicy;
+  readonly bulkhead: BulkheadPolicy;
+  readonly timeout: TimeoutPolicy;
+  readonly retry: RetryPolicy | undefined;
+  /** breaker → bulkhead → timeout. */
+  readonly unsafe: Pipeline;
+  /** retry → breaker → bulkhead → timeout (the same policy instances as `unsafe`). */
+  readonly safe: Pipeline;
+}
+
+export interface GuardStats {
+  name: string;
+  breaker: BreakerStats;
+  bulkhead: BulkheadStats;
+  /** Attempts currently running under the timeout. */
+  inFlight: number;
+}
+
+export function buildGuard(options: GuardOptions | undefined, defaults: GuardDefaults): Guard {
+  if (options !== undefined && (typeof options !== 'object' || options === null)) {
+    throw new InvalidOptionsError(`${defaults.kind}: options must be an object`);
+  }
+  const o = options ?? {};
+  if (o.name !== undefined && (typeof o.name !== 'string' || o.name === '')) throw new InvalidOptionsError(`${defaults.kind}.name must be a non-empty string`);
+  const name = o.name ?? defaults.name;
+  const clock = o.clock;
+  const timeoutMs = positive(`${defaults.kind}.timeoutMs`, o.timeoutMs, defaults.timeoutMs);
+
+  const bulkhead = buildBulkhead(o.bulkhead, name, timeoutMs, clock, defaults);
+  const breaker = buildBreaker(o.breaker, name, clock, defaults);
+  const timeout = new TimeoutPolicy({ ms: timeoutMs, graceMs: defaults.graceMs, name, ...(clock ? { clock } : {}) });
+  const retry = buildRetry(o.retry, name, clock, o.random, defaults);
+
+  const unsafe = pipeline(breaker, bulkhead, timeout);
+  const safe = retry === undefined ? unsafe : pipeline(retry, breaker, bulkhead, timeout);
+  return { name, timeoutMs, breaker, bulkhead, timeout, retry, unsafe, safe };
+}
+
+function buildBulkhead(
+  value: GuardOptions['bulkhead'],
+  name: string,
+  timeoutMs: number,
+  clock: Clock | undefined,
+  defaults: GuardDefaults,
+): BulkheadPolicy {
+  const limit = defaults.maxConcurrentLimit;
+  if (value instanceof BulkheadPolicy) {
+    checkLimit(value.maxConcurrent, limit, defaults.kind);
+    return value;
+  }
+  if (value !== undefined && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionsError(`${defaults.kind}.bulkhead must be { maxConcurrent, maxQueue, queueTimeoutMs } or a bulkhead policy`);
+  }
+  const b = value ?? {};
+  const maxConcurrent = positiveInt(`${defaults.kind}.bulkhead.maxConcurrent`, b.maxConcurrent, limit?.value ?? defaults.maxConcurrent);
+  checkLimit(maxConcurrent, limit, defaults.kind);
+  // A bounded queue with a bounded wait by default: calls wait here (with priorities and
+  // timeouts), never in the client library's own unbounded queue.
+  const maxQueue = nonNegativeInt(`${defaults.kind}.bulkhead.maxQueue`, b.maxQueue, maxConcurrent);
+  const queueTimeoutMs = nonNegative(`${defaults.kind}.bulkhead.queueTimeoutMs`, b.queueTimeoutMs, Math.min(1000, timeoutMs));
+  return new BulkheadPolicy({ maxConcurrent, maxQueue, queueTimeoutMs, name, ...(clock ? { clock } : {}) });
+}
+
+function checkLimit(maxConcurrent: number, limit: GuardDefaults['maxConcurrentLimit'], kind: string): void {
+  if (limit !== undefined && maxConcurrent > limit.value) {
+    throw new InvalidOptionsError(
+      `${kind}.bulkhead.maxConcurrent (${maxConcurrent}) must be <= ${limit.what} (${limit.value}): ` +
+      'extra calls would wait in the client library\'s unbounded queue instead of the bulkhead\'s bounded one',
+    );
+  }
+}
+
+function buildBreaker(
+  value: GuardOptions['breaker'],
+  name: string,
+  clock: Clock | undefined,
+  defaults: GuardDefaults,
+): CircuitBreakerPolicy {
+  if (value instanceof CircuitBreakerPolicy) return value;
+  if (value !== undefined && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionsError(`${defaults.kind}.breaker must be circuit breaker options or a circuit breaker policy`);
+  }
+  return new CircuitBreakerPolicy({ name, isFailure: defaults.isFailure, ...value, ...(clock ? { clock } : {}) });
+}
+
+function buildRetry(
+  value: GuardOptions['retry'],
+  name: string,
+  clock: Clock | undefined,
+  random: Random | undefined,
+  defaults: GuardDefaults,
+): RetryPolicy | undefined {
+  if (value === false) return undefined;
+  if (value instanceof RetryPolicy) return value;
+  if (value !== undefined && (typeof value !== 'object' || value === null)) {
+    throw new InvalidOptionsError(`${defaults.kind}.retry must be retry options, a retry policy or false`);
+  }
+  const isTransient = defaults.isTransient;
+  const shouldRetry = (outcome: RetryOutcome): boolean | undefined => (outcome.kind === 'error' ? isTransient(outcome.error) : undefined);
+  return new RetryPolicy({
+    name,
+    shouldRetry,
+    ...value,
+    ...(clock ? { clock } : {}),
+    ...(random ? { random } : {}),
+  });
+}
+
+/** Splits the guard's own `safe` flag from the core call options. */
+export function pipelineFor(guard: Guard, options: GuardedCallOptions | undefined): Pipeline {
+  return options?.safe === true ? guard.safe : guard.unsafe;
+}
+
+export function guardStats(guard: Guard): GuardStats {
+  return { name: guard.name, breaker: guard.breaker.stats(), bulkhead: guard.bulkhead.stats(), inFlight: guard.timeout.inFlight };
+}
+
+export function describeGuard(guard: Guard, kind: string, options: Record<string, unknown>): PolicyDescription {
+  return { kind, name: guard.name, options, policies: guard.safe.describe().policies ?? [] };
+}
+
+/** Walks `cause` links (bounded) and returns the first value `pick` accepts. */
+export function findInCauses<T>(error: unknown, pick: (value: object) => T | undefined): T | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 8 && typeof current === 'object' && current !== null; depth++) {
+    const found = pick(current);
+    if (found !== undefined) return found;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** Node's socket-level error codes: the connection, not the statement, failed. */
+export const NETWORK_ERROR_CODES: ReadonlySet<string> = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND',
+  'EHOSTUNREACH', 'EHOSTDOWN', 'ENETUNREACH', 'ENETDOWN', 'ENOTCONN', 'ESHUTDOWN',
+]);
+
+/** True for a Node socket error (`ECONNRESET`, ...) anywhere in the cause chain. */
+export function isNetworkError(error: unknown): boolean {
+  return findInCauses(error, (e) => {
+    const code = (e as { code?: unknown }).code;
+    return typeof code === 'string' && NETWORK_ERROR_CODES.has(code) ? true : undefined;
+  }) === true;
+}
+
+/** A Bulwark error code anywhere in the cause chain, or undefined. */
+export function bulwarkCodeOf(error: unknown, codes: ReadonlySet<string>): string | undefined {
+  return findInCauses(error, (e) => {
+    const code = (e as { code?: unknown }).code;
+    return typeof code === 'string' && codes.has(code) ? code : undefined;
+  });
+}

@@ -1,0 +1,147 @@
+// Guarded Redis clients against the shared Redis (REDIS_URL), every key under a random prefix.
+// Crash behaviour (a killed server) is in redis-crash.test.ts, on a private redis-server.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { createClient } from 'redis';
+import { VirtualClock } from '../core/clock.js';
+import { TimeoutError } from '../core/errors.js';
+import { seededRandom } from '../core/random.js';
+import { guardRedis, isRedisFailure, isRedisTransient, redisFlavourOf } from './redis.js';
+import { REDIS_URL, requireService } from './test/support.js';
+
+const prefix = `test:clients:${randomUUID()}`;
+const io = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, commandTimeout: 1000, maxRetriesPerRequest: 1 });
+const nodeRedis = createClient({ url: REDIS_URL, disableOfflineQueue: true });
+nodeRedis.on('error', () => {});
+const key = (name: string): string => `${prefix}:${name}`;
+
+before(async () => {
+  await requireService('Redis', REDIS_URL, async () => {
+    await io.connect();
+    await nodeRedis.connect();
+  });
+});
+
+after(async () => {
+  const keys = await io.keys(`${prefix}:*`);
+  if (keys.length > 0) await io.del(...keys);
+  await io.quit().catch(() => {});
+  await nodeRedis.quit().catch(() => {});
+});
+
+test('ioredis: run() and command() go through the guard; read-only commands are safe by default', async () => {
+  const cache = guardRedis(io, { name: 'cache', timeoutMs: 500 });
+  assert.equal(cache.flavour, 'ioredis');
+  assert.deepEqual(cache.warnings, [], 'offline queue off and commandTimeout set: nothing to warn about');
+  await cache.run((redis) => redis.set(key('a'), '1'));
+  assert.equal(await cache.run((redis) => redis.get(key('a')), { safe: true }), '1');
+  assert.equal(await cache.command('INCRBY', [key('a'), 4]), 5);
+  assert.equal(await cache.command<string>('GET', [key('a')]), '5');
+  const stats = cache.stats();
+  assert.equal(stats.breaker.successes, 4);
+  assert.equal(stats.bulkhead.admitted, 4);
+  assert.equal(stats.connection, 'ready');
+  assert.deepEqual(cache.describe().policies!.map((p) => p.kind), ['retry', 'circuit-breaker', 'bulkhead', 'timeout']);
+});
+
+test('node-redis: the same guard, detected by shape', async () => {
+  const cache = guardRedis(nodeRedis, { name: 'sessions', timeoutMs: 500 });
+  assert.equal(cache.flavour, 'node-redis');
+  assert.deepEqual(cache.warnings, []);
+  await cache.run((redis) => redis.set(key('n'), 'x'));
+  assert.equal(await cache.run((redis) => redis.get(key('n')), { safe: true }), 'x');
+  assert.equal(await cache.command('GET', [key('n')]), 'x');
+  assert.equal(await cache.command('HSET', [key('h'), 'f', 'v']), 1);
+  assert.equal(cache.stats().connection, 'ready');
+  assert.equal(redisFlavourOf({ get: () => 1 }), 'custom');
+  assert.ok(guardRedis(new Redis({ lazyConnect: true })).warnings.some((w) => /enableOfflineQueue/.test(w)), 'risky ioredis defaults are reported');
+});
+
+test('a reply error (WRONGTYPE) is the caller\'s fault: not a breaker failure, not retried even when safe', async () => {
+  const cache = guardRedis(io, { name: 'typed', timeoutMs: 500, random: seededRandom(2) });
+  let retries = 0;
+  cache.retry!.onRetry(() => retries++);
+  await io.set(key('str'), 'v');
+  for (let i = 0; i < 6; i++) {
+    await assert.rejects(cache.command('LPUSH', [key('str'), 'x'], { safe: true }), /WRONGTYPE/);
+    await assert.rejects(cache.command('HGET', [key('str'), 'f']), /WRONGTYPE/);
+  }
+  assert.equal(retries, 0);
+  assert.equal(cache.breaker.stats().state, 'closed');
+  assert.equal(cache.breaker.stats().failures, 0);
+  await assert.rejects(cache.run(() => { throw new Error('my own bug'); }), /my own bug/);
+  assert.equal(cache.breaker.stats().failures, 0, 'your own exceptions are not Redis failures');
+});
+
+test('a command that outlives the timeout fails on time with TIMEOUT, marked abandoned', async () => {
+  // A blocking command on its own connection: BLPOP holds only that connection, never the shared server.
+  const blocking = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, commandTimeout: 3000 });
+  try {
+    await blocking.connect();
+    const guarded = guardRedis(blocking, { name: 'queue', timeoutMs: 150 });
+    const started = Date.now();
+    await assert.rejects(guarded.command('BLPOP', [key('empty-list'), 1]), (error: any) => {
+      assert.ok(error instanceof TimeoutError);
+      assert.equal(error.abandoned, true, 'a sent Redis command cannot be cancelled: the error says so');
+      return true;
+    });
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 140 && elapsed < 800, `failed after ${elapsed} ms`);
+    const stats = guarded.stats();
+    assert.equal(stats.abandoned, 1);
+    assert.equal(stats.breaker.failures, 1, 'a timeout counts against Redis');
+    assert.equal(stats.bulkhead.active, 0);
+  } finally {
+    blocking.disconnect();
+  }
+});
+
+test('safe calls are retried after transient errors only; unsafe calls never', async () => {
+  const clock = new VirtualClock();
+  let attempts = 0;
+  const fake = { status: 'ready', call: async () => { attempts++; if (attempts === 1) throw new Error('Connection is closed.'); return 'ok'; } };
+  const guarded = guardRedis(fake, { clock, random: seededRandom(1), retry: { backoff: { kind: 'constant', baseDelayMs: 5, jitter: 'none' } } });
+  const read = guarded.command('GET', ['k']);
+  await clock.advance(5);
+  assert.equal(await read, 'ok');
+  assert.equal(attempts, 2);
+
+  attempts = 0;
+  await assert.rejects(guarded.command('INCR', ['k']), /Connection is closed/);
+  assert.equal(attempts, 1, 'INCR is not idempotent: never retried unless marked safe');
+  await assert.rejects(guarded.command('', []), { code: 'INVALID_INPUT' });
+  await assert.rejects(guardRedis({ custom: true }).command('GET', ['k']), { code: 'INVALID_INPUT' });
+  assert.throws(() => guardRedis(null as any), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => guardRedis(fake, { timeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => guardRedis(fake, { bulkhead: { maxConcurrent: 0 } }), { code: 'INVALID_OPTIONS' });
+});
+
+test('classification of Redis errors', () => {
+  class ReplyError extends Error {}
+  const reply = (message: string): Error => new ReplyError(message);
+  assert.equal(isRedisFailure(reply('WRONGTYPE Operation against a key holding the wrong kind of value')), false);
+  assert.equal(isRedisFailure(reply('ERR syntax error')), false);
+  assert.equal(isRedisFailure(reply('NOSCRIPT No matching script')), false);
+  for (const message of ['LOADING Redis is loading the dataset in memory', 'READONLY You can\'t write against a read only replica.', 'MASTERDOWN Link with MASTER is down', 'OOM command not allowed', 'BUSY Redis is busy running a script']) {
+    assert.equal(isRedisFailure(reply(message)), true, message);
+  }
+  assert.equal(isRedisTransient(reply('LOADING Redis is loading')), true);
+  assert.equal(isRedisTransient(reply('OOM command not allowed')), false);
+  assert.equal(isRedisTransient(reply('ERR syntax error')), false);
+  for (const error of [
+    new Error('Connection is closed.'),
+    new Error('Stream isn\'t writeable and enableOfflineQueue options is false'),
+    new Error('Command timed out'),
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
+    new (class ClientClosedError extends Error {})('The client is closed'),
+    new (class SocketClosedUnexpectedlyError extends Error {})('Socket closed unexpectedly'),
+    new TimeoutError(100, true),
+  ]) {
+    assert.equal(isRedisFailure(error), true, error.message);
+    assert.equal(isRedisTransient(error), true, error.message);
+  }
+  assert.equal(isRedisFailure(new SyntaxError('Unexpected token')), false);
+  assert.equal(isRedisTransient(new SyntaxError('Unexpected token')), false);
+});

@@ -1,0 +1,2 @@
+// Entry point `bulwark/postgres`: PostgreSQL integrations (the user brings their own `pg` Pool).
+export * from './clients/postgres.js';

@@ -1,0 +1,3 @@
+// Entry point `bulwark/redis`: Redis integrations for ioredis and node-redis clients.
+export * from './redis-client/index.js';
+export * from './clients/redis.js';
