@@ -14,3 +14,4 @@ export * from './coalesce/index.js';
 export * from './cache/index.js';
 export * from './throttle/index.js';
 export * from './fault/index.js';
+export * from './ratelimit/index.js';

@@ -1,3 +1,4 @@
 // Entry point `bulwark/redis`: Redis integrations for ioredis and node-redis clients.
 export * from './redis-client/index.js';
 export * from './clients/redis.js';
+export * from './ratelimit/redis-entry.js';

@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Time is injected everywhere (SPEC principle 1): policies never call Date.now() or
  * setTimeout directly, so tests and the simulator run them on a VirtualClock.
@@ -15,11 +17,14 @@ export interface Clock {
   clearTimeout(handle: TimerHandle): void;
 }
 
+// Taken from node:perf_hooks once: the global `performance` is a lazy getter in Node 20 and
+// looking it up costs more than the reading itself (~235 ns vs ~140 ns here).
 const origin = performance.timeOrigin;
+const perfNow = performance.now.bind(performance);
 
 /** The real clock: monotonic (immune to wall-clock jumps), epoch-aligned milliseconds. */
 export const systemClock: Clock = {
-  now: () => origin + performance.now(),
+  now: () => origin + perfNow(),
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };

@@ -1,5 +1,6 @@
 import { BulwarkError, type ErrorCode } from '../../core/errors.js';
 import { formatRetryAfter, rateLimitHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
+import { NO_RETRY_HEADER } from '../../retry/classify.js';
 
 /** What a server answers instead of running the handler (a rejection, a health report, a replay). */
 export interface HttpResponse {
@@ -28,7 +29,7 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
  * already made here) so that a client, a proxy or another Bulwark layer does not retry them:
  * retries belong to one layer only, or they multiply (3 tiers × 3 attempts = 27×).
  */
-export const RETRY_HINT_HEADER = 'bulwark-retry';
+export const RETRY_HINT_HEADER = NO_RETRY_HEADER; // one definition, shared with the retry classifier
 export const RETRY_HINT_NO = 'no';
 
 /** The problem `type` URI for a Bulwark code: `urn:bulwark:problem:deadline-exceeded`. */

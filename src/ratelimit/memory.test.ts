@@ -1,0 +1,146 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { VirtualClock } from '../core/clock.js';
+import { MemoryRateLimiter } from './memory.js';
+import { ALGORITHMS } from './algorithms/index.js';
+
+test('memory stays bounded under 1,000,000 distinct keys, and hot keys survive the flood', () => {
+  const clock = new VirtualClock();
+  const limiter = new MemoryRateLimiter({ limit: 10, intervalMs: 60_000, maxKeys: 10_000, clock });
+  // A hot, depleted key: evicting it would let it overshoot.
+  for (let i = 0; i < 10; i++) limiter.consume('hot');
+  for (let i = 0; i < 1_000_000; i++) {
+    limiter.consume(`ip:${i}`);
+    if (i % 1000 === 0) {
+      assert.equal(limiter.consume('hot').allowed, false, `hot key still remembered at ${i}`);
+      clock.advanceSync(1);
+    }
+    assert.ok(limiter.size <= 10_000);
+  }
+  assert.equal(limiter.size, 10_000);
+  const stats = limiter.stats();
+  assert.equal(stats.evictedFresh + stats.evictedLive, 1_000_000 + 1 - 10_000);
+});
+
+test('eviction takes keys whose state is equivalent to fresh first', () => {
+  const clock = new VirtualClock();
+  const limiter = new MemoryRateLimiter({ limit: 2, intervalMs: 1000, maxKeys: 4, clock });
+  limiter.consume('a', 2); // depleted
+  limiter.consume('b', 2); // depleted
+  limiter.consume('c', 1);
+  limiter.consume('d', 1);
+  clock.advanceSync(600); // c and d are full again (0.5 s per token), a and b are not
+  limiter.consume('e');
+  limiter.consume('f');
+  assert.deepEqual(limiter.stats(), { keys: 4, maxKeys: 4, evictedFresh: 2, evictedLive: 0 });
+  assert.equal(limiter.consume('a', 2).allowed, false, 'a is still remembered (depleted)');
+  assert.equal(limiter.consume('b', 2).allowed, false, 'b is still remembered (depleted)');
+});
+
+test('an idle key is brought up to date lazily, with no timer per key', () => {
+  const clock = new VirtualClock();
+  for (const algorithm of ALGORITHMS) {
+    const limiter = new MemoryRateLimiter({ algorithm, limit: 3, intervalMs: 1000, clock });
+    for (let i = 0; i < 100; i++) limiter.consume(`k${i}`, 3);
+    assert.equal(clock.pendingTimers, 0, 'no timers at all');
+    clock.advanceSync(10_000);
+    assert.equal(limiter.consume('k7', 3).allowed, true, algorithm);
+  }
+});
+
+test('regression (SPEC known defect): concurrent blocking acquires never drive the bucket negative', async () => {
+  const clock = new VirtualClock();
+  const limiter = new MemoryRateLimiter({ algorithm: 'token-bucket', limit: 2, intervalMs: 1000, capacity: 10, clock });
+  limiter.consume('k', 9); // 1 token left
+  let minTokens = Infinity;
+  const sample = () => { minTokens = Math.min(minTokens, limiter.inspect('k')![0]!); };
+  const admittedAt: number[] = [];
+  // The seed's acquire: ten waiters all compute "wait 1 s" and then all subtract → −26 tokens.
+  const waiters = Array.from({ length: 10 }, () => limiter.acquire('k', { cost: 3, maxWaitMs: 60_000 }).then((d) => {
+    sample();
+    if (d.allowed) admittedAt.push(clock.now());
+    return d;
+  }));
+  for (let t = 0; t < 40; t++) { await clock.advance(500); sample(); }
+  const results = await Promise.all(waiters);
+  assert.ok(results.every((d) => d.allowed));
+  assert.ok(minTokens >= 0, `tokens never negative (min ${minTokens})`);
+  // Token conservation: 1 initial + 2/s × elapsed ≥ 3 × admitted by each admission time.
+  admittedAt.sort((a, b) => a - b);
+  admittedAt.forEach((t, i) => assert.ok(3 * (i + 1) <= 1 + (2 * t) / 1000 + 1e-9, `admission ${i + 1} at ${t} ms is paid for`));
+});
+
+test('acquire is abortable and rejects with ABORTED; the limiter keeps its tokens', async () => {
+  const clock = new VirtualClock();
+  const limiter = new MemoryRateLimiter({ limit: 1, intervalMs: 1000, clock });
+  limiter.consume('k');
+  const controller = new AbortController();
+  const p = limiter.acquire('k', { signal: controller.signal });
+  await clock.advance(300);
+  controller.abort(new Error('client went away'));
+  await assert.rejects(p, { code: 'ABORTED' });
+  assert.equal(clock.pendingTimers, 0, 'the wait timer was cleared');
+  await clock.advance(700);
+  assert.equal(limiter.consume('k').allowed, true);
+  await assert.rejects(limiter.acquire('k', { signal: AbortSignal.abort() }), { code: 'ABORTED' });
+  await assert.rejects(limiter.acquire('k', { maxWaitMs: -1 }), { code: 'INVALID_INPUT' });
+});
+
+test('refund gives back (login succeeded), penalty takes more (login failed), reset forgets', () => {
+  const clock = new VirtualClock();
+  const limiter = new MemoryRateLimiter({ algorithm: 'sliding-window-log', limit: 3, intervalMs: 60_000, clock });
+  limiter.consume('u');
+  limiter.refund('u');
+  assert.equal(limiter.peek('u', 0).remaining, 3);
+  limiter.penalty('u', 2);
+  assert.equal(limiter.consume('u').remaining, 0);
+  assert.equal(limiter.consume('u').allowed, false);
+  limiter.refund('u', 10);
+  assert.equal(limiter.peek('u', 0).remaining, 3, 'never above the limit');
+  limiter.penalty('u', 10);
+  assert.equal(limiter.peek('u', 0).remaining, 0, 'never below empty');
+  limiter.reset('u');
+  assert.equal(limiter.consume('u').remaining, 2);
+  limiter.refund('nobody');
+  assert.equal(limiter.size, 1, 'refunding an unknown key tracks nothing');
+});
+
+test('peek does not take or track', () => {
+  const limiter = new MemoryRateLimiter({ limit: 2 });
+  assert.equal(limiter.peek('x', 2).allowed, true);
+  assert.equal(limiter.peek('x', 3).allowed, false);
+  assert.equal(limiter.size, 0);
+  limiter.consume('x', 2);
+  assert.equal(limiter.peek('x').allowed, false);
+});
+
+test('property: the key index agrees with a Map under random inserts, evictions and lookups', async () => {
+  const fc = (await import('fast-check')).default;
+  const { KeyIndex, hashKey } = await import('./key-index.js');
+  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('set', 'del', 'get'), fc.integer({ min: 0, max: 60 })), { maxLength: 400 }), (ops) => {
+    const keys: (string | undefined)[] = [];
+    const index = new KeyIndex(keys, 4);
+    const model = new Map<string, number>();
+    const free: number[] = [];
+    for (const [op, n] of ops) {
+      const key = `k${n}`;
+      const h = n % 7 === 0 ? 42 : hashKey(key); // force collisions for some keys
+      if (op === 'set' && !model.has(key)) {
+        const slot = free.pop() ?? keys.length;
+        keys[slot] = key;
+        index.insert(h, slot);
+        model.set(key, slot);
+      } else if (op === 'del' && model.has(key)) {
+        index.remove(key, h);
+        free.push(model.get(key)!);
+        keys[model.get(key)!] = undefined;
+        model.delete(key);
+      }
+      for (let m = 0; m <= 60; m += 3) {
+        const k = `k${m}`;
+        assert.equal(index.find(k, m % 7 === 0 ? 42 : hashKey(k)), model.get(k) ?? -1);
+      }
+      assert.equal(index.size, model.size);
+    }
+  }), { numRuns: 200 });
+});

@@ -1,0 +1,76 @@
+import type { CallContext } from '../core/context.js';
+import { RateLimitedError } from '../core/errors.js';
+import { EventEmitter } from '../core/events.js';
+import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { InvalidOptionsError } from '../core/errors.js';
+import { nonNegative } from '../core/validate.js';
+import type { Decision, RateLimiter } from './types.js';
+
+export interface RateLimitPolicyOptions {
+  limiter: RateLimiter;
+  /** The key for a call (e.g. from `context.tags`). Default: one key for every call. */
+  key?: (context: CallContext) => string;
+  /** Cost of a call. Default 1. */
+  cost?: number;
+  /** Wait up to this long for the limit instead of failing at once. Default 0 (no wait). */
+  maxWaitMs?: number;
+  name?: string;
+}
+
+export interface RateLimitRejection {
+  key: string;
+  decision: Decision;
+}
+
+/**
+ * A rate limit inside an outbound pipeline (e.g. a partner API allows 50 calls/s): calls over the
+ * limit fail fast with RateLimitedError (code RATE_LIMITED, with retryAfterMs), or wait up to
+ * `maxWaitMs` for their turn. A fail-closed decision (store down) is a rejection too.
+ */
+export class RateLimitPolicy extends BasePolicy {
+  readonly kind = 'rate-limit';
+  readonly name: string | undefined;
+  readonly limiter: RateLimiter;
+  readonly #key: (context: CallContext) => string;
+  readonly #cost: number;
+  readonly #maxWaitMs: number;
+  readonly #onRejected = new EventEmitter<RateLimitRejection>();
+  /** Fires when a call is rejected. */
+  readonly onRejected = this.#onRejected.event;
+
+  constructor(options: RateLimitPolicyOptions) {
+    super(options?.limiter?.clock);
+    if (typeof options?.limiter?.consume !== 'function') throw new InvalidOptionsError('rateLimit: a limiter is required');
+    this.limiter = options.limiter;
+    this.#key = options.key ?? (() => 'global');
+    this.#cost = nonNegative('rateLimit.cost', options.cost, 1);
+    this.#maxWaitMs = nonNegative('rateLimit.maxWaitMs', options.maxWaitMs, 0);
+    this.name = options.name;
+  }
+
+  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    const key = this.#key(context);
+    const decision = this.#maxWaitMs > 0
+      ? await this.limiter.acquire(key, { cost: this.#cost, maxWaitMs: Math.min(this.#maxWaitMs, context.remaining()), signal: context.signal })
+      : await this.limiter.consume(key, this.#cost);
+    if (!decision.allowed) {
+      if (this.#onRejected.active) this.#onRejected.emit({ key, decision });
+      throw new RateLimitedError(decision.retryAfterMs, decision.degraded === 'fail-closed'
+        ? `rate limit store unavailable (failing closed); retry after ${Math.ceil(decision.retryAfterMs)} ms`
+        : undefined);
+    }
+    return next(context);
+  }
+
+  describe(): PolicyDescription {
+    return {
+      kind: this.kind,
+      ...(this.name ? { name: this.name } : {}),
+      options: { store: this.limiter.store, limit: this.limiter.limit, cost: this.#cost, maxWaitMs: this.#maxWaitMs },
+    };
+  }
+}
+
+export function rateLimit(options: RateLimitPolicyOptions): RateLimitPolicy {
+  return new RateLimitPolicy(options);
+}
