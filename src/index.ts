@@ -15,3 +15,4 @@ export * from './cache/index.js';
 export * from './throttle/index.js';
 export * from './fault/index.js';
 export * from './ratelimit/index.js';
+export * from './idempotency/index.js';

@@ -1,2 +1,3 @@
 // Entry point `bulwark/postgres`: PostgreSQL integrations (the user brings their own `pg` Pool).
 export * from './clients/postgres.js';
+export * from './idempotency/stores/postgres.js';

@@ -2,3 +2,4 @@
 export * from './redis-client/index.js';
 export * from './clients/redis.js';
 export * from './ratelimit/redis-entry.js';
+export * from './idempotency/stores/redis.js';

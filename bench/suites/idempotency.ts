@@ -1,0 +1,236 @@
+/**
+ * Idempotency keys: cost of a first request (claim + run + store the response) and of a
+ * replay, per store, next to @node-idempotency/core. Both go through their HTTP-level API
+ * (key header, body fingerprint, store): Bulwark `begin` + `finish`, node-idempotency
+ * `onRequest` + `onResponse`. `storeCalls` counts store round trips per request.
+ *
+ * @node-idempotency's storage adapters are separate packages that are not installed here; the
+ * suite implements its published `StorageAdapter` interface the way its memory and Redis
+ * adapters do (a Map with expiry; node-redis SET NX PX / GET / SET PX). Both Redis
+ * implementations use the same node-redis client.
+ *
+ *   npm run bench -- idempotency [--json] [--quick]
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { createClient } from 'redis';
+import { Idempotency } from '@node-idempotency/core';
+import type { StorageAdapter } from '@node-idempotency/storage';
+import { nsPerOp, type BenchContext } from '../harness.js';
+import { IdempotencyHttp, type IdempotentRequest } from '../../src/idempotency/http.js';
+import { MemoryIdempotencyStore } from '../../src/idempotency/stores/memory.js';
+import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency } from '../../src/idempotency/stores/postgres.js';
+import { SqliteIdempotencyStore } from '../../src/idempotency/stores/sqlite.js';
+import type { IdempotencyStore } from '../../src/idempotency/types.js';
+
+const BODY = { amount: 100, currency: 'EUR', customer: 'cus_123', description: 'order #42' };
+const RESPONSE = { status: 201, headers: { 'content-type': 'application/json' }, body: { id: 'ord_1', status: 'created' } };
+
+type RedisClient = ReturnType<typeof createClient>;
+
+/** Counts store operations (each is one round trip for Redis and PostgreSQL). */
+function counted(store: IdempotencyStore): { store: IdempotencyStore; calls: () => number } {
+  let n = 0;
+  const wrap = <K extends 'claim' | 'complete' | 'release' | 'renew' | 'saveStep'>(name: K) => {
+    const fn = store[name].bind(store) as (input: never) => Promise<unknown>;
+    return ((input: never) => { n++; return fn(input); }) as IdempotencyStore[K];
+  };
+  return {
+    store: {
+      name: store.name, remote: store.remote, inspect: (id) => store.inspect(id),
+      claim: wrap('claim'), complete: wrap('complete'), release: wrap('release'), renew: wrap('renew'), saveStep: wrap('saveStep'),
+    },
+    calls: () => n,
+  };
+}
+
+/** @node-idempotency's StorageAdapter over a Map, as its memory adapter does it. */
+class MapStorage implements StorageAdapter {
+  readonly #items = new Map<string, { value: string; expiresAt: number | undefined }>();
+  calls = 0;
+  async setIfNotExists(key: string, value: string, { ttl }: { ttl?: number } = {}): Promise<boolean> {
+    this.calls++;
+    if (this.#items.get(key)) return false;
+    this.#items.set(key, { value, expiresAt: ttl === undefined ? undefined : Date.now() + ttl });
+    return true;
+  }
+  async set(key: string, value: string, { ttl }: { ttl?: number }): Promise<void> {
+    this.calls++;
+    this.#items.set(key, { value, expiresAt: ttl === undefined ? undefined : Date.now() + ttl });
+  }
+  async get(key: string): Promise<string | undefined> {
+    this.calls++;
+    const item = this.#items.get(key);
+    if (item?.expiresAt !== undefined && Date.now() > item.expiresAt) {
+      this.#items.delete(key);
+      return undefined;
+    }
+    return item?.value;
+  }
+}
+
+/** @node-idempotency's StorageAdapter over node-redis, as its Redis adapter does it. */
+class RedisStorage implements StorageAdapter {
+  calls = 0;
+  constructor(private readonly client: RedisClient) {}
+  async setIfNotExists(key: string, value: string, { ttl }: { ttl?: number } = {}): Promise<boolean> {
+    this.calls++;
+    return (await this.client.set(key, value, ttl === undefined ? { NX: true } : { NX: true, PX: ttl })) !== null;
+  }
+  async set(key: string, value: string, { ttl }: { ttl?: number }): Promise<void> {
+    this.calls++;
+    await this.client.set(key, value, ttl === undefined ? {} : { PX: ttl });
+  }
+  async get(key: string): Promise<string | undefined> {
+    this.calls++;
+    return (await this.client.get(key)) ?? undefined;
+  }
+}
+
+interface Impl {
+  impl: string;
+  firstRequest(i: number): Promise<void>;
+  replay(): Promise<void>;
+  calls(): number;
+  iterations: number;
+}
+
+function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: number): Impl {
+  const { store, calls } = counted(rawStore);
+  const idem = new IdempotencyHttp({ store });
+  const run = randomUUID().slice(0, 8);
+  const request = (key: string): IdempotentRequest => ({ method: 'POST', path: '/orders', headers: { 'idempotency-key': key }, body: BODY, principal: 'user_1' });
+  const replayRequest = request(`${run}-replay`);
+  return {
+    impl,
+    iterations,
+    calls,
+    async firstRequest(i) {
+      const begun = await idem.begin(request(`${run}-${i}`));
+      if (begun.action !== 'run' || begun.lease === undefined) throw new Error(`expected a first execution, got ${JSON.stringify(begun)}`);
+      await idem.finish(begun, RESPONSE);
+    },
+    async replay() {
+      const begun = await idem.begin(replayRequest);
+      if (begun.action === 'run') {
+        await idem.finish(begun, RESPONSE); // the first call stores it
+        return;
+      }
+      if (begun.reason !== 'replay') throw new Error(`expected a replay, got ${begun.reason}`);
+    },
+  };
+}
+
+function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, iterations: number, cacheKeyPrefix: string): Impl {
+  const idempotency = new Idempotency(storage, { cacheKeyPrefix });
+  const run = randomUUID().slice(0, 8);
+  const request = (key: string) => ({ method: 'POST', path: '/orders', headers: { 'idempotency-key': key }, body: BODY });
+  const replayRequest = request(`${run}-replay`);
+  const response = { body: RESPONSE.body, additional: { status: RESPONSE.status, headers: RESPONSE.headers } };
+  return {
+    impl,
+    iterations,
+    calls: () => storage.calls,
+    async firstRequest(i) {
+      const req = request(`${run}-${i}`);
+      const cached = await idempotency.onRequest(req);
+      if (cached !== undefined) throw new Error('expected a first execution');
+      await idempotency.onResponse(req, response);
+    },
+    async replay() {
+      const cached = await idempotency.onRequest(replayRequest);
+      if (cached === undefined) await idempotency.onResponse(replayRequest, response);
+    },
+  };
+}
+
+/**
+ * The machine is shared and its load drifts, so implementations that are compared are measured
+ * in interleaved blocks (A, B, A, B, ...) and each reports its median block.
+ */
+async function compare(ctx: BenchContext, impls: Impl[]): Promise<void> {
+  const blocks = ctx.quick ? 2 : 7;
+  const iterationsOf = (impl: Impl) => (ctx.quick ? Math.max(50, Math.floor(impl.iterations / 20)) : impl.iterations);
+  const first = impls.map(() => [] as number[]);
+  const replay = impls.map(() => [] as number[]);
+  const firstCalls = impls.map(() => ({ calls: 0, ops: 0 }));
+  const replayCalls = impls.map(() => ({ calls: 0, ops: 0 }));
+  const counters = impls.map(() => 0);
+  for (const impl of impls) {
+    await impl.replay(); // stores the record that replays read
+    const warm = Math.min(iterationsOf(impl), 500);
+    for (let i = 0; i < warm; i++) await impl.firstRequest(-1 - i);
+    for (let i = 0; i < warm; i++) await impl.replay();
+  }
+  for (let b = 0; b < blocks; b++) {
+    for (const [k, impl] of impls.entries()) {
+      const iterations = iterationsOf(impl);
+      let before = impl.calls();
+      first[k]!.push(await nsPerOp(() => impl.firstRequest(counters[k]!++), { iterations, rounds: 1, warmup: 0 }));
+      firstCalls[k]!.calls += impl.calls() - before;
+      firstCalls[k]!.ops += iterations;
+      before = impl.calls();
+      replay[k]!.push(await nsPerOp(() => impl.replay(), { iterations, rounds: 1, warmup: 0 }));
+      replayCalls[k]!.calls += impl.calls() - before;
+      replayCalls[k]!.ops += iterations;
+    }
+  }
+  for (const [k, impl] of impls.entries()) {
+    ctx.report({ case: 'first-request', impl: impl.impl, nsPerOp: median(first[k]!), storeCalls: round2(firstCalls[k]!.calls / firstCalls[k]!.ops) });
+  }
+  for (const [k, impl] of impls.entries()) {
+    ctx.report({ case: 'replay', impl: impl.impl, nsPerOp: median(replay[k]!), storeCalls: round2(replayCalls[k]!.calls / replayCalls[k]!.ops) });
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+export default async function idempotency(ctx: BenchContext): Promise<void> {
+  const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const redis: RedisClient = createClient({ url: redisUrl });
+  await redis.connect();
+  const schema = `bench_idem_${randomUUID().replace(/-/g, '').slice(0, 10)}`;
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+  await pool.query(`CREATE SCHEMA ${schema}`);
+  await migratePostgresIdempotency(pool, { schema });
+  const dir = mkdtempSync(join(tmpdir(), 'bench-idem-'));
+  const sqlite = new SqliteIdempotencyStore({ database: join(dir, 'idem.db') });
+  const prefix = `bench:idem:${randomUUID().slice(0, 8)}`;
+  const postgres = new PostgresIdempotencyStore({ pool, schema, sweepEveryMs: false });
+  try {
+    ctx.log('memory');
+    await compare(ctx, [
+      bulwarkImpl('bulwark-memory', new MemoryIdempotencyStore(), 20_000),
+      nodeIdempotencyImpl('node-idempotency-memory', new MapStorage(), 20_000, `${prefix}:ni`),
+    ]);
+    ctx.log('redis');
+    await compare(ctx, [
+      bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix }), 1_000),
+      nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis), 1_000, `${prefix}:ni`),
+    ]);
+    ctx.log('postgres, sqlite');
+    await compare(ctx, [bulwarkImpl('bulwark-postgres', postgres, 300), bulwarkImpl('bulwark-sqlite', sqlite, 500)]);
+  } finally {
+    await postgres.close();
+    await sqlite.close();
+    rmSync(dir, { recursive: true, force: true });
+    const keys: string[] = [];
+    for await (const batch of redis.scanIterator({ MATCH: `${prefix}*`, COUNT: 1000 })) keys.push(...(Array.isArray(batch) ? batch : [batch]));
+    for (let i = 0; i < keys.length; i += 500) await redis.del(keys.slice(i, i + 500));
+    await redis.quit();
+    await pool.query(`DROP SCHEMA ${schema} CASCADE`);
+    await pool.end();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Crash tests with real processes: a worker is SIGKILLed in the middle of its handler. After
+ * the lease expires, a retry runs the handler once more; exactly one effect is committed
+ * (PostgreSQL: the effect and the completion share a transaction); a late completion with the
+ * dead owner's token is rejected. Real time and real I/O, generous bounds.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { IdempotencyEngine, Lease } from './engine.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres.js';
+import { RedisIdempotencyStore } from './stores/redis.js';
+
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const schema = `bw_crash_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+const prefix = `test:idem-crash:${randomUUID().slice(0, 8)}`;
+const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 4 });
+const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+const worker = fileURLToPath(new URL('./test/crash-worker.ts', import.meta.url));
+const LEASE_MS = 500;
+
+before(async () => {
+  try {
+    await pool.query(`CREATE SCHEMA ${schema}`);
+  } catch (error) {
+    throw new Error(`PostgreSQL is required at ${DATABASE_URL} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
+  }
+  await migratePostgresIdempotency(pool, { schema });
+  await pool.query(`CREATE TABLE ${schema}.effects (id serial PRIMARY KEY, idem_key text NOT NULL, worker text NOT NULL)`);
+  try {
+    await redis.connect();
+  } catch (error) {
+    throw new Error(`Redis is required at ${REDIS_URL} (set REDIS_URL): ${(error as Error).message}`, { cause: error });
+  }
+});
+
+after(async () => {
+  await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {});
+  await pool.end();
+  const keys = await redis.keys(`${prefix}*`).catch(() => [] as string[]);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+interface InHandler { id: string; owner: string; fence: number }
+
+/** Starts the worker, waits until it is inside its handler, SIGKILLs it. */
+async function crashWorker(env: Record<string, string>): Promise<{ dead: InHandler; claimedAt: number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', worker], {
+    env: { ...process.env, ...env, LEASE_MS: String(LEASE_MS) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  const lines = createInterface({ input: child.stdout! });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  try {
+    for await (const line of lines) {
+      const message = JSON.parse(line) as { event: string } & InHandler;
+      if (message.event !== 'in-handler') throw new Error(`worker said ${line}`);
+      const claimedAt = Date.now();
+      child.kill('SIGKILL');
+      assert.equal(await exited, 'SIGKILL');
+      return { dead: { id: message.id, owner: message.owner, fence: message.fence }, claimedAt };
+    }
+    throw new Error('worker exited before reaching its handler');
+  } finally {
+    clearTimeout(timer);
+    lines.close();
+  }
+}
+
+/** Retries like a client would until the key can be run (the dead worker's lease expired). */
+async function retryUntilRun(engine: IdempotencyEngine, key: string): Promise<{ lease: Lease; conflicts: number }> {
+  let conflicts = 0;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    const outcome = await engine.claim({ principal: 'crash-test', method: 'POST', route: '/orders', key }, 'fingerprint-1');
+    if (outcome.kind === 'new') return { lease: outcome.lease, conflicts };
+    assert.equal(outcome.kind, 'in-progress');
+    conflicts++;
+    await sleep(50);
+  }
+  throw new Error('the dead worker\'s lease never expired');
+}
+
+test('PostgreSQL: a SIGKILLed worker\'s request is retried once after its lease expires; exactly one effect; its late completion is rejected', async () => {
+  const key = randomUUID();
+  const { dead, claimedAt } = await crashWorker({ STORE: 'postgres', DATABASE_URL, SCHEMA: schema, KEY: key });
+  const store = new PostgresIdempotencyStore({ pool, schema, sweepEveryMs: false });
+  const engine = new IdempotencyEngine({ store, leaseMs: 5_000 });
+  const countEffects = async () => (await pool.query(`SELECT worker FROM ${schema}.effects WHERE idem_key = $1`, [key])).rows.map((r) => r.worker as string);
+
+  const { lease, conflicts } = await retryUntilRun(engine, key);
+  assert.ok(Date.now() - claimedAt >= LEASE_MS - 100, 'no takeover before the lease ran out');
+  assert.ok(conflicts >= 1 || Date.now() - claimedAt >= LEASE_MS, 'duplicates during the lease were refused');
+  assert.equal(lease.takeover, true);
+  assert.equal(lease.fence, dead.fence + 1);
+  assert.deepEqual(await countEffects(), [], 'the dead worker\'s uncommitted effect vanished with it');
+
+  await store.transaction(lease, async (client) => {
+    await client.query(`INSERT INTO ${schema}.effects (idem_key, worker) VALUES ($1, 'retry')`, [key]);
+    return { status: 201, body: { order: 'retry' } };
+  });
+
+  // The dead owner's late completion (its token, its lease object) is fenced off.
+  assert.equal(await store.complete({ id: dead.id, owner: dead.owner, response: '{}', ttlMs: 60_000 }), false);
+  const zombie = new Lease(engine, dead.id, lease.scope, 'fingerprint-1', dead.owner, dead.fence, false, {}, Date.now());
+  await assert.rejects(store.transaction(zombie, async (client) => {
+    await client.query(`INSERT INTO ${schema}.effects (idem_key, worker) VALUES ($1, 'zombie')`, [key]);
+    return { status: 201, body: { order: 'zombie' } };
+  }), { code: 'LEASE_LOST' });
+
+  assert.deepEqual(await countEffects(), ['retry'], 'exactly one effect');
+  const replay = await engine.claim(lease.scope, 'fingerprint-1');
+  assert.deepEqual(replay.kind === 'completed' && replay.response.body, { order: 'retry' });
+});
+
+test('Redis: a SIGKILLed worker\'s lease expires on the server clock; the retry takes over; the dead owner is fenced off', async () => {
+  const key = randomUUID();
+  const { dead, claimedAt } = await crashWorker({ STORE: 'redis', REDIS_URL, PREFIX: prefix, KEY: key });
+  const store = new RedisIdempotencyStore({ client: redis, prefix });
+  const engine = new IdempotencyEngine({ store, leaseMs: 5_000 });
+  const { lease } = await retryUntilRun(engine, key);
+  assert.ok(Date.now() - claimedAt >= LEASE_MS - 100);
+  assert.equal(lease.fence, dead.fence + 1);
+  assert.equal(await store.complete({ id: dead.id, owner: dead.owner, response: '{}', ttlMs: 60_000 }), false);
+  assert.equal(await store.saveStep({ id: dead.id, owner: dead.owner, name: 'x', value: '{}' }), false);
+  await lease.complete({ status: 201, body: 'retry' });
+  const zombie = new Lease(engine, dead.id, lease.scope, 'fingerprint-1', dead.owner, dead.fence, false, {}, Date.now());
+  await assert.rejects(zombie.complete({ body: 'zombie' }), { code: 'LEASE_LOST' });
+  const replay = await engine.claim(lease.scope, 'fingerprint-1');
+  assert.equal(replay.kind === 'completed' && replay.response.body, 'retry');
+});

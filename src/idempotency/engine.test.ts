@@ -1,0 +1,295 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { VirtualClock, flushPromises } from '../core/clock.js';
+import { IdempotencyEngine, type Lease } from './engine.js';
+import { MemoryIdempotencyStore } from './stores/memory.js';
+import type { ClaimResult, IdempotencyStore } from './types.js';
+
+const scope = (key = 'k1', principal: string | null = 'alice') => ({ principal, method: 'POST', route: '/orders', key });
+
+function setup(options: Partial<ConstructorParameters<typeof IdempotencyEngine>[0]> = {}) {
+  const clock = new VirtualClock(1_000_000);
+  const store = new MemoryIdempotencyStore({ clock });
+  const engine = new IdempotencyEngine({ store, clock, ...options });
+  return { clock, store, engine };
+}
+
+async function lease(engine: IdempotencyEngine, key = 'k1'): Promise<Lease> {
+  const outcome = await engine.claim(scope(key), 'fp');
+  assert.equal(outcome.kind, 'new');
+  return (outcome as { lease: Lease }).lease;
+}
+
+test('options are validated when the engine is built', () => {
+  const store = new MemoryIdempotencyStore();
+  assert.throws(() => new IdempotencyEngine({ store, leaseMs: 0 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new IdempotencyEngine({ store, ttlMs: -1 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new IdempotencyEngine({ store, leaseMs: 100, renewEveryMs: 100 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new IdempotencyEngine({ store, completeAttempts: 0 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new IdempotencyEngine({} as never), { code: 'INVALID_OPTIONS' });
+  const engine = new IdempotencyEngine({ store });
+  assert.deepEqual(engine.describe().options, { store: 'memory', leaseMs: 30_000, ttlMs: 86_400_000, renewEveryMs: 10_000, guarded: false });
+});
+
+test('bad input at call time is a clear INVALID_INPUT error', async () => {
+  const { engine } = setup();
+  await assert.rejects(engine.claim({ ...scope(), method: 'PO ST' }, 'fp'), { code: 'INVALID_INPUT' });
+  await assert.rejects(engine.claim(scope(''), 'fp'), { code: 'INVALID_INPUT' });
+  await assert.rejects(engine.claim(scope(), ''), { code: 'INVALID_INPUT' });
+  const l = await lease(engine);
+  await assert.rejects(l.complete({ status: 42 }), { code: 'INVALID_INPUT' });
+  await assert.rejects(l.step('', () => 1), { code: 'INVALID_INPUT' });
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  await assert.rejects(l.complete({ body: cyclic }), { code: 'INVALID_INPUT' });
+  assert.equal(l.status, 'active', 'a bad response does not end the lease');
+});
+
+test('SPEC defect: one lease expiry, no double execution — property over lease lengths and arrival times', async () => {
+  // The seed treated a lock as stale at 60 s but let it expire at 5 min: between the two, a
+  // duplicate ran the handler while the first was still running. Here the lease expiry is the
+  // only threshold: a duplicate before it is refused; after it, it takes over and the first
+  // owner can no longer complete. Never two accepted completions.
+  await fc.assert(fc.asyncProperty(
+    fc.integer({ min: 1, max: 600_000 }),
+    fc.integer({ min: 0, max: 1_200_000 }),
+    async (leaseMs, arrivalMs) => {
+      const { clock, engine } = setup({ leaseMs, renewEveryMs: false });
+      const first = await lease(engine);
+      await clock.advance(arrivalMs);
+      const duplicate = await engine.claim(scope(), 'fp');
+      if (arrivalMs < leaseMs) {
+        assert.equal(duplicate.kind, 'in-progress');
+        assert.equal((duplicate as { retryAfterMs: number }).retryAfterMs, leaseMs - arrivalMs);
+        await first.complete({ body: 'first' });
+        return;
+      }
+      assert.equal(duplicate.kind, 'new');
+      const second = (duplicate as { lease: Lease }).lease;
+      assert.equal(second.takeover, true);
+      assert.equal(second.fence, 2);
+      await assert.rejects(first.complete({ body: 'first' }), { code: 'LEASE_LOST' });
+      await second.complete({ body: 'second' });
+      const replay = await engine.claim(scope(), 'fp');
+      assert.equal(replay.kind === 'completed' && replay.response.body, 'second');
+    },
+  ), { numRuns: 200, seed: 424242 });
+});
+
+test('a long handler keeps its lease by automatic renewal (one shared timer), so duplicates stay out', async () => {
+  const { clock, engine } = setup({ leaseMs: 300, renewEveryMs: 100 });
+  const first = await lease(engine, 'a');
+  const second = await lease(engine, 'b');
+  assert.equal(clock.pendingTimers, 1, 'one timer for all in-flight leases');
+  assert.equal(engine.inFlight, 2);
+  for (let t = 0; t < 2000; t += 50) {
+    await clock.advance(50);
+    assert.equal((await engine.claim(scope('a'), 'fp')).kind, 'in-progress', `still owned at +${t + 50} ms`);
+  }
+  await first.complete({ body: 1 });
+  await second.release();
+  assert.equal(engine.inFlight, 0);
+  await clock.advance(1000);
+  assert.equal(clock.pendingTimers, 0, 'the renewal timer stops once nothing is in flight');
+});
+
+test('a lease whose renewal is refused is reported lost and its signal aborted', async () => {
+  const { clock, engine } = setup({ leaseMs: 300, renewEveryMs: 200 });
+  const lost: string[] = [];
+  engine.onLeaseLost((e) => lost.push(e.operation));
+  const first = await lease(engine);
+  const signal = first.signal;
+  // The store is unreachable for the worker's renewals (simulated: a takeover happens after expiry).
+  const other = new IdempotencyEngine({ store: engine.store, clock, leaseMs: 300, renewEveryMs: false });
+  engine.store.renew = async () => false; // our renewals are refused: someone else owns it
+  await clock.advance(200);
+  await flushPromises();
+  assert.equal(first.status, 'lost');
+  assert.equal(signal.aborted, true);
+  assert.equal((signal.reason as { code: string }).code, 'LEASE_LOST');
+  assert.deepEqual(lost, ['renew']);
+  await clock.advance(150);
+  assert.equal((await other.claim(scope(), 'fp')).kind, 'new');
+  await assert.rejects(first.complete({ body: 'late' }), { code: 'LEASE_LOST' });
+});
+
+test('manual renew extends the lease; a lost lease refuses to renew', async () => {
+  const { clock, engine } = setup({ leaseMs: 300, renewEveryMs: false });
+  const first = await lease(engine);
+  await clock.advance(250);
+  await first.renew();
+  await clock.advance(250);
+  assert.equal((await engine.claim(scope(), 'fp')).kind, 'in-progress');
+  await clock.advance(100);
+  const taken = await engine.claim(scope(), 'fp');
+  assert.equal(taken.kind, 'new');
+  await assert.rejects(first.renew(), { code: 'LEASE_LOST' });
+  assert.equal(first.status, 'lost');
+});
+
+test('steps run once per key: saved results come back without running again, across owners', async () => {
+  const { engine } = setup();
+  const ran: string[] = [];
+  const first = await lease(engine);
+  assert.deepEqual(await first.step('reserve', () => { ran.push('reserve'); return { id: 'r1' }; }), { id: 'r1' });
+  assert.equal(await first.step('nothing', () => { ran.push('nothing'); return undefined; }), undefined);
+  assert.deepEqual(await first.step('reserve', () => { ran.push('again'); return { id: 'r2' }; }), { id: 'r1' }, 'same name in the same run: saved result');
+  await first.release();
+  const retry = await lease(engine);
+  assert.equal(retry.takeover, true);
+  assert.deepEqual(retry.completedSteps.sort(), ['nothing', 'reserve']);
+  assert.deepEqual(await retry.step('reserve', () => { ran.push('reserve-2'); return 0; }), { id: 'r1' });
+  assert.equal(await retry.step('nothing', () => { ran.push('nothing-2'); return 1; }), undefined);
+  assert.equal(await retry.step('charge', () => { ran.push('charge'); return 'ch'; }), 'ch');
+  assert.deepEqual(ran, ['reserve', 'nothing', 'charge']);
+  await assert.rejects(retry.step('bad', () => 10n), { code: 'INVALID_INPUT' });
+});
+
+test('run(): first call runs, duplicates replay, conflicts and mismatches throw, failures release', async () => {
+  const { engine } = setup();
+  let calls = 0;
+  const first = await engine.run(scope(), 'fp', () => ({ n: ++calls }));
+  assert.deepEqual(first, { value: { n: 1 }, replayed: false, completedAt: undefined });
+  const again = await engine.run(scope(), 'fp', () => ({ n: ++calls }));
+  assert.equal(again.replayed, true);
+  assert.deepEqual(again.value, { n: 1 });
+  assert.equal(again.completedAt, 1_000_000);
+  await assert.rejects(engine.run(scope(), 'other', () => 1), { code: 'IDEMPOTENCY_MISMATCH' });
+
+  const held = await lease(engine, 'busy');
+  await assert.rejects(engine.run(scope('busy'), 'fp', () => 1), (e: any) => e.code === 'IDEMPOTENCY_CONFLICT' && e.retryAfterMs === 30_000);
+  await held.complete({});
+
+  await assert.rejects(engine.run(scope('boom'), 'fp', () => { throw new Error('boom'); }), /boom/);
+  const afterFailure = await engine.run(scope('boom'), 'fp', () => 'second try');
+  assert.equal(afterFailure.value, 'second try', 'a failed run released the key');
+  assert.equal(calls, 1);
+});
+
+test('waiting for an in-progress duplicate: replays the first result, or takes over if it was released', async () => {
+  const { clock, engine } = setup({ renewEveryMs: false });
+  const first = await lease(engine);
+  const waiting = engine.claim(scope(), 'fp', { waitMs: 5_000, pollMs: 100 });
+  await clock.advance(250);
+  await first.complete({ status: 201, body: 'done' });
+  await clock.advance(100);
+  const outcome = await waiting;
+  assert.equal(outcome.kind === 'completed' && outcome.response.body, 'done');
+
+  const failing = await lease(engine, 'k2');
+  const waiter = engine.claim(scope('k2'), 'fp', { waitMs: 5_000, pollMs: 100 });
+  await clock.advance(150);
+  await failing.release();
+  await clock.advance(100);
+  assert.equal((await waiter).kind, 'new', 'the waiter runs it after the first failed');
+
+  await lease(engine, 'k3');
+  const gaveUp = engine.claim(scope('k3'), 'fp', { waitMs: 1_000, pollMs: 100 });
+  await clock.advance(1_000);
+  assert.equal((await gaveUp).kind, 'in-progress');
+
+  const controller = new AbortController();
+  const aborted = engine.claim(scope('k3'), 'fp', { waitMs: 10_000, signal: controller.signal });
+  await clock.advance(100);
+  controller.abort();
+  await assert.rejects(aborted, { code: 'ABORTED' });
+});
+
+/** A store whose calls can be made to fail or hang. */
+function flakyStore(clock: VirtualClock, remote: boolean) {
+  const inner = new MemoryIdempotencyStore({ clock });
+  const state = { mode: 'ok' as 'ok' | 'fail' | 'hang', calls: 0, failNext: 0 };
+  const wrap = <A extends unknown[], R>(fn: (...a: A) => Promise<R>) => (...args: A): Promise<R> => {
+    state.calls++;
+    if (state.failNext > 0) {
+      state.failNext--;
+      return Promise.reject(new Error('ECONNRESET'));
+    }
+    if (state.mode === 'fail') return Promise.reject(new Error('ECONNREFUSED'));
+    if (state.mode === 'hang') return new Promise<R>(() => {});
+    return fn(...args);
+  };
+  const store: IdempotencyStore = {
+    name: 'flaky', remote,
+    claim: wrap((i) => inner.claim(i)), complete: wrap((i) => inner.complete(i)), release: wrap((i) => inner.release(i)),
+    renew: wrap((i) => inner.renew(i)), saveStep: wrap((i) => inner.saveStep(i)), inspect: (id) => inner.inspect(id),
+  };
+  return { store, state };
+}
+
+test('store failures surface as STORE_UNAVAILABLE; a hung network store times out; the breaker then answers at once', async () => {
+  const clock = new VirtualClock(1_000_000);
+  const { store, state } = flakyStore(clock, true);
+  const engine = new IdempotencyEngine({ store, clock, storeTimeoutMs: 200, renewEveryMs: false });
+  const errors: string[] = [];
+  engine.onStoreError((e) => errors.push(e.operation));
+  state.mode = 'fail';
+  await assert.rejects(engine.claim(scope(), 'fp'), (e: any) => e.code === 'STORE_UNAVAILABLE' && /ECONNREFUSED/.test(e.message));
+  state.mode = 'hang';
+  const hung = engine.claim(scope(), 'fp');
+  const check = assert.rejects(hung, (e: any) => e.code === 'STORE_UNAVAILABLE' && e.cause.code === 'TIMEOUT');
+  await clock.advance(200);
+  await check;
+  for (let i = 0; i < 3; i++) {
+    const p = assert.rejects(engine.claim(scope(), 'fp'), { code: 'STORE_UNAVAILABLE' });
+    await clock.advance(200);
+    await p;
+  }
+  const callsBefore = state.calls;
+  await assert.rejects(engine.claim(scope(), 'fp'), (e: any) => e.code === 'STORE_UNAVAILABLE' && e.cause.code === 'CIRCUIT_OPEN' && e.retryAfterMs >= 1000);
+  assert.equal(state.calls, callsBefore, 'breaker open: the store is not called');
+  assert.equal(errors.length, 6);
+  state.mode = 'ok';
+  await clock.advance(5_000);
+  assert.equal((await engine.claim(scope(), 'fp')).kind, 'new', 'the breaker probes and closes again');
+});
+
+test('a completion is retried through transient store errors; if it cannot be recorded the lease is abandoned', async () => {
+  const clock = new VirtualClock(1_000_000);
+  const { store, state } = flakyStore(clock, false);
+  const engine = new IdempotencyEngine({ store, clock, renewEveryMs: false, completeAttempts: 3 });
+  const first = await lease(engine);
+  state.failNext = 2;
+  const done = first.complete({ body: 'ok' });
+  await clock.advance(200);
+  await done;
+  assert.equal(first.status, 'completed');
+  assert.equal((await engine.claim(scope(), 'fp')).kind, 'completed');
+
+  const second = await lease(engine, 'k2');
+  state.mode = 'fail';
+  const failed = assert.rejects(second.complete({ body: 'lost' }), { code: 'STORE_UNAVAILABLE' });
+  await clock.advance(1_000);
+  await failed;
+  assert.equal(second.status, 'abandoned');
+});
+
+test('owner tokens can be injected; fences count takeovers', async () => {
+  let n = 0;
+  const { clock, engine } = setup({ newOwnerToken: () => `owner-${++n}`, leaseMs: 100, renewEveryMs: false });
+  const first = await lease(engine);
+  assert.equal(first.owner, 'owner-1');
+  assert.equal(first.fence, 1);
+  await clock.advance(100);
+  const second = await lease(engine);
+  await clock.advance(100);
+  const third = await lease(engine);
+  assert.deepEqual([second.owner, second.fence, third.owner, third.fence], ['owner-2', 2, 'owner-3', 3]);
+});
+
+test('claim results are exhaustive: every store outcome maps to one engine outcome', async () => {
+  const clock = new VirtualClock();
+  const outcomes: ClaimResult[] = [
+    { kind: 'acquired', fence: 1, takeover: false, leaseExpiresAt: 1, steps: {} },
+    { kind: 'busy', retryAfterMs: 5 },
+    { kind: 'completed', response: '{"s":200,"h":{},"k":"s","b":"x"}', completedAt: 7 },
+    { kind: 'mismatch' },
+  ];
+  const kinds: string[] = [];
+  for (const result of outcomes) {
+    const store = { ...new MemoryIdempotencyStore({ clock }), name: 'fixed', remote: false, claim: async () => result } as unknown as IdempotencyStore;
+    kinds.push((await new IdempotencyEngine({ store, clock, renewEveryMs: false }).claim(scope(), 'fp')).kind);
+  }
+  assert.deepEqual(kinds, ['new', 'in-progress', 'completed', 'mismatch']);
+});

@@ -1,0 +1,42 @@
+import type { Clock } from '../core/clock.js';
+import { CircuitOpenError, StoreUnavailableError } from '../core/errors.js';
+import { pipeline, type Policy } from '../core/policy.js';
+import { circuitBreaker, consecutive } from '../breaker/index.js';
+import { timeout } from '../timeout/index.js';
+import type { IdempotencyStore } from './types.js';
+
+export interface StoreGuardOptions {
+  /** Per store call. Default 1000 ms. */
+  timeoutMs?: number;
+  /** Consecutive store failures (errors or timeouts) that open the breaker. Default 5. */
+  failureThreshold?: number;
+  /** How long the breaker stays open before probing the store again. Default 5000 ms. */
+  openMs?: number;
+  clock?: Clock;
+}
+
+/**
+ * The default protection around a network store (SPEC principle 4): a breaker outside a short
+ * timeout, so a hung Redis/PostgreSQL costs at most `timeoutMs` per call, and after a few
+ * failures requests are answered at once (503 + Retry-After) instead of piling up. The
+ * timeout gives up on the call immediately (graceMs 0): store clients cannot be cancelled,
+ * and the lease/fencing design makes an abandoned call harmless.
+ */
+export function defaultStoreGuard(store: IdempotencyStore, options: StoreGuardOptions = {}): Policy {
+  return pipeline(
+    circuitBreaker({
+      name: `idempotency-store:${store.name}`,
+      strategy: consecutive({ threshold: options.failureThreshold ?? 5 }),
+      openMs: options.openMs ?? 5000,
+      clock: options.clock,
+    }),
+    timeout({ ms: options.timeoutMs ?? 1000, graceMs: 0, clock: options.clock }),
+  );
+}
+
+/** Every store failure surfaces as STORE_UNAVAILABLE, with a Retry-After hint when a breaker gave one. */
+export function toStoreUnavailable(store: IdempotencyStore, error: unknown): StoreUnavailableError {
+  if (error instanceof StoreUnavailableError) return error;
+  const retryAfterMs = error instanceof CircuitOpenError ? Math.max(1000, error.retryAfterMs) : 1000;
+  return new StoreUnavailableError(store.name, error, retryAfterMs);
+}

@@ -1,0 +1,119 @@
+/**
+ * The contract between the idempotency engine and its stores. Stores are deliberately dumb
+ * about HTTP and encoding: they keep opaque strings (the engine encodes responses and step
+ * results), and each operation is one atomic step on the store's own clock, so the lease
+ * expiry has exactly one source of truth (the seed's "stale at 60 s, expires at 5 min" race
+ * cannot exist: there is no second threshold anywhere).
+ */
+
+/** Who is asking and for what: one caller can never read or replay another caller's record. */
+export interface IdempotencyScope {
+  /** The authenticated principal/tenant. null or '' means anonymous (all anonymous callers share one space). */
+  principal: string | null | undefined;
+  /** HTTP method (or any operation verb), compared case-insensitively. */
+  method: string;
+  /** The route template (`/orders/:id`) or path the key is valid for. */
+  route: string;
+  /** The idempotency key itself. */
+  key: string;
+}
+
+export interface ClaimInput {
+  /** Record id: the encoded scope (see `recordId`). */
+  id: string;
+  fingerprint: string;
+  /** A fresh random token that identifies this claimant (the fencing token). */
+  owner: string;
+  leaseMs: number;
+  ttlMs: number;
+}
+
+/**
+ * What a claim found.
+ * - `acquired`: the caller now owns the lease. `takeover` when a previous owner's lease ran
+ *   out (crash, release with steps); `steps` holds the step results the previous owners saved.
+ * - `busy`: someone else holds a live lease.
+ * - `completed`: the request already finished; `response` replays it.
+ * - `mismatch`: the record belongs to a different request (fingerprint differs).
+ */
+export type ClaimResult =
+  | { kind: 'acquired'; fence: number; takeover: boolean; leaseExpiresAt: number; steps: Readonly<Record<string, string>> }
+  | { kind: 'busy'; retryAfterMs: number }
+  | { kind: 'completed'; response: string; completedAt: number }
+  | { kind: 'mismatch' };
+
+export interface OwnerInput {
+  id: string;
+  owner: string;
+}
+
+export interface CompleteInput extends OwnerInput {
+  /** The encoded response. */
+  response: string;
+  /** How long the completed record is kept (counted from the completion). */
+  ttlMs: number;
+}
+
+export interface StepInput extends OwnerInput {
+  name: string;
+  /** The encoded step result. */
+  value: string;
+}
+
+export interface RenewInput extends OwnerInput {
+  leaseMs: number;
+}
+
+/**
+ * A store of idempotency records. Every method is atomic. Methods that take an owner
+ * return false when the caller is not the current owner of an in-progress record (fencing):
+ * the lease expired and was taken over, the record was released, or it is gone.
+ */
+export interface IdempotencyStore {
+  /** For describe(), logs and errors. */
+  readonly name: string;
+  /**
+   * Network stores (Redis, PostgreSQL) can hang or fail; the engine wraps their calls in a
+   * short timeout (and a breaker) by default. In-process stores (memory, SQLite) cannot hang.
+   */
+  readonly remote: boolean;
+  claim(input: ClaimInput): Promise<ClaimResult>;
+  /**
+   * Records the response. Idempotent for the same owner: completing twice with the same token
+   * returns true (so a completion whose reply was lost can be retried safely).
+   */
+  complete(input: CompleteInput): Promise<boolean>;
+  /** Ends the lease without a response. The record is deleted unless steps were saved (then it is kept, ownerless, for the retry). */
+  release(input: OwnerInput): Promise<boolean>;
+  /** Extends the lease to now + leaseMs on the store's clock. */
+  renew(input: RenewInput): Promise<boolean>;
+  /** Saves one step's result on the in-progress record. */
+  saveStep(input: StepInput): Promise<boolean>;
+  /** Reads a record (diagnostics and tests). */
+  inspect(id: string): Promise<StoredRecord | undefined>;
+  /** Frees resources the store created itself (timers, connections it opened). Never closes a client you passed in. */
+  close?(): Promise<void>;
+}
+
+/** A record as stored (diagnostics). Times are on the store's clock, in epoch milliseconds. */
+export type StoredRecord =
+  | {
+    state: 'in_progress';
+    fingerprint: string;
+    /** '' after a release: nobody owns it, the next claim takes it over. */
+    owner: string;
+    fence: number;
+    leaseExpiresAt: number;
+    expiresAt: number;
+    steps: Readonly<Record<string, string>>;
+  }
+  | {
+    state: 'completed';
+    fingerprint: string;
+    owner: string;
+    fence: number;
+    response: string;
+    completedAt: number;
+    expiresAt: number;
+    steps: Readonly<Record<string, string>>;
+  };
