@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { healthChecks } from './core/health.js';
 import { ADAPTERS, sleep, startApp, type RunningApp } from './test/apps.js';
-import { freePort, PrivateRedis } from './test/private-redis.js';
+import { freePort, PrivateRedis } from '../../test/support/private-redis.js';
 
 /**
  * Readiness follows a real dependency while liveness does not: a private redis-server is

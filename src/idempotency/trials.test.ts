@@ -22,7 +22,7 @@ import { RedisIdempotencyStore } from './stores/redis.js';
 import { SqliteIdempotencyStore } from './stores/sqlite.js';
 import { CrashedInside, describeTrialReport, runIdempotencyTrials, type TrialKit, type TrialOptions } from './trials.js';
 import type { IdempotencyStore } from './types.js';
-import { PrivateRedis } from './test/private-redis.js';
+import { PrivateRedis } from '../../test/support/private-redis.js';
 
 const FULL = process.env.IDEMPOTENCY_TRIALS === undefined ? undefined : Number(process.env.IDEMPOTENCY_TRIALS);
 // A fixed seed keeps CI deterministic (for the virtual-time kits; real I/O still varies in timing).
@@ -111,7 +111,7 @@ test('trials: SQLite store (virtual time; transactional effects; the file is reo
 });
 
 test('trials: Redis store (private durable redis-server, SIGKILLed and restarted at random)', async () => {
-  const server = new PrivateRedis();
+  const server = new PrivateRedis(0, { durable: true });
   cleanup.push(() => server.stop());
   await server.start();
   const redis = new Redis(server.url, { maxRetriesPerRequest: 1, retryStrategy: () => 20 });

@@ -1,0 +1,104 @@
+/**
+ * A private, throwaway redis-server for crash tests: started, SIGKILLed and restarted on its
+ * own free port by the test itself, never the shared server on 6379.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A TCP port nobody listens on right now (on 127.0.0.1). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when a redis-server on `port` answers PING (not merely accepts connections: it may be loading its AOF). */
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let reply = '';
+    const done = (ok: boolean) => { socket.destroy(); resolve(ok); };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+    socket.once('error', () => done(false));
+  });
+}
+
+export interface PrivateRedisOptions {
+  /**
+   * Keep data across restarts (append-only file, fsync always, in a temp dir removed by
+   * `stop()`), for tests that claim durability. Default false: an ephemeral server.
+   */
+  durable?: boolean;
+}
+
+export class PrivateRedis {
+  readonly #durable: boolean;
+  #dir: string | undefined;
+  #child: ChildProcess | undefined;
+
+  /** `port` 0 picks a free port at the first `start()`. */
+  constructor(public port = 0, options: PrivateRedisOptions = {}) {
+    this.#durable = options.durable ?? false;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.port === 0) this.port = await freePort();
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', ''];
+    if (this.#durable) {
+      this.#dir ??= mkdtempSync(join(tmpdir(), 'bulwark-redis-'));
+      args.push('--dir', this.#dir, '--appendonly', 'yes', '--appendfsync', 'always');
+    } else {
+      args.push('--appendonly', 'no');
+    }
+    const child = spawn('redis-server', args, { stdio: 'ignore' });
+    this.#child = child;
+    let failed: Error | undefined;
+    child.once('error', (error) => { failed = error; });
+    const deadline = Date.now() + 10_000;
+    while (!(await answersPing(this.port))) {
+      if (failed) throw new Error(`could not start redis-server (is it installed?): ${failed.message}`, { cause: failed });
+      if (Date.now() > deadline) throw new Error(`private redis-server on port ${this.port} did not start within 10 s`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** SIGKILL (a crash, not a clean shutdown); resolves once the process has exited. */
+  async kill(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Crash and come back on the same port (and, if durable, the same data). */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.start();
+  }
+
+  /** Kill and remove its data directory. */
+  async stop(): Promise<void> {
+    await this.kill();
+    if (this.#dir) rmSync(this.#dir, { recursive: true, force: true });
+    this.#dir = undefined;
+  }
+}
