@@ -1,8 +1,10 @@
-import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/guard.js';
 import type { HealthChecks } from './core/health.js';
 import { applyNodeHeaders, attachContext, nodeRequestView, nodeResponseChannel, sendNodeResponse } from './core/node-io.js';
+import { InvalidOptionsError } from '../core/errors.js';
 import { problemForError, problemResponse, type HttpResponse } from './core/problem.js';
+import { readBody } from './node.js';
 import type { RequestContext } from './core/request-context.js';
 
 /**
@@ -34,11 +36,53 @@ export interface BulwarkExpressOptions extends HttpGuardOptions {
   guard?: HttpGuard;
   /** Serves `health.paths` (live/ready/deep) before anything else. */
   health?: HealthChecks;
+  /**
+   * Body parser(s) run for requests a body step (idempotency) must see, after admission and
+   * rate limiting and before the step. Default `express.json()`. A body already parsed by a
+   * parser mounted earlier is used as is; a body no parser took is read raw and given to the
+   * handler as a Buffer in `req.body`.
+   */
+  bodyParser?: RequestHandler | readonly RequestHandler[];
+  /** Largest raw body read for a body step when no parser took it (bytes). Default 1 MiB. */
+  maxBodyBytes?: number;
 }
 
 export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestHandler {
   const guard = options.guard ?? new HttpGuard(options);
   const health = options.health;
+  const parsers: readonly RequestHandler[] = options.bodyParser === undefined
+    ? (guard.hasBodyPhase ? [express.json()] : [])
+    : Array.isArray(options.bodyParser) ? options.bodyParser : [options.bodyParser as RequestHandler];
+  if (parsers.some((p) => typeof p !== 'function')) throw new InvalidOptionsError('bodyParser must be Express middleware (or a list of them)');
+  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
+
+  /** The body phase: parse, hand the body to the steps that need it, then continue or answer. */
+  const bodyPhase = (request: RequestContext, req: Request, res: Response, next: NextFunction, parser = 0): void => {
+    if (req.body === undefined && parser < parsers.length) {
+      parsers[parser]!(req, res, (error?: unknown) => {
+        if (error !== undefined && error !== null && error !== 'route' && error !== 'router') next(error);
+        else bodyPhase(request, req, res, next, parser + 1);
+      });
+      return;
+    }
+    if (req.body === undefined && !req.complete) {
+      // No parser took it (another content type): the step still needs the exact bytes.
+      readBody(req, { limitBytes: maxBodyBytes }).then((raw) => {
+        req.body = raw;
+        bodyPhase(request, req, res, next, parsers.length);
+      }, next);
+      return;
+    }
+    request.setBody(req.body);
+    const admission = guard.admitBody(request);
+    if (admission instanceof Promise) admission.then((a) => afterBody(a, res, next), next);
+    else afterBody(admission, res, next);
+  };
+
+  const afterBody = (admission: Admission, res: Response, next: NextFunction): void => {
+    if (admission.kind === 'reject') sendExpressResponse(res, admission.response); // replays, 409, 422, 400
+    else next();
+  };
 
   const act = (admission: Admission, req: Request, res: Response, next: NextFunction): void => {
     if (admission.kind === 'proceed') {
@@ -47,7 +91,8 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
       res.locals.bulwark = request;
       attachContext(req, request);
       applyNodeHeaders(res, request.responseHeaders);
-      next();
+      if (guard.hasBodyPhase && guard.needsBody(request)) bodyPhase(request, req, res, next);
+      else next();
     } else if (admission.kind === 'reject') {
       sendNodeResponse(res, admission.response);
     } else {
@@ -73,6 +118,24 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
       next(error);
     }
   };
+}
+
+const REPRESENTATION_HEADERS = ['content-length', 'content-type', 'content-encoding', 'content-range', 'content-disposition', 'etag', 'last-modified', 'transfer-encoding'];
+
+/**
+ * Answers through Express's own reply path (`res.status().send()`: HEAD, freshness, length), so
+ * an idempotent replay goes out the way the handler's original response did. Headers are set
+ * as given (Express would add a charset to some content types).
+ */
+function sendExpressResponse(res: Response, response: HttpResponse): void {
+  if (res.headersSent) {
+    if (!res.writableEnded) res.end();
+    return;
+  }
+  if (res.writableEnded || res.destroyed) return;
+  for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
+  for (const name in response.headers) res.setHeader(name, response.headers[name]!);
+  res.status(response.status).send(Buffer.from(response.body));
 }
 
 function sendAnswer(res: Response, answer: HttpResponse | Promise<HttpResponse>): void {
@@ -118,6 +181,9 @@ export { bulwarkContext } from './node.js';
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
 export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
 export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
+export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
+export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
+export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent } from './core/idempotency.js';
 export { RequestContext, type RequestOutcome } from './core/request-context.js';
 export type { RouteConfig, RouteTable } from './core/routes.js';
 export type { TrustProxy } from './core/client-ip.js';

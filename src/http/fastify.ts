@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
 import type { HealthChecks } from './core/health.js';
-import { attachContext, captureOf, ensureCapture, watchNodeResponse } from './core/node-io.js';
+import { attachContext, captureOf, ensureCapture, produced, watchNodeResponse } from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
 import type { RequestContext, ResponseChannel } from './core/request-context.js';
 import type { RouteConfig } from './core/routes.js';
@@ -86,9 +86,11 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
   const act = (admission: Admission, request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void): void => {
     if (admission.kind === 'proceed') {
       const context = admission.context;
-      request.bulwark = context;
-      attachContext(request.raw, context);
-      if (context.responseHeaders) reply.headers(context.responseHeaders);
+      if (request.bulwark !== context) {
+        request.bulwark = context;
+        attachContext(request.raw, context);
+        if (context.responseHeaders) reply.headers(context.responseHeaders);
+      }
       next();
     } else if (admission.kind === 'reject') {
       sendReply(reply, admission.response); // answered: the handler does not run
@@ -105,13 +107,31 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
       socketAddress: request.raw.socket?.remoteAddress,
       route: request.routeOptions.config?.bulwark,
       routeName: request.routeOptions.url,
+      native: request,
     }, fastifyChannel, reply);
     if (admission instanceof Promise) admission.then((a) => act(a, request, reply, next), next);
     else act(admission, request, reply, next);
   });
 
-  fastify.addHook('onSend', (request, reply, payload, next) => {
-    const capture = request.bulwark?.capturing ? captureOf(reply.raw) : undefined;
+  if (guard.hasBodyPhase) {
+    // Steps that need the body (idempotency) run once Fastify has parsed and validated it.
+    fastify.addHook('preHandler', (request, reply, next) => {
+      const context = request.bulwark;
+      if (context === null || !guard.needsBody(context)) {
+        next();
+        return;
+      }
+      context.setBody(request.body);
+      const admission = guard.admitBody(context);
+      if (admission instanceof Promise) admission.then((a) => act(a, request, reply, next), next);
+      else act(admission, request, reply, next);
+    });
+  }
+
+  // Only when a step may record responses: an onSend hook costs every request a hook run.
+  if (guard.mayCaptureResponses) fastify.addHook('onSend', (request, reply, payload, next) => {
+    const context = request.bulwark;
+    const capture = context?.capturing ? captureOf(reply.raw) : undefined;
     if (capture !== undefined) {
       if (typeof payload === 'string' || payload instanceof Uint8Array) capture.add(payload);
       else if (payload !== null && payload !== undefined) capture.giveUp(); // a stream: not buffered here
@@ -120,6 +140,8 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
         if (value !== undefined) headers[name.toLowerCase()] = Array.isArray(value) ? value.map(String) : String(value);
       }
       capture.finalHeaders = headers;
+      // The final payload and headers: the response is complete, whether or not the client is still there.
+      produced(context!, reply.statusCode, headers, capture);
     }
     next(null, payload);
   });
@@ -138,6 +160,9 @@ export default fastifyBulwark;
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
 export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
 export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
+export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
+export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
+export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent } from './core/idempotency.js';
 export { RequestContext, type RequestOutcome } from './core/request-context.js';
 export { problemForError } from './core/problem.js';
 export type { RouteConfig, RouteTable } from './core/routes.js';

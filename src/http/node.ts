@@ -24,6 +24,11 @@ export interface BulwarkNodeOptions extends HttpGuardOptions {
   health?: HealthChecks;
   /** Told about errors the handler threw (after Bulwark answered them: 5xx problem, or socket cut). */
   onError?: (error: unknown, req: IncomingMessage) => void;
+  /**
+   * Largest body read for a step that needs it (idempotency), in bytes (413 beyond). The body
+   * is then kept: `readBody(req)` / `readJson(req)` in the handler return it. Default 1 MiB.
+   */
+  maxBodyBytes?: number;
 }
 
 /** The Bulwark context of a request handled by `bulwarkHandler` (or the Express middleware). */
@@ -62,11 +67,28 @@ export function bulwarkHandler(handler: BulwarkNodeHandler, options: BulwarkNode
     }
   };
 
+  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
+
+  const afterBody = (admission: Admission, req: IncomingMessage, res: ServerResponse): void => {
+    if (admission.kind === 'reject') sendNodeResponse(res, admission.response);
+    else run(req, res, admission.kind === 'proceed' ? admission.context : undefined);
+  };
+
   const act = (admission: Admission, req: IncomingMessage, res: ServerResponse): void => {
     if (admission.kind === 'proceed') {
       const request = admission.context;
       attachContext(req, request);
       applyNodeHeaders(res, request.responseHeaders);
+      if (guard.hasBodyPhase && guard.needsBody(request)) {
+        // A step needs the body (idempotency): read it once; the handler's readBody() gets the same bytes.
+        readBody(req, { limitBytes: maxBodyBytes }).then((body) => {
+          request.setBody(body);
+          const next = guard.admitBody(request);
+          if (next instanceof Promise) next.then((a) => afterBody(a, req, res), (error: unknown) => fail(error, req, res));
+          else afterBody(next, req, res);
+        }, (error: unknown) => fail(error, req, res));
+        return;
+      }
       run(req, res, request);
     } else if (admission.kind === 'reject') {
       sendNodeResponse(res, admission.response);
@@ -115,6 +137,8 @@ export interface ReadBodyOptions {
  * client aborts mid-body. `bulwarkHandler` answers those as problem+json.
  */
 export function readBody(req: IncomingMessage, options: ReadBodyOptions = {}): Promise<Buffer> {
+  const kept = contextOf(req);
+  if (kept?.hasBody && Buffer.isBuffer(kept.body)) return Promise.resolve(kept.body); // read already, for a protection
   const limit = options.limitBytes ?? 1_048_576;
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {

@@ -2,6 +2,9 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { EventEmitter } from '../../core/events.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { DeadlineQueue, type DeadlineEntry } from '../../timeout/deadline-queue.js';
+import { AdmissionControl, type AdmissionOptions } from './admission.js';
+import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
+import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';
 import { clientIpResolver, type ClientIpResolver, type TrustProxy } from './client-ip.js';
 import { DEADLINE_HEADER, resolveDeadline, TIMEOUT_HEADER, type DeadlineCombine } from './deadline.js';
 import { problemForError, problemResponse, type HttpResponse } from './problem.js';
@@ -23,6 +26,12 @@ import {
 export interface Protection {
   readonly name: string;
   check(request: RequestContext): ProtectionVerdict | PromiseLike<ProtectionVerdict>;
+  /**
+   * Defined by steps that need the request body (idempotency fingerprints it): they run after
+   * the other steps, once the adapter has the body, and only for requests where this is true
+   * (so other requests are never buffered).
+   */
+  needsBody?(request: RequestContext): boolean;
 }
 
 export type ProtectionVerdict = HttpResponse | undefined | void;
@@ -49,7 +58,19 @@ export interface HttpGuardOptions {
    * started its response (the caller has given up; a proxy in between has not). Default true.
    */
   respondAtDeadline?: boolean;
-  /** Pipeline steps run before the handler, in order (phase 2: rate limit, idempotency, admission). */
+  /**
+   * Admission control / load shedding (first step: the cheapest rejection under overload).
+   * `{ shedder: loadShedder({ capacity }) }`; critical routes are never shed.
+   */
+  admission?: AdmissionOptions | AdmissionControl;
+  /** Rate limits per IP / user / route (second step). */
+  rateLimit?: RateLimitProtectionOptions | RateLimitProtection;
+  /** Idempotency keys (last step before the handler: it needs the body). */
+  idempotency?: IdempotencyProtectionOptions | IdempotencyProtection;
+  /**
+   * Further steps, run after admission and rate limiting (steps with `needsBody` run once the
+   * body is available, after the others).
+   */
   protections?: readonly Protection[];
   clock?: Clock;
 }
@@ -67,6 +88,8 @@ export interface RequestView {
   route?: RouteConfig | undefined;
   /** Framework route pattern (`/users/:id`), used as the route's name. */
   routeName?: string | undefined;
+  /** The framework's own request object, exposed as `RequestContext.native`. */
+  native?: unknown;
 }
 
 export type Admission =
@@ -110,6 +133,7 @@ export class HttpGuard {
   readonly #deadlineHeader: string;
   readonly #combine: DeadlineCombine;
   readonly #protections: readonly Protection[];
+  readonly #bodyProtections: readonly Protection[];
   readonly #queue: DeadlineQueue;
   /** Resolved settings per route-config object (the common case: one object per route). */
   readonly #resolved = new WeakMap<RouteConfig, ResolvedRoute>();
@@ -138,12 +162,55 @@ export class HttpGuard {
     if (this.#combine !== 'prefer-timeout' && this.#combine !== 'earliest') {
       throw new InvalidOptionsError(`deadlineHeaders.combine must be 'prefer-timeout' or 'earliest', got ${String(this.#combine)}`);
     }
-    const protections = options.protections ?? [];
-    for (const p of protections) {
-      if (!p || typeof p.check !== 'function') throw new InvalidOptionsError('protections must be objects with a check(request) method');
+    const protections: Protection[] = [];
+    // Order: admission → rate limit → custom steps → (body) idempotency. Cheapest rejections
+    // first: shedding costs a counter, a rate limit a bucket, idempotency a store round trip.
+    if (options.admission !== undefined) {
+      protections.push(options.admission instanceof AdmissionControl ? options.admission : new AdmissionControl(options.admission));
     }
-    this.#protections = [...protections];
+    if (options.rateLimit !== undefined) {
+      protections.push(options.rateLimit instanceof RateLimitProtection ? options.rateLimit : new RateLimitProtection(options.rateLimit));
+    }
+    for (const p of options.protections ?? []) {
+      if (!p || typeof p.check !== 'function') throw new InvalidOptionsError('protections must be objects with a check(request) method');
+      if (p.needsBody !== undefined && typeof p.needsBody !== 'function') throw new InvalidOptionsError(`protection ${String(p.name)}: needsBody must be a method`);
+      protections.push(p);
+    }
+    if (options.idempotency !== undefined) {
+      protections.push(options.idempotency instanceof IdempotencyProtection ? options.idempotency : new IdempotencyProtection(options.idempotency));
+    }
+    this.#protections = protections.filter((p) => p.needsBody === undefined);
+    this.#bodyProtections = protections.filter((p) => p.needsBody !== undefined);
     this.#queue = new DeadlineQueue(this.clock);
+  }
+
+  /**
+   * False when no step can ask for `captureResponse()` (only the built-in admission control and
+   * rate limiting are configured): adapters then skip their response-recording hook.
+   */
+  get mayCaptureResponses(): boolean {
+    return this.#bodyProtections.length > 0 || this.#protections.some((p) => !(p instanceof AdmissionControl || p instanceof RateLimitProtection));
+  }
+
+  /** True when some step needs request bodies (adapters then arrange a body phase). */
+  get hasBodyPhase(): boolean {
+    return this.#bodyProtections.length > 0;
+  }
+
+  /** True when a step needs this request's body before the handler runs: read it, `setBody`, then `admitBody`. */
+  needsBody(context: RequestContext): boolean {
+    const steps = this.#bodyProtections;
+    for (let i = 0; i < steps.length; i++) if (steps[i]!.needsBody!(context)) return true;
+    return false;
+  }
+
+  /**
+   * The body phase: runs the steps that need the body (after `context.setBody(...)`). Call it
+   * only for a context `admit` let proceed and `needsBody` said yes.
+   */
+  admitBody(context: RequestContext): Admission | Promise<Admission> {
+    if (context.aborted || context.ended) return this.#afterWait(context, 0, this.#bodyProtections);
+    return this.#protect(context, 0, this.#bodyProtections);
   }
 
   /** Requests currently holding a deadline (for tests and telemetry; 0 when idle). */
@@ -240,14 +307,14 @@ export class HttpGuard {
       deadlineSource: parsed.source,
       channel: channel as ResponseChannel<unknown>,
       target,
+      native: view.native,
     });
     context.armDeadline(this.#queue, this.#expire);
     context.watchResponse();
-    return this.#protect(context, 0);
+    return this.#protect(context, 0, this.#protections);
   }
 
-  #protect(context: RequestContext, from: number): Admission | Promise<Admission> {
-    const protections = this.#protections;
+  #protect(context: RequestContext, from: number, protections: readonly Protection[]): Admission | Promise<Admission> {
     for (let i = from; i < protections.length; i++) {
       const protection = protections[i]!;
       let verdict: ProtectionVerdict | PromiseLike<ProtectionVerdict>;
@@ -258,7 +325,7 @@ export class HttpGuard {
       }
       if (isPromiseLike(verdict)) {
         return Promise.resolve(verdict).then(
-          (v) => (v ? this.#protectionAnswer(context, protection, v) : this.#afterWait(context, i + 1)),
+          (v) => (v ? this.#protectionAnswer(context, protection, v) : this.#afterWait(context, i + 1, protections)),
           (error: unknown) => this.#protectionAnswer(context, protection, problemForError(error)),
         );
       }
@@ -269,13 +336,13 @@ export class HttpGuard {
   }
 
   /** After an asynchronous step: the deadline may have passed or the client left meanwhile. */
-  #afterWait(context: RequestContext, next: number): Admission | Promise<Admission> {
-    if (context.aborted) {
+  #afterWait(context: RequestContext, next: number, protections: readonly Protection[]): Admission | Promise<Admission> {
+    if (context.aborted || context.ended) {
       const reason = context.abortReason;
-      const gone = reason instanceof ClientDisconnectedError;
+      const gone = reason instanceof ClientDisconnectedError || (context.ended && !context.aborted);
       return this.#reject(gone ? 'client-gone' : 'deadline-expired', context, context.route, context.method, context.clientIp, problemForError(reason));
     }
-    return this.#protect(context, next);
+    return this.#protect(context, next, protections);
   }
 
   #protectionAnswer(context: RequestContext, protection: Protection, response: HttpResponse): Admission {

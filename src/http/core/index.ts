@@ -7,7 +7,10 @@ export * from './client-ip.js';
 export * from './routes.js';
 export {
   RequestContext, RequestDeadlineExceededError, ClientDisconnectedError,
-  type RequestOutcome, type ResponseChannel, type RequestHeaders,
+  type RequestOutcome, type ResponseChannel, type RequestHeaders, type ProducedResponse,
 } from './request-context.js';
+export * from './admission.js';
+export * from './rate-limit.js';
+export * from './idempotency.js';
 export * from './guard.js';
 export * from './health.js';

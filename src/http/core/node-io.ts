@@ -1,7 +1,9 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { RequestView } from './guard.js';
 import type { HttpResponse } from './problem.js';
-import { ClientDisconnectedError, type RequestContext, type RequestOutcome, type ResponseChannel } from './request-context.js';
+import {
+  ClientDisconnectedError, type ProducedResponse, type RequestContext, type RequestOutcome, type ResponseChannel,
+} from './request-context.js';
 
 /**
  * Node `http` plumbing shared by the three adapters (they all sit on `IncomingMessage` /
@@ -57,6 +59,17 @@ export class ResponseCapture {
     this.truncated = true;
     this.chunks = [];
   }
+
+  body(): Buffer | undefined {
+    return this.truncated ? undefined : Buffer.concat(this.chunks, this.size);
+  }
+}
+
+/** Tells the context its response is complete (status, final headers, captured body). */
+export function produced(context: RequestContext | undefined, status: number, headers: Record<string, string | string[]>, capture: ResponseCapture): void {
+  if (context === undefined) return;
+  const response: ProducedResponse = { status, headers, body: capture.body(), bodyTruncated: capture.truncated };
+  context.responseProduced(response);
 }
 
 export function captureOf(res: ServerResponse): ResponseCapture | undefined {
@@ -70,7 +83,7 @@ export function ensureCapture(res: ServerResponse, maxBytes: number): ResponseCa
 }
 
 /** Starts recording a response by wrapping this one response's writeHead/write/end. */
-export function captureNodeResponse(res: ServerResponse, maxBytes: number): ResponseCapture {
+export function captureNodeResponse(res: ServerResponse, maxBytes: number, context?: RequestContext): ResponseCapture {
   const existing = captureOf(res);
   if (existing) return existing;
   const capture = new ResponseCapture(maxBytes);
@@ -89,7 +102,10 @@ export function captureNodeResponse(res: ServerResponse, maxBytes: number): Resp
   } as ServerResponse['write'];
   res.end = function (this: ServerResponse, ...args: unknown[]) {
     if (args.length > 0 && typeof args[0] !== 'function') capture.add(args[0], args[1]);
-    return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+    const result = (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+    // The handler has produced its whole response, even if the client has already gone.
+    produced(context, this.statusCode, sentHeaders(this, capture), capture);
+    return result;
   } as ServerResponse['end'];
   return capture;
 }
@@ -174,10 +190,10 @@ export const nodeResponseChannel: ResponseChannel<ServerResponse> = {
   started: (res) => res.headersSent || res.writableEnded,
   send: sendNodeResponse,
   watch: watchNodeResponse,
-  capture: (res, _context, maxBytes) => { captureNodeResponse(res, maxBytes); },
+  capture: (res, context, maxBytes) => { captureNodeResponse(res, maxBytes, context); },
 };
 
 /** The framework-neutral view of a Node request. */
 export function nodeRequestView(req: IncomingMessage, url: string | undefined = req.url): RequestView {
-  return { method: req.method, url, headers: req.headers, socketAddress: req.socket?.remoteAddress };
+  return { method: req.method, url, headers: req.headers, socketAddress: req.socket?.remoteAddress, native: req };
 }

@@ -75,7 +75,24 @@ export interface RequestContextInit {
   deadlineSource: DeadlineSource;
   channel: ResponseChannel<unknown>;
   target: unknown;
+  /** The framework's own request object (Fastify request, Express req, IncomingMessage). */
+  native?: unknown;
 }
+
+/**
+ * The response as the server produced it (the handler called `end()` / Fastify's `onSend`),
+ * whether or not the client was still there to receive it: what an idempotency layer stores.
+ */
+export interface ProducedResponse {
+  status: number;
+  /** Lower-case names. */
+  headers: Record<string, string | string[]>;
+  /** Undefined when the body was larger than the capture limit or a stream the adapter did not buffer. */
+  body: Buffer | undefined;
+  bodyTruncated: boolean;
+}
+
+type ResponseListener = (response: ProducedResponse, request: RequestContext) => void;
 
 type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
 
@@ -112,6 +129,11 @@ export class RequestContext {
   readonly deadlineSource: DeadlineSource;
   /** The budget the request arrived with (ms; Infinity without a deadline). */
   readonly budgetMs: number;
+  /**
+   * The framework's request object (Fastify `request`, Express `req`, node `IncomingMessage`),
+   * for key functions that need more than headers (e.g. `request.user` set by an auth hook).
+   */
+  readonly native: unknown;
 
   #phase: Phase = 'admitting';
   #controller: AbortController | undefined;
@@ -123,6 +145,10 @@ export class RequestContext {
   #responseHeaders: Record<string, string> | undefined;
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
+  #responseListener: ResponseListener | undefined;
+  #produced = false;
+  #body: unknown;
+  #hasBody = false;
   readonly #channel: ResponseChannel<unknown>;
   readonly #target: unknown;
 
@@ -142,6 +168,7 @@ export class RequestContext {
     this.budgetMs = init.deadline - init.startedAt;
     this.#channel = init.channel;
     this.#target = init.target;
+    this.native = init.native;
   }
 
   /** Milliseconds left before the deadline (Infinity without one; negative once past). */
@@ -210,10 +237,47 @@ export class RequestContext {
    * Asks the adapter to record the response (status, headers, body up to `maxBytes`) into the
    * `RequestOutcome` given to `onEnd` listeners: what an idempotency layer stores for replay.
    */
-  captureResponse(maxBytes = 1_048_576): void {
+  captureResponse(maxBytes = 1_048_576, onProduced?: ResponseListener): void {
+    if (onProduced !== undefined) {
+      if (this.#responseListener !== undefined) throw new Error('bulwark: only one protection may observe the produced response');
+      this.#responseListener = onProduced;
+    }
     if (this.#captureLimit >= 0) return;
     this.#captureLimit = maxBytes;
     this.#channel.capture(this.#target, this, maxBytes);
+  }
+
+  /**
+   * @internal Adapters: the server produced its complete response (the handler called `end()`,
+   * a 504 at the deadline, an error page). Fires the `captureResponse` listener once.
+   */
+  responseProduced(response: ProducedResponse): void {
+    if (this.#produced) return;
+    this.#produced = true;
+    const listener = this.#responseListener;
+    if (listener === undefined) return;
+    this.#responseListener = undefined;
+    try {
+      listener(response, this);
+    } catch (error) {
+      process.emitWarning(`bulwark: response listener threw: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /** The request body, once the adapter has it (parsed by the framework, or raw bytes for node:http). */
+  get body(): unknown {
+    return this.#body;
+  }
+
+  /** True once the adapter has read (or the framework has parsed) the body. */
+  get hasBody(): boolean {
+    return this.#hasBody;
+  }
+
+  /** @internal Adapters: the body as the framework parsed it (or the raw bytes). */
+  setBody(body: unknown): void {
+    this.#body = body;
+    this.#hasBody = true;
   }
 
   get capturing(): boolean {

@@ -1,0 +1,199 @@
+import { unrefTimer } from '../../core/clock.js';
+import { InvalidOptionsError } from '../../core/errors.js';
+import { EventEmitter } from '../../core/events.js';
+import { positiveInt } from '../../core/validate.js';
+import type { FingerprintBody } from '../../idempotency/fingerprint.js';
+import {
+  defaultShouldStore, IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
+} from '../../idempotency/http.js';
+import type { Protection, ProtectionVerdict } from './guard.js';
+import type { HttpResponse } from './problem.js';
+import type { ProducedResponse, RequestContext } from './request-context.js';
+
+export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
+  /** A prebuilt handler from `idempotencyHttp(...)` (its options then replace the ones here). */
+  http?: IdempotencyHttp;
+  /**
+   * Whose key space a request's key lives in: the authenticated user or tenant. Required, on
+   * purpose: one client must never replay another's response. Return null for anonymous
+   * endpoints (all anonymous callers then share one key space).
+   */
+  principal: (request: RequestContext) => string | number | null | undefined;
+  /** Only these routes (by route name) or where the predicate says. Default: every route (with a guarded method). */
+  routes?: readonly string[] | ((request: RequestContext) => boolean);
+  /** Largest response body recorded for replay (bytes); a larger one is not stored (the key is released). Default 1 MiB. */
+  maxResponseBytes?: number;
+  name?: string;
+}
+
+export type IdempotencyOutcomeKind = 'stored' | 'released' | 'not-stored-too-large' | 'abandoned' | 'store-error';
+
+export interface IdempotencyOutcomeEvent {
+  route: string;
+  key: string | undefined;
+  kind: IdempotencyOutcomeKind;
+  status: number | undefined;
+  error?: unknown;
+}
+
+const DEFAULT_METHODS = ['POST', 'PATCH'];
+
+/**
+ * Idempotency keys as the last step before the handler (it needs the request body for the
+ * fingerprint, so adapters run it once the body is available). A duplicate is answered from
+ * the store through the framework's own reply path, with `Idempotent-Replayed: true`; a
+ * duplicate in progress gets 409 + Retry-After, a reused key with another body 422, a bad key
+ * 400. The first request runs the handler; the response it produces (status, allow-listed
+ * headers, body) is stored when it is complete, even if the client has already gone: that
+ * is the case keys exist for. 5xx answers and thrown errors release the key.
+ */
+export class IdempotencyProtection implements Protection {
+  readonly name: string;
+  readonly http: IdempotencyHttp;
+  readonly #principal: IdempotencyProtectionOptions['principal'];
+  readonly #methods: ReadonlySet<string>;
+  readonly #header: string;
+  readonly #required: boolean;
+  readonly #routes: ((request: RequestContext) => boolean) | undefined;
+  readonly #maxBytes: number;
+  readonly #wait: boolean;
+  readonly #shouldStore: (status: number) => boolean;
+  /** First executions whose response has been produced (stored or released). */
+  readonly #recorded = new WeakSet<BeginRun>();
+  readonly #onOutcome = new EventEmitter<IdempotencyOutcomeEvent>();
+  /** Fires when a first execution's outcome is recorded (stored, released, or could not be). */
+  readonly onOutcome = this.#onOutcome.event;
+
+  constructor(options: IdempotencyProtectionOptions) {
+    if (!options || typeof options.principal !== 'function') {
+      throw new InvalidOptionsError('idempotency.principal is required: (request) => user or tenant id (null for anonymous endpoints)');
+    }
+    this.#principal = options.principal;
+    this.http = options.http ?? new IdempotencyHttp(options);
+    this.#header = this.http.headerName.toLowerCase();
+    this.#required = options.required ?? false;
+    const methods = options.methods ?? DEFAULT_METHODS;
+    this.#methods = new Set(methods.map((m) => m.toUpperCase()));
+    const routes = options.routes;
+    if (routes === undefined || typeof routes === 'function') {
+      this.#routes = routes;
+    } else if (Array.isArray(routes) && routes.every((r) => typeof r === 'string')) {
+      const names = new Set(routes);
+      this.#routes = (r) => names.has(r.route.name);
+    } else {
+      throw new InvalidOptionsError('idempotency.routes must be route names or a predicate');
+    }
+    this.#maxBytes = positiveInt('idempotency.maxResponseBytes', options.maxResponseBytes, 1_048_576);
+    this.#wait = options.onInProgress === 'wait';
+    this.#shouldStore = options.http === undefined ? options.shouldStore ?? defaultShouldStore : defaultShouldStore;
+    this.name = options.name ?? 'idempotency';
+  }
+
+  /** Adapters read (or let the framework parse) the body first when this says so. */
+  needsBody(request: RequestContext): boolean {
+    if (!this.#methods.has(request.method)) return false;
+    if (this.#routes !== undefined && !this.#routes(request)) return false;
+    return this.#required || request.headers[this.#header] !== undefined;
+  }
+
+  async check(request: RequestContext): Promise<ProtectionVerdict> {
+    if (!this.needsBody(request)) return undefined;
+    const principal = this.#principal(request);
+    const begun = await this.http.begin({
+      method: request.method,
+      path: request.url,
+      route: request.route.name === 'default' ? request.path : request.route.name,
+      headers: request.headers,
+      body: fingerprintBody(request),
+      principal: principal === undefined || principal === null || principal === '' ? null : String(principal),
+      ...(this.#wait ? { signal: request.signal } : {}),
+    });
+    if (begun.action === 'respond') return toHttpResponse(begun.response);
+    if (begun.lease === undefined) return undefined; // no key, or the store is down and failing open
+    if (request.ended || request.aborted) {
+      // The client left (or the deadline passed) while we claimed: nothing will run, give the key back.
+      await this.http.abort(begun);
+      return undefined;
+    }
+    request.captureResponse(this.#maxBytes, (response) => this.#record(begun, response, request));
+    request.onEnd(() => this.#watchAbandoned(begun, request));
+    return undefined;
+  }
+
+  /** The handler's complete response: store it (or release the key for 5xx, as the module decides). */
+  #record(begun: BeginRun, response: ProducedResponse, request: RequestContext): void {
+    this.#recorded.add(begun);
+    if (response.body === undefined) {
+      // Larger than maxResponseBytes, or a stream the adapter does not buffer: cannot replay it.
+      this.#emit(request, begun, 'not-stored-too-large', response.status);
+      void this.http.abort(begun).catch(() => {});
+      return;
+    }
+    const headers: Record<string, string> = {};
+    for (const name in response.headers) {
+      const value = response.headers[name]!;
+      headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
+    }
+    const input = { status: response.status, headers, body: response.body };
+    this.http.finish(begun, input).then(
+      // finish() answers another response (409) only when this owner was fenced off.
+      (sent) => this.#emit(request, begun, sent !== input ? 'store-error' : this.#shouldStore(response.status) ? 'stored' : 'released', response.status),
+      (error: unknown) => this.#emit(request, begun, 'store-error', response.status, error),
+    );
+  }
+
+  /**
+   * The response closed without the handler producing one (the client left mid-handler). The
+   * handler may still finish (then its response is stored as usual); if it has not after one
+   * lease period, the key is released so the client's retry can run.
+   */
+  #watchAbandoned(begun: BeginRun, request: RequestContext): void {
+    if (this.#recorded.has(begun)) return;
+    const lease = begun.lease!;
+    unrefTimer(request.clock.setTimeout(() => {
+      if (this.#recorded.has(begun) || !lease.active) return;
+      this.#emit(request, begun, 'abandoned', undefined);
+      void this.http.abort(begun).catch(() => {});
+    }, lease.leaseMs));
+  }
+
+  #emit(request: RequestContext, begun: BeginRun, kind: IdempotencyOutcomeKind, status: number | undefined, error?: unknown): void {
+    if (!this.#onOutcome.active) return;
+    this.#onOutcome.emit({ route: request.route.name, key: begun.key, kind, status, ...(error === undefined ? {} : { error }) });
+  }
+}
+
+/**
+ * The body as the fingerprint should see it: a framework-parsed value as is (canonical JSON,
+ * key order does not matter); raw JSON bytes parsed first so node:http behaves the same.
+ */
+function fingerprintBody(request: RequestContext): FingerprintBody {
+  const body = request.body;
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === 'string' || body instanceof Uint8Array) {
+    const type = request.headers['content-type'];
+    if (typeof type === 'string' && /[/+]json\b/i.test(type) && body.length > 0) {
+      try {
+        return JSON.parse(typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')) as FingerprintBody;
+      } catch {
+        return body; // not JSON after all: the bytes are the fingerprint
+      }
+    }
+    return body;
+  }
+  return body as FingerprintBody;
+}
+
+/** The idempotency module's response as the HTTP core's (string or bytes body). */
+export function toHttpResponse(response: IdempotencyHttpResponse): HttpResponse {
+  const headers = { ...response.headers };
+  const body = response.body;
+  if (typeof body === 'string' || body instanceof Uint8Array) return { status: response.status, headers, body };
+  if (body === undefined || body === null) return { status: response.status, headers, body: '' };
+  headers['content-type'] ??= 'application/json; charset=utf-8';
+  return { status: response.status, headers, body: JSON.stringify(body) };
+}
+
+export function idempotencyProtection(options: IdempotencyProtectionOptions): IdempotencyProtection {
+  return new IdempotencyProtection(options);
+}
