@@ -309,18 +309,26 @@ export class CircuitBreakerPolicy extends BasePolicy {
     return new BreakerPermit(this.#settlePermit, admitted, this.#timed ? this.clock.now() : 0);
   }
 
-  async #call<T>(context: CallContext, next: Next<T>, epoch: number): Promise<T> {
+  #call<T>(context: CallContext, next: Next<T>, epoch: number): Promise<T> {
     const start = this.#timed ? this.clock.now() : 0;
-    let result: T;
+    let work: Promise<T>;
     try {
-      result = await next(context);
+      work = next(context);
     } catch (error) {
-      this.#settle(epoch, start, this.#classify(error, context), error);
-      throw error;
+      work = Promise.reject(error);
     }
-    if (this.#isResultFailure === undefined || !this.#resultFails(result)) this.#settle(epoch, start, SUCCESS, undefined);
-    else this.#settle(epoch, start, FAILURE, result);
-    return result;
+    // `then` rather than an async frame: the success path is the hot one.
+    return work.then(
+      (result) => {
+        if (this.#isResultFailure === undefined || !this.#resultFails(result)) this.#settle(epoch, start, SUCCESS, undefined);
+        else this.#settle(epoch, start, FAILURE, result);
+        return result;
+      },
+      (error) => {
+        this.#settle(epoch, start, this.#classify(error, context), error);
+        throw error;
+      },
+    );
   }
 
   /** Admission outside the closed state: the epoch to run in, or the rejection. */

@@ -118,31 +118,56 @@ export class RetryPolicy extends BasePolicy {
     this.random = options.random ?? systemRandom;
   }
 
-  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return Promise.reject(asAbortError(context.abortReason));
+    this.budget?.recordRequest();
+    // Read the clock only when a limit needs it: the success path stays one branch cheaper.
+    const startedAt = this.maxElapsedMs === Infinity ? 0 : this.clock.now();
+    const firstContext = context.attempt === 1 ? context : context.derive({ attempt: 1 });
+    let first: Promise<T>;
+    try {
+      first = next(firstContext);
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    if (this.#handleResult !== undefined) {
+      // Results must be inspected too: the general loop from the first outcome on.
+      return first.then(
+        (result) => this.#continue(context, next, startedAt, false, undefined, result),
+        (error) => this.#continue<T>(context, next, startedAt, true, error, undefined),
+      );
+    }
+    // The common case, a first attempt that succeeds, costs one `then` and no async frame.
+    return first.then(this.#firstSucceeded as (value: T) => T, (error) => this.#continue<T>(context, next, startedAt, true, error, undefined));
+  }
+
+  readonly #firstSucceeded = (value: unknown): unknown => {
+    this.budget?.recordOutcome(true);
+    if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: 1 });
+    return value;
+  };
+
+  /** From the outcome of attempt 1 on: decide, wait, try again, until success or a limit. */
+  async #continue<T>(context: CallContext, next: Next<T>, startedAt: number, failed: boolean, error: unknown, result: T | undefined): Promise<T> {
     const clock = this.clock;
     const budget = this.budget;
-    budget?.recordRequest();
-    // Read the clock only when a limit needs it: the success path stays one branch cheaper.
-    const startedAt = this.maxElapsedMs === Infinity ? 0 : clock.now();
     let previousDelay = 0;
 
     for (let attempt = 1; ; attempt++) {
-      if (context.aborted) throw asAbortError(context.abortReason);
-      const attemptContext = attempt === 1 && context.attempt === 1 ? context : context.derive({ attempt });
-
-      let failed = false;
-      let error: unknown;
-      let result!: T;
-      try {
-        result = await next(attemptContext);
-      } catch (caught) {
-        failed = true;
-        error = caught;
+      if (attempt > 1) {
+        if (context.aborted) throw asAbortError(context.abortReason);
+        try {
+          result = await next(context.derive({ attempt }));
+          failed = false;
+        } catch (caught) {
+          failed = true;
+          error = caught;
+        }
       }
       if (!failed && (this.#handleResult === undefined || !this.#handleResult(result))) {
         budget?.recordOutcome(true);
         if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: attempt });
-        return result;
+        return result as T;
       }
 
       const outcome: RetryOutcome = failed ? { kind: 'error', error, attempt } : { kind: 'result', result, attempt };
@@ -152,7 +177,7 @@ export class RetryPolicy extends BasePolicy {
         // Client errors and local rejections say nothing about the dependency's health, so
         // they leave token budgets alone (gRPC retry throttling counts retryable failures only).
         if (failed) throw error;
-        return result;
+        return result as T;
       }
       budget?.recordOutcome(false);
 
@@ -171,7 +196,7 @@ export class RetryPolicy extends BasePolicy {
         else if (resumeAt >= context.deadline) reason = 'deadline';
         else if (budget !== undefined && !budget.tryAcquire()) reason = 'budget'; // asked last: granting spends it
       }
-      if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result);
+      if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result as T);
 
       if (this.#onRetry.active) {
         this.#onRetry.emit({
