@@ -7,6 +7,12 @@ import { createHash } from 'node:crypto';
 export interface RedisScriptClient {
   /** EVALSHA, falling back to EVAL when the server does not have the script (NOSCRIPT). */
   run(script: RedisScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown>;
+  /**
+   * Optional: `SET key value NX PX pxMs GET` (Redis >= 7.0), one plain command: null when the key
+   * was absent and is now set, else the existing value (left unchanged). Stores use it where a
+   * plain command is enough and fall back to a script when it is missing or the server rejects it.
+   */
+  setIfAbsentGet?(key: string, value: string, pxMs: number): Promise<string | null>;
   /** Which client library is behind it (for describe()/telemetry). */
   readonly flavour: 'ioredis' | 'node-redis' | 'custom';
 }
@@ -20,11 +26,13 @@ export class RedisScript {
 }
 
 interface IoRedisLike {
+  set(key: string, value: string, ...options: (string | number)[]): Promise<unknown>;
   evalsha(sha: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
   eval(script: string, numKeys: number, ...keysAndArgs: (string | number)[]): Promise<unknown>;
 }
 
 interface NodeRedisLike {
+  set(key: string, value: string, options: { PX: number; NX: true; GET: true }): Promise<unknown>;
   evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
 }
@@ -45,6 +53,9 @@ export function toRedisScriptClient(client: unknown): RedisScriptClient {
           return c.eval(script.source, options);
         }
       },
+      async setIfAbsentGet(key, value, pxMs) {
+        return nullableString(await c.set(key, value, { PX: pxMs, NX: true, GET: true }));
+      },
     };
   }
   if (typeof (client as IoRedisLike)?.evalsha === 'function') {
@@ -59,9 +70,16 @@ export function toRedisScriptClient(client: unknown): RedisScriptClient {
           return c.eval(script.source, keys.length, ...keys, ...args);
         }
       },
+      async setIfAbsentGet(key, value, pxMs) {
+        return nullableString(await c.set(key, value, 'PX', pxMs, 'NX', 'GET'));
+      },
     };
   }
   throw new TypeError('bulwark: expected an ioredis or node-redis client');
+}
+
+function nullableString(reply: unknown): string | null {
+  return reply === null || reply === undefined ? null : String(reply);
 }
 
 function isScriptClient(value: unknown): value is RedisScriptClient {

@@ -41,9 +41,10 @@ idempotencyStoreContract('redis (node-redis)', async () => {
   return { store: new RedisIdempotencyStore({ client: nodeRedis, prefix: `${prefix}:nr` }), clock: systemClock, leaseMs: 300, elapse: (ms) => sleep(ms), close: async () => {} };
 });
 
-/** Counts script round trips. */
-function counting(inner: Redis): { client: RedisScriptClient; calls: () => number } {
+/** Counts round trips (scripts and, unless `scriptsOnly`, the plain SET ... NX GET of a claim). */
+function counting(inner: Redis, scriptsOnly = false): { client: RedisScriptClient; calls: () => number; plain: () => number } {
   let n = 0;
+  let plain = 0;
   const wrapped: RedisScriptClient = {
     flavour: 'custom',
     run: async (script, keys, args) => {
@@ -55,13 +56,20 @@ function counting(inner: Redis): { client: RedisScriptClient; calls: () => numbe
         return inner.eval(script.source, keys.length, ...keys, ...args);
       }
     },
+    ...(scriptsOnly ? {} : {
+      setIfAbsentGet: async (key: string, value: string, pxMs: number) => {
+        n++;
+        plain++;
+        return (await inner.call('SET', key, value, 'PX', pxMs, 'NX', 'GET')) as string | null;
+      },
+    }),
   };
-  return { client: wrapped, calls: () => n };
+  return { client: wrapped, calls: () => n, plain: () => plain };
 }
 
 test('redis: a first request costs 2 round trips, a replay 1; keys are cluster-safe', async () => {
   await connect();
-  const { client, calls } = counting(ioredis);
+  const { client, calls, plain } = counting(ioredis);
   const store = new RedisIdempotencyStore({ client, prefix: `${prefix}:rt` });
   const engine = new IdempotencyEngine({ store, renewEveryMs: false });
   const scope = { principal: 'ten{ant}:1', method: 'POST', route: '/orders', key: 'abc' };
@@ -72,6 +80,7 @@ test('redis: a first request costs 2 round trips, a replay 1; keys are cluster-s
   const replay = await engine.claim(scope, 'fp');
   assert.equal(replay.kind, 'completed');
   assert.equal(calls(), 3);
+  assert.equal(plain(), 2, 'the claim and the replay are each one plain SET ... NX GET, no script');
   const key = store.keyOf('ten%7Bant%7D%3A1:POST:%2Forders:abc');
   assert.equal(key, `${prefix}:rt:{ten%7Bant%7D%3A1:POST:%2Forders:abc}`);
   assert.equal(await ioredis.exists(key), 1, 'one key per record, the record id as the hash tag');
@@ -117,4 +126,66 @@ test('redis: lease expiry is judged by the Redis server clock, not the worker cl
   const scope = { principal: 'p', method: 'POST', route: '/r', key: randomUUID() };
   assert.equal((await honest.claim(scope, 'fp')).kind, 'new');
   assert.equal((await fast.claim(scope, 'fp')).kind, 'in-progress');
+});
+
+test('redis: without SET ... NX GET (a custom client, or Redis < 7.0) claims run the CLAIM script, same round trips', async () => {
+  await connect();
+  const { client, calls } = counting(ioredis, true);
+  const store = new RedisIdempotencyStore({ client, prefix: `${prefix}:scripts` });
+  const id = 'p:POST:%2Fx:scripts';
+  const first = await store.claim({ id, fingerprint: 'fp', owner: 'o1', leaseMs: 60_000, ttlMs: 60_000 });
+  assert.equal(first.kind, 'acquired');
+  assert.equal(await store.complete({ id, owner: 'o1', response: 'r', ttlMs: 60_000 }), true);
+  assert.equal((await store.claim({ id, fingerprint: 'fp', owner: 'o2', leaseMs: 60_000, ttlMs: 60_000 })).kind, 'completed');
+  assert.equal(calls(), 3);
+  assert.match((await ioredis.get(store.keyOf(id)))!, /^c\n1\n\d{13}\n/);
+});
+
+test('redis: a plain-SET claim keeps its lease relative to the key expiry (server time); busy and takeover go through the script', async () => {
+  await connect();
+  const { client, calls, plain } = counting(ioredis);
+  const store = new RedisIdempotencyStore({ client, prefix: `${prefix}:rel` });
+  const id = 'p:POST:%2Fx:rel';
+  const [seconds, micros] = (await ioredis.time()).map(Number) as [number, number];
+  const serverNow = seconds * 1000 + Math.floor(micros / 1000);
+  const first = await store.claim({ id, fingerprint: 'fp', owner: 'o1', leaseMs: 400, ttlMs: 60_000 });
+  assert.equal(first.kind, 'acquired');
+  assert.match((await ioredis.get(store.keyOf(id)))!, /^p\n1\n~59600\n0\no1\nfp\n$/);
+  const pttl = await ioredis.pttl(store.keyOf(id));
+  assert.ok(pttl > 59_000 && pttl <= 60_000, `the key carries the record TTL, got ${pttl}`);
+  const record = await store.inspect(id);
+  assert.equal(record?.state, 'in_progress');
+  const leaseEnd = record?.state === 'in_progress' ? record.leaseExpiresAt : 0;
+  assert.ok(leaseEnd >= serverNow + 300 && leaseEnd <= serverNow + 500, `lease ends ~400 ms after the claim on the server clock (${leaseEnd - serverNow})`);
+  assert.ok(first.kind === 'acquired' && Math.abs(first.leaseExpiresAt - leaseEnd) < 1000, 'the reported lease expiry is close to the stored one');
+  // A step keeps the TTL, so the relative lease stays valid.
+  assert.equal(await store.saveStep({ id, owner: 'o1', name: 'a', value: '{"v":1}' }), true);
+  const before = calls();
+  const busy = await store.claim({ id, fingerprint: 'fp', owner: 'o2', leaseMs: 400, ttlMs: 60_000 });
+  assert.ok(busy.kind === 'busy' && busy.retryAfterMs > 0 && busy.retryAfterMs <= 400, JSON.stringify(busy));
+  assert.equal(calls() - before, 2, 'busy: the plain SET, then the script decides on the server clock');
+  assert.deepEqual(await store.claim({ id, fingerprint: 'other', owner: 'o2', leaseMs: 400, ttlMs: 60_000 }), { kind: 'mismatch' });
+  await sleep(500);
+  const takeover = await store.claim({ id, fingerprint: 'fp', owner: 'o3', leaseMs: 400, ttlMs: 60_000 });
+  assert.deepEqual(takeover.kind === 'acquired' && [takeover.fence, takeover.takeover, takeover.steps], [2, true, { a: '{"v":1}' }]);
+  assert.equal(await store.complete({ id, owner: 'o1', response: 'late', ttlMs: 60_000 }), false, 'the old owner is fenced off');
+  assert.equal(await store.complete({ id, owner: 'o3', response: 'done', ttlMs: 60_000 }), true);
+  assert.ok(plain() >= 4);
+});
+
+test('redis: a server that rejects SET ... NX GET (Redis < 7.0) switches the store to the CLAIM script for good', async () => {
+  await connect();
+  const { client: inner, calls } = counting(ioredis, true);
+  let rejected = 0;
+  const client: RedisScriptClient = {
+    ...inner,
+    setIfAbsentGet: async () => { rejected++; throw new Error('ERR syntax error'); },
+  };
+  const store = new RedisIdempotencyStore({ client, prefix: `${prefix}:old` });
+  const id = 'p:POST:%2Fx:old';
+  assert.equal((await store.claim({ id, fingerprint: 'fp', owner: 'o1', leaseMs: 60_000, ttlMs: 60_000 })).kind, 'acquired');
+  assert.equal((await store.claim({ id, fingerprint: 'fp', owner: 'o2', leaseMs: 60_000, ttlMs: 60_000 })).kind, 'busy');
+  assert.equal(rejected, 1);
+  assert.equal(calls(), 2);
+  assert.match((await ioredis.get(store.keyOf(id)))!, /^p\n1\n\d{13}\n/, 'the script writes an absolute lease expiry');
 });

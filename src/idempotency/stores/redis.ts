@@ -6,15 +6,27 @@ import type {
 } from '../types.js';
 
 /**
- * One Lua script (one round trip) per operation. Times come from the Redis server (`TIME`),
- * so worker clocks never decide whether a lease has expired, and the lease expiry stored in the
- * record is the only one (the key's own TTL is the record TTL, always at least the lease).
- * A first request costs 2 round trips (claim, complete), a replay 1. Requires Redis >= 6.0.
+ * One round trip per operation. A claim is first tried as one plain command,
+ * `SET key <in-progress header> NX PX <record ttl> GET` (Redis >= 7.0): it creates the record
+ * (a new claim) or returns the existing one unchanged, and a completed record (replay) or a
+ * fingerprint mismatch is decided from that value alone. Only when it returns an in-progress
+ * record (busy, or a takeover) does the claim run the CLAIM script, which decides on the server
+ * clock. Every write that needs ownership (complete, release, renew, steps, takeover) is a Lua
+ * script fenced by the owner token. Times come from the Redis server, so worker clocks never
+ * decide whether a lease has expired, and the lease expiry stored in the record is the only one
+ * (the key's own TTL is the record TTL, always at least the lease).
+ * A first request costs 2 round trips (claim, complete), a replay 1, a busy claim 2.
+ * Requires Redis >= 6.0; before 7.0 (or with a custom client without `setIfAbsentGet`) every
+ * claim is the CLAIM script.
  *
  * Layout (both keys share the `{record id}` hash tag, so a record lives in one Cluster slot):
  * - `<prefix>:{<id>}` — a string: a header of six newline-terminated fields
  *   `state fence time steps owner fingerprint` (state p = in progress, time = lease expiry; state
  *   c = completed, time = completion time; steps 0/1), followed by the response when completed.
+ *   A record created by the plain SET has no clock reading, so its lease expiry is written
+ *   relative to the key's own expiry (also server time): `~<offset>` means the lease ends
+ *   `offset` ms before the key expires (offset = record ttl - lease). Every later header write
+ *   either keeps the TTL (KEEPTTL) or writes an absolute time.
  *   A string, not a hash: creating and completing a record are one GET + one SET each, which
  *   measured about 18% faster per first request than HMGET/HSET/PEXPIRE.
  * - `<prefix>:{<id>}:steps` — a hash of saved step results, only for multi-step operations.
@@ -39,6 +51,13 @@ local function parse(v)
   end
   return f, pos
 end
+-- The lease expiry of an in-progress header: absolute, or '~offset' before the key's expiry.
+local function leaseEnd(t, now)
+  if string.sub(t, 1, 1) ~= '~' then return tonumber(t) end
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then return 0 end
+  return now + ttl - tonumber(string.sub(t, 2))
+end
 local function header(state, fence, time, steps, owner, fp)
   return state .. '\\n' .. fence .. '\\n' .. time .. '\\n' .. steps .. '\\n' .. owner .. '\\n' .. fp .. '\\n'
 end
@@ -57,7 +76,7 @@ local f, pos = parse(v)
 if f[6] ~= ARGV[1] then return {4} end
 if f[1] == 'c' then return {3, string.sub(v, pos), tonumber(f[3])} end
 local now = clock()
-local le = tonumber(f[3])
+local le = leaseEnd(f[3], now)
 if le > now then return {2, le - now} end
 local fence = tonumber(f[2]) + 1
 le = now + leaseMs
@@ -73,16 +92,20 @@ if f[4] ~= '0' then
 end
 return out`);
 
-/** Completing twice with the same owner is a success (a retried completion whose reply was lost). */
+/**
+ * Completing twice with the same owner is a success (a retried completion whose reply was lost).
+ * Reply: 0 = not the owner, 1 = already completed, else the completion time (server clock).
+ */
 const COMPLETE = new RedisScript(`${PRELUDE}
 local v = redis.call('GET', KEYS[1])
 if not v or ARGV[1] == '' then return 0 end
 local f = parse(v)
 if f[5] ~= ARGV[1] then return 0 end
 if f[1] == 'c' then return 1 end
-redis.call('SET', KEYS[1], header('c', f[2], clock(), f[4], f[5], f[6]) .. ARGV[2], 'PX', ARGV[3])
+local now = clock()
+redis.call('SET', KEYS[1], header('c', f[2], now, f[4], f[5], f[6]) .. ARGV[2], 'PX', ARGV[3])
 if f[4] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-return 1`);
+return now`);
 
 const RELEASE = new RedisScript(`${PRELUDE}
 local v = redis.call('GET', KEYS[1])
@@ -129,7 +152,9 @@ const INSPECT = new RedisScript(`${PRELUDE}
 local v = redis.call('GET', KEYS[1])
 if not v then return {} end
 local f, pos = parse(v)
-local out = {f[1], f[2], f[3], f[4], f[5], f[6], string.sub(v, pos), tostring(clock() + redis.call('PTTL', KEYS[1]))}
+local now = clock()
+if f[1] == 'p' then f[3] = tostring(leaseEnd(f[3], now)) end
+local out = {f[1], f[2], f[3], f[4], f[5], f[6], string.sub(v, pos), tostring(now + redis.call('PTTL', KEYS[1]))}
 if f[4] ~= '0' then
   local all = redis.call('HGETALL', KEYS[2])
   for i = 1, #all do out[#out + 1] = all[i] end
@@ -157,6 +182,13 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   readonly remote = true;
   readonly prefix: string;
   readonly #redis: RedisScriptClient;
+  /** False once the server rejected `SET ... NX GET` (Redis < 7.0): claims use the CLAIM script only. */
+  #plainClaim = true;
+  /**
+   * Server clock minus local clock, learned from server times in replies. Only used to report
+   * `leaseExpiresAt` of a claim made by the plain SET (which reads no clock); never to decide anything.
+   */
+  #skewMs = 0;
 
   constructor(options: RedisIdempotencyStoreOptions) {
     if (options?.client === undefined || options.client === null) throw new InvalidOptionsError('redisIdempotencyStore: options.client is required');
@@ -180,14 +212,50 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   }
 
   async claim(input: ClaimInput): Promise<ClaimResult> {
-    const reply = (await this.#redis.run(CLAIM, this.#keys(input.id), [
-      safe(input.fingerprint), safe(input.owner), Math.ceil(input.leaseMs), Math.ceil(input.ttlMs),
-    ])) as unknown[];
+    const fingerprint = safe(input.fingerprint);
+    const owner = safe(input.owner);
+    const leaseMs = Math.ceil(input.leaseMs);
+    const ttlMs = Math.ceil(input.ttlMs);
+    const keys = this.#keys(input.id);
+    const setIfAbsentGet = this.#plainClaim ? this.#redis.setIfAbsentGet : undefined;
+    if (setIfAbsentGet !== undefined) {
+      const pxMs = Math.max(ttlMs, leaseMs);
+      let existing: string | null | undefined;
+      try {
+        existing = await setIfAbsentGet.call(this.#redis, keys[0], `p\n1\n~${pxMs - leaseMs}\n0\n${owner}\n${fingerprint}\n`, pxMs);
+      } catch (error) {
+        // Redis < 7.0 rejects NX together with GET: fall back to the script for good.
+        if (!/syntax error/i.test(String((error as Error)?.message))) throw error;
+        this.#plainClaim = false;
+      }
+      if (existing === null) {
+        return { kind: 'acquired', fence: 1, leaseExpiresAt: Date.now() + this.#skewMs + leaseMs, takeover: false, steps: {} };
+      }
+      if (existing !== undefined) {
+        // The same decisions as CLAIM makes before it reads the clock (mismatch first, then replay).
+        const f: string[] = [];
+        let pos = 0;
+        for (let i = 0; i < 6; i++) {
+          const nl = existing.indexOf('\n', pos);
+          if (nl < 0) break;
+          f.push(existing.slice(pos, nl));
+          pos = nl + 1;
+        }
+        if (f.length === 6) {
+          if (f[5] !== fingerprint) return { kind: 'mismatch' };
+          if (f[0] === 'c') return { kind: 'completed', response: existing.slice(pos), completedAt: Number(f[2]) };
+        }
+        // In progress: busy or a takeover, decided by the script on the server clock.
+      }
+    }
+    const reply = (await this.#redis.run(CLAIM, keys, [fingerprint, owner, leaseMs, ttlMs])) as unknown[];
     switch (Number(reply[0])) {
       case 1: {
         const steps: Record<string, string> = {};
         for (let i = 4; i + 1 < reply.length; i += 2) steps[String(reply[i])] = String(reply[i + 1]);
-        return { kind: 'acquired', fence: Number(reply[1]), leaseExpiresAt: Number(reply[2]), takeover: Number(reply[3]) === 1, steps };
+        const leaseExpiresAt = Number(reply[2]);
+        this.#skewMs = leaseExpiresAt - leaseMs - Date.now();
+        return { kind: 'acquired', fence: Number(reply[1]), leaseExpiresAt, takeover: Number(reply[3]) === 1, steps };
       }
       case 2: return { kind: 'busy', retryAfterMs: Number(reply[1]) };
       case 3: return { kind: 'completed', response: String(reply[1]), completedAt: Number(reply[2]) };
@@ -196,7 +264,9 @@ export class RedisIdempotencyStore implements IdempotencyStore {
   }
 
   async complete(input: CompleteInput): Promise<boolean> {
-    return Number(await this.#redis.run(COMPLETE, this.#keys(input.id), [safe(input.owner), input.response, Math.ceil(input.ttlMs)])) === 1;
+    const reply = Number(await this.#redis.run(COMPLETE, this.#keys(input.id), [safe(input.owner), input.response, Math.ceil(input.ttlMs)]));
+    if (reply > 1) this.#skewMs = reply - Date.now();
+    return reply >= 1;
   }
 
   async release(input: OwnerInput): Promise<boolean> {
