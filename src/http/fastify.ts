@@ -100,13 +100,16 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
   };
 
   fastify.addHook('onRequest', (request, reply, next) => {
+    // `routeOptions` is a getter that builds a fresh object on every read: read it once.
+    // `config.url` is the route pattern (what `routeOptions.url` returns).
+    const config = request.routeOptions.config;
     const admission = guard.admit({
       method: request.raw.method,
       url: request.raw.url,
       headers: request.headers,
       socketAddress: request.raw.socket?.remoteAddress,
-      route: request.routeOptions.config?.bulwark,
-      routeName: request.routeOptions.url,
+      route: config?.bulwark,
+      routeName: config?.url,
       native: request,
     }, fastifyChannel, reply);
     if (admission instanceof Promise) admission.then((a) => act(a, request, reply, next), next);
