@@ -1,11 +1,12 @@
 import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions, type Operation } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
+import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, invokeOperation, type Next, type PolicyDescription } from '../core/policy.js';
+import { type Next, type PolicyDescription } from '../core/policy.js';
+import { KeyedPolicy } from '../core/keyed-policy.js';
 import { nonNegative, positive, positiveInt } from '../core/validate.js';
-import { CoalescePolicy, defaultKey } from '../coalesce/coalesce.js';
+import { CoalescePolicy } from '../coalesce/coalesce.js';
 
 export interface StaleCacheOptions {
   /** How long a stored result is fresh (served without calling), in ms. Required. */
@@ -85,14 +86,13 @@ const DEGRADED = Symbol.for('bulwark.degraded');
  * timestamps, so there are no per-entry timers. Loads (foreground misses and background
  * refreshes) are coalesced per key. Only successful results are stored.
  */
-export class StaleCachePolicy extends BasePolicy {
+export class StaleCachePolicy extends KeyedPolicy {
   readonly kind = 'stale-cache';
   readonly name: string | undefined;
   readonly ttlMs: number;
   readonly staleWhileRevalidateMs: number;
   readonly staleIfErrorMs: number;
   readonly maxEntries: number;
-  readonly #key: ((context: CallContext) => string | undefined) | undefined;
   readonly #shouldCache: (value: unknown) => boolean;
   readonly #serveStaleOn: (error: unknown) => boolean;
   /** Beyond this age an entry can never be served again. */
@@ -111,14 +111,13 @@ export class StaleCachePolicy extends BasePolicy {
   readonly onRevalidateError = this.#onRevalidateError.event;
 
   constructor(options: StaleCacheOptions) {
-    super(options.clock);
+    super(options?.clock, options?.key, 'staleCache');
     if (options === undefined || options.ttlMs === undefined) throw new InvalidOptionsError('staleCache needs ttlMs');
     this.name = options.name;
     this.ttlMs = positive('staleCache.ttlMs', options.ttlMs, NaN);
     this.staleWhileRevalidateMs = nonNegative('staleCache.staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0);
     this.staleIfErrorMs = nonNegative('staleCache.staleIfErrorMs', options.staleIfErrorMs, 0);
     this.maxEntries = positiveInt('staleCache.maxEntries', options.maxEntries, 1000);
-    this.#key = options.key;
     this.#shouldCache = options.shouldCache ?? notDegradedElsewhere;
     this.#serveStaleOn = options.serveStaleOn ?? always;
     this.#usableMs = this.ttlMs + Math.max(this.staleWhileRevalidateMs, this.staleIfErrorMs);
@@ -179,27 +178,7 @@ export class StaleCachePolicy extends BasePolicy {
       this.#touch(keyOrOperation, entry);
       return Promise.resolve(entry.value as T);
     }
-    if (typeof operationOrOptions !== 'function') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'staleCache.execute(key, operation): operation must be a function'));
-    }
-    let context: CallContext;
-    try {
-      context = CallContext.root(this.clock, operationOrOptions, maybeOptions);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.runKeyed(keyOrOperation, context, invokeOperation as Next<T>);
-  }
-
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
-    let key: string | undefined;
-    try {
-      key = this.#key ? this.#key(context) : defaultKey(context, 'staleCache');
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (key === undefined) return next(context);
-    return this.runKeyed(key, context, next);
+    return this.startKeyed(keyOrOperation, operationOrOptions, maybeOptions);
   }
 
   /** The cache around `next` for an explicit key (for other policies and adapters). */
@@ -294,7 +273,7 @@ export class StaleCachePolicy extends BasePolicy {
         staleWhileRevalidateMs: this.staleWhileRevalidateMs,
         staleIfErrorMs: this.staleIfErrorMs,
         maxEntries: this.maxEntries,
-        key: this.#key ? 'custom' : 'tags.key',
+        key: this.keySource,
       },
     };
   }

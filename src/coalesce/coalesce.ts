@@ -2,7 +2,8 @@ import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions, type Operation } from '../core/context.js';
 import { AbortedError, BulwarkError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, invokeOperation, type Next, type PolicyDescription } from '../core/policy.js';
+import { type Next, type PolicyDescription } from '../core/policy.js';
+import { KeyedPolicy } from '../core/keyed-policy.js';
 import { nonNegative, positiveInt } from '../core/validate.js';
 
 export interface CoalesceOptions {
@@ -62,10 +63,9 @@ interface KeptResult {
  * Callers that cannot be aborted simply share the execution's promise: no allocation, no
  * listener per waiter.
  */
-export class CoalescePolicy extends BasePolicy {
+export class CoalescePolicy extends KeyedPolicy {
   readonly kind = 'coalesce';
   readonly name: string | undefined;
-  readonly #key: ((context: CallContext) => string | undefined) | undefined;
   readonly #resultTtlMs: number;
   readonly #maxResults: number;
   readonly #flights = new Map<string, Flight<any>>();
@@ -77,9 +77,8 @@ export class CoalescePolicy extends BasePolicy {
   readonly onAbandoned = this.#onAbandoned.event;
 
   constructor(options: CoalesceOptions = {}) {
-    super(options.clock);
+    super(options.clock, options.key, 'coalesce');
     this.name = options.name;
-    this.#key = options.key;
     this.#resultTtlMs = nonNegative('coalesce.resultTtlMs', options.resultTtlMs, 0);
     this.#maxResults = positiveInt('coalesce.maxResults', options.maxResults, 1000);
   }
@@ -128,24 +127,7 @@ export class CoalescePolicy extends BasePolicy {
         return flight.promise;
       }
     }
-    let context: CallContext;
-    try {
-      context = CallContext.root(this.clock, operationOrOptions, maybeOptions);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.runKeyed(keyOrOperation, context, invokeOperation as Next<T>);
-  }
-
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
-    let key: string | undefined;
-    try {
-      key = this.#key ? this.#key(context) : defaultKey(context, 'coalesce');
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    if (key === undefined) return next(context);
-    return this.runKeyed(key, context, next);
+    return this.startKeyed(keyOrOperation, operationOrOptions, maybeOptions);
   }
 
   /**
@@ -253,7 +235,7 @@ export class CoalescePolicy extends BasePolicy {
     return {
       kind: this.kind,
       ...(this.name ? { name: this.name } : {}),
-      options: { resultTtlMs: this.#resultTtlMs, maxResults: this.#maxResults, key: this.#key ? 'custom' : 'tags.key' },
+      options: { resultTtlMs: this.#resultTtlMs, maxResults: this.#maxResults, key: this.keySource },
     };
   }
 }
@@ -266,12 +248,6 @@ export function toAbortError(reason: unknown): BulwarkError {
 }
 
 /** `tags.key` when it is a string; a call without a key is a usage error (INVALID_INPUT). */
-export function defaultKey(context: CallContext, policy: string): string {
-  const key = context.tags.key;
-  if (typeof key === 'string') return key;
-  throw new BulwarkError('INVALID_INPUT', `${policy}: the call has no key; pass tags: { key } or a key option, or call execute(key, operation)`);
-}
-
 export function coalesce(options?: CoalesceOptions): CoalescePolicy {
   return new CoalescePolicy(options);
 }

@@ -7,3 +7,4 @@ export * from './policy.js';
 export * from './validate.js';
 export * from './budget.js';
 export * from './degraded.js';
+export * from './keyed-policy.js';
