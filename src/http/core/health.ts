@@ -4,6 +4,7 @@ import { EventEmitter } from '../../core/events.js';
 import { nonNegative, positive } from '../../core/validate.js';
 import { problemResponse, type HttpResponse } from './problem.js';
 import { formatRetryAfter } from './rate-limit-headers.js';
+import { memoryRateLimiter, type MemoryRateLimiter } from '../../ratelimit/memory.js';
 
 /** A dependency probe. Resolve (any value) for healthy; throw or reject for unhealthy. */
 export type HealthProbe = (signal: AbortSignal) => unknown;
@@ -78,32 +79,6 @@ interface CheckState {
   stuck: boolean;
 }
 
-/**
- * The token bucket behind `/health/deep`. Deliberately tiny and private (global, one key): the
- * library's real limiters live in `src/ratelimit`; this one only keeps dashboards from turning
- * a deep check into load on the dependencies.
- */
-class DeepCheckAllowance {
-  #tokens: number;
-  #last: number;
-  constructor(private readonly perMs: number, private readonly burst: number, private readonly clock: Clock) {
-    this.#tokens = burst;
-    this.#last = clock.now();
-  }
-
-  /** 0 when a token was taken, else ms until one is available. */
-  take(): number {
-    const now = this.clock.now();
-    this.#tokens = Math.min(this.burst, this.#tokens + Math.max(0, now - this.#last) * this.perMs);
-    this.#last = now;
-    if (this.#tokens >= 1) {
-      this.#tokens -= 1;
-      return 0;
-    }
-    return (1 - this.#tokens) / this.perMs;
-  }
-}
-
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' } as const;
 
 /**
@@ -122,7 +97,8 @@ export class HealthChecks {
   readonly #checks: CheckState[];
   readonly #cacheMs: number;
   readonly #exposeErrors: boolean;
-  readonly #deepAllowance: DeepCheckAllowance | undefined;
+  /** Keeps dashboards from turning the deep check into load on the dependencies (one global key). */
+  readonly #deepAllowance: MemoryRateLimiter | undefined;
   #warmUp: 'none' | 'pending' | 'done' | 'failed' = 'none';
   #ready: boolean;
   #notReadyReason: string | undefined;
@@ -160,7 +136,9 @@ export class HealthChecks {
     } else {
       const perMinute = positive('health.deepRateLimit.perMinute', limit.perMinute, NaN);
       const burst = positive('health.deepRateLimit.burst', limit.burst, Math.min(2, Math.max(1, perMinute)));
-      this.#deepAllowance = new DeepCheckAllowance(perMinute / 60_000, burst, this.clock);
+      this.#deepAllowance = memoryRateLimiter({
+        algorithm: 'token-bucket', limit: perMinute, intervalMs: 60_000, capacity: burst, maxKeys: 1, clock: this.clock, name: 'health-deep',
+      });
     }
     this.#ready = !(options.startNotReady ?? false);
     if (options.warmUp !== undefined) this.#startWarmUp(options.warmUp);
@@ -203,8 +181,9 @@ export class HealthChecks {
 
   /** `/health/deep`: every check, rate-limited (429 + Retry-After past the allowance). */
   async deep(): Promise<HttpResponse> {
-    const waitMs = this.#deepAllowance?.take() ?? 0;
-    if (waitMs > 0) {
+    const decision = this.#deepAllowance?.consume('deep');
+    if (decision !== undefined && !decision.allowed) {
+      const waitMs = decision.retryAfterMs;
       return problemResponse({
         status: 429,
         title: 'Too many requests',
