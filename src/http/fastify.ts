@@ -54,7 +54,7 @@ const fastifyChannel: ResponseChannel<FastifyReply> = {
   capture: (reply, _context, maxBytes) => { ensureCapture(reply.raw, maxBytes); },
 };
 
-const CRITICAL_SKIP: RouteConfig = Object.freeze({ skip: true, critical: true, priority: 'critical' });
+const CRITICAL_BYPASS: RouteConfig = Object.freeze({ bypass: true, critical: true, priority: 'critical' });
 
 const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyInstance, options, done) => {
   let guard: HttpGuard;
@@ -70,14 +70,14 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
 
   if (health !== undefined) {
     // GET routes; Fastify adds HEAD for them. Marked critical and skipped by the guard.
-    fastify.get(health.paths.live, { config: { bulwark: CRITICAL_SKIP } }, (_request, reply) => {
+    fastify.get(health.paths.live, { config: { bulwark: CRITICAL_BYPASS } }, (_request, reply) => {
       sendReply(reply, health.live());
     });
-    fastify.get(health.paths.ready, { config: { bulwark: CRITICAL_SKIP } }, async (_request, reply) => {
+    fastify.get(health.paths.ready, { config: { bulwark: CRITICAL_BYPASS } }, async (_request, reply) => {
       sendReply(reply, await health.ready());
       return reply;
     });
-    fastify.get(health.paths.deep, { config: { bulwark: CRITICAL_SKIP } }, async (_request, reply) => {
+    fastify.get(health.paths.deep, { config: { bulwark: CRITICAL_BYPASS } }, async (_request, reply) => {
       sendReply(reply, await health.deep());
       return reply;
     });

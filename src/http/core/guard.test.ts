@@ -170,7 +170,7 @@ test('client disconnect aborts the signal with the adapter-given reason and ends
   assert.equal(guard.pendingDeadlines, 0);
 });
 
-test('routes: table by method and pattern, defaults, most specific wins, skip', () => {
+test('routes: table by method and pattern, defaults, most specific wins, bypass', () => {
   const clock = new VirtualClock(START);
   const guard = new HttpGuard({
     clock,
@@ -178,7 +178,7 @@ test('routes: table by method and pattern, defaults, most specific wins, skip', 
     routes: {
       'GET /users/:id': { deadlineMs: 200, priority: 'high' },
       '/login': { critical: true, priority: 'critical' },
-      '/metrics': { skip: true },
+      '/metrics': { bypass: true },
       'POST /files/*': { maxDeadlineMs: 50 },
     },
   });
@@ -190,7 +190,7 @@ test('routes: table by method and pattern, defaults, most specific wins, skip', 
   assert.deepEqual([login.critical, login.priority, login.deadline - START], [true, 'critical', 5000]);
   const file = proceed(guard.admit(view({ method: 'POST', url: '/files/a/b', headers: { 'x-request-timeout-ms': '9999' } }), channel, new FakeResponse()));
   assert.equal(file.deadline - START, 50, 'maxDeadlineMs caps a header');
-  assert.deepEqual(guard.admit(view({ url: '/metrics', headers: { 'x-request-timeout-ms': 'garbage' } }), channel, new FakeResponse()), { kind: 'skip' });
+  assert.deepEqual(guard.admit(view({ url: '/metrics', headers: { 'x-request-timeout-ms': 'garbage' } }), channel, new FakeResponse()), { kind: 'bypass' });
   // Framework route config beats the table.
   const framework = proceed(guard.admit(view({ url: '/users/1', route: { deadlineMs: 75 }, routeName: '/users/:id' }), channel, new FakeResponse()));
   assert.equal(framework.deadline - START, 75);

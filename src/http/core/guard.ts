@@ -95,7 +95,7 @@ export interface RequestView {
 export type Admission =
   | { kind: 'proceed'; context: RequestContext }
   | { kind: 'reject'; response: HttpResponse; context: RequestContext | undefined }
-  | { kind: 'skip' };
+  | { kind: 'bypass' };
 
 export type RejectReason = 'invalid-deadline' | 'deadline-expired' | 'protection' | 'client-gone';
 
@@ -263,7 +263,7 @@ export class HttpGuard {
       // A route resolver returned bad settings: a server bug, answered as one, never a crash.
       return { kind: 'reject', response: problemForError(error), context: undefined };
     }
-    if (route.skip) return SKIP;
+    if (route.bypass) return BYPASS;
     const clientIp = this.#clientIp(view.socketAddress, view.headers['x-forwarded-for']);
     const now = this.clock.now();
     const parsed = resolveDeadline({
@@ -372,7 +372,7 @@ export class HttpGuard {
   };
 }
 
-const SKIP: Admission = Object.freeze({ kind: 'skip' });
+const BYPASS: Admission = Object.freeze({ kind: 'bypass' });
 
 /** The path part of a request target, without query or fragment (not decoded: no URIError). */
 export function pathOf(url: string): string {

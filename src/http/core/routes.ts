@@ -19,7 +19,7 @@ export interface RouteConfig {
   /** Critical routes (health, auth) are never shed. Default false. */
   critical?: boolean;
   /** Leave this route alone entirely (no deadline, no protections): metrics scrapes, static files. */
-  skip?: boolean;
+  bypass?: boolean;
 }
 
 /** `RouteConfig` with the defaults applied. */
@@ -30,7 +30,7 @@ export interface ResolvedRoute {
   honorDeadlineHeaders: boolean;
   priority: Priority;
   critical: boolean;
-  skip: boolean;
+  bypass: boolean;
 }
 
 /** Looks up a route's settings from the request's method and path (query string removed). */
@@ -56,7 +56,7 @@ export function validateRouteConfig(where: string, config: RouteConfig | undefin
   if (config.priority !== undefined && !PRIORITIES.includes(config.priority)) {
     throw new InvalidOptionsError(`${where}: priority must be one of ${PRIORITIES.join(', ')}, got ${String(config.priority)}`);
   }
-  for (const key of ['critical', 'skip', 'honorDeadlineHeaders'] as const) {
+  for (const key of ['critical', 'bypass', 'honorDeadlineHeaders'] as const) {
     const v = config[key];
     if (v !== undefined && typeof v !== 'boolean') throw new InvalidOptionsError(`${where}: ${key} must be a boolean`);
   }
@@ -75,7 +75,7 @@ export function resolveRoute(
     honorDeadlineHeaders: framework?.honorDeadlineHeaders ?? table?.honorDeadlineHeaders ?? defaults.honorDeadlineHeaders ?? true,
     priority: framework?.priority ?? table?.priority ?? defaults.priority ?? 'normal',
     critical: framework?.critical ?? table?.critical ?? defaults.critical ?? false,
-    skip: framework?.skip ?? table?.skip ?? defaults.skip ?? false,
+    bypass: framework?.bypass ?? table?.bypass ?? defaults.bypass ?? false,
   };
 }
 
