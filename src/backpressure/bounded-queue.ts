@@ -7,6 +7,7 @@ import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
 import { QueueFullError } from './errors.js';
 import { RingBuffer } from './ring-buffer.js';
 import { WaitList, type WaitNode } from './wait-list.js';
+import { onSignalAbort } from '../core/abort.js';
 
 /**
  * What a full queue does with a new item (seed 000 §6 "Backpressure Implementation Strategies"):
@@ -224,7 +225,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
       waiter.reject = reject;
       this.#producers.append(waiter);
       if (timeoutMs !== Infinity) this.#timers.add(waiter);
-      if (signal) waiter.unlisten = onAbort(signal, () => this.#cancelPush(waiter, new AbortedError(signal.reason)));
+      if (signal) waiter.unlisten = onSignalAbort(signal, () => this.#cancelPush(waiter, new AbortedError(signal.reason)));
     });
   }
 
@@ -258,7 +259,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
       waiter.reject = reject;
       this.#consumers.append(waiter);
       if (timeoutMs !== Infinity) this.#timers.add(waiter);
-      if (signal) waiter.unlisten = onAbort(signal, () => this.#cancelPull(waiter, new AbortedError(signal.reason)));
+      if (signal) waiter.unlisten = onSignalAbort(signal, () => this.#cancelPull(waiter, new AbortedError(signal.reason)));
     });
   }
 
@@ -354,11 +355,6 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     const waiter = entry as PullWaiter<T>;
     this.#cancelPull(waiter, new TimeoutError(waiter.timeoutMs));
   };
-}
-
-function onAbort(signal: AbortSignal, listener: () => void): () => void {
-  signal.addEventListener('abort', listener, { once: true });
-  return () => signal.removeEventListener('abort', listener);
 }
 
 export function boundedQueue<T>(options: BoundedQueueOptions): BoundedQueue<T> {

@@ -156,3 +156,20 @@ test('context: calls nobody can abort get their own signal, so forgotten listene
   assert.equal(a.canAbort, false);
   assert.equal(a.derive({ abortable: true }).canAbort, true);
 });
+
+test('sleep: waits on the injected clock; an abort (even one that already happened) ends it with ABORTED', async () => {
+  const { sleep } = await import('./abort.js');
+  const clock = new VirtualClock();
+  let woke = -1;
+  const nap = sleep(clock, 50).then(() => { woke = clock.now(); });
+  await clock.advance(50);
+  await nap;
+  assert.equal(woke, 50);
+
+  const caller = new AbortController();
+  const waiting = sleep(clock, 1000, caller.signal);
+  caller.abort();
+  await assert.rejects(waiting, { code: 'ABORTED' });
+  await assert.rejects(sleep(clock, 1000, caller.signal), { code: 'ABORTED' }, 'an already aborted signal must not wait for the timer');
+  assert.equal(clock.pendingTimers, 0, 'the timer is cleared on abort');
+});

@@ -8,3 +8,4 @@ export * from './validate.js';
 export * from './budget.js';
 export * from './degraded.js';
 export * from './keyed-policy.js';
+export * from './abort.js';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
-import { AbortedError, BulwarkError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
+import { BulwarkError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { Policy } from '../core/policy.js';
 import { nonNegative, positive, positiveInt } from '../core/validate.js';
@@ -9,6 +9,7 @@ import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } fr
 import { defaultStoreGuard, toStoreUnavailable } from './guard.js';
 import { recordId } from './scope.js';
 import type { IdempotencyScope, IdempotencyStore } from './types.js';
+import { sleep } from '../core/abort.js';
 
 export interface IdempotencyEngineOptions {
   store: IdempotencyStore;
@@ -307,7 +308,7 @@ export class IdempotencyEngine {
           const now = this.clock.now();
           if (waitUntil > now) {
             const pollMs = positive('claim.pollMs', options?.pollMs, 50);
-            await this.#sleep(Math.min(pollMs, Math.max(1, result.retryAfterMs), waitUntil - now), options?.signal);
+            await sleep(this.clock, Math.min(pollMs, Math.max(1, result.retryAfterMs), waitUntil - now), options?.signal);
             continue;
           }
           if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: 'busy' });
@@ -339,7 +340,7 @@ export class IdempotencyEngine {
           this.#end(lease, 'abandoned');
           throw failure;
         }
-        await this.#sleep(25 * 4 ** (attempt - 1));
+        await sleep(this.clock, 25 * 4 ** (attempt - 1));
       }
     }
     if (!ok) {
@@ -528,24 +529,6 @@ export class IdempotencyEngine {
         this.#schedule(lease);
       },
     );
-  }
-
-  #sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(new AbortedError(signal.reason));
-        return;
-      }
-      const onAbort = (): void => {
-        this.clock.clearTimeout(timer);
-        reject(new AbortedError(signal!.reason));
-      };
-      const timer = this.clock.setTimeout(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
   }
 }
 

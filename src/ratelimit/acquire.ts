@@ -1,6 +1,7 @@
 import type { Clock } from '../core/clock.js';
 import { AbortedError } from '../core/errors.js';
 import { RateLimitInputError, type AcquireOptions, type Decision } from './types.js';
+import { sleep } from '../core/abort.js';
 
 /**
  * Blocking acquire on top of any limiter's consume. The seed's version slept for the computed
@@ -30,25 +31,6 @@ export async function acquireFrom(
     if (!(wait > 0) || !(clock.now() + wait <= deadline)) return decision;
     await sleep(clock, wait, signal);
   }
-}
-
-/** An abortable wait on the injected clock (a listener only while waiting). */
-export function sleep(clock: Clock, ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal === undefined) {
-      clock.setTimeout(resolve, ms);
-      return;
-    }
-    const onAbort = (): void => {
-      clock.clearTimeout(timer);
-      reject(new AbortedError(signal.reason));
-    };
-    const timer = clock.setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Call-time checks shared by every store: a clear INVALID_INPUT error, never a crash or a hang. */

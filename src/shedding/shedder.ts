@@ -10,6 +10,7 @@ import { StandingQueueDetector } from './codel.js';
 import { InvalidAdmissionError } from './errors.js';
 import { redDropProbability, resolveThresholds } from './priority.js';
 import { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './signals.js';
+import { onSignalAbort } from '../core/abort.js';
 
 /** Why a request was not admitted. */
 export type ShedReason =
@@ -147,7 +148,6 @@ const QUEUE = Symbol('queue');
 type Decision = Admission | typeof QUEUE;
 
 const SHED_REASONS: readonly ShedReason[] = ['deadline', 'priority', 'red', 'capacity', 'queue-full', 'queue-timeout', 'codel', 'aborted'];
-const noop = (): void => {};
 
 /**
  * Priority load shedding for inbound work (seed 000 §7): admits or sheds each request from its
@@ -505,13 +505,7 @@ export class LoadShedder extends BasePolicy {
 }
 
 function listenAbort(source: AbortSignal | CallContext, onAbort: () => void): () => void {
-  if (source instanceof CallContext) return source.onAbort(onAbort);
-  if (source.aborted) {
-    onAbort();
-    return noop;
-  }
-  source.addEventListener('abort', onAbort, { once: true });
-  return () => source.removeEventListener('abort', onAbort);
+  return source instanceof CallContext ? source.onAbort(onAbort) : onSignalAbort(source, onAbort);
 }
 
 export function loadShedder(options: LoadShedderOptions): LoadShedder {
