@@ -72,6 +72,8 @@ test('errors carry stable codes, causes and cheap stacks for rejections', () => 
   assert.equal(open.retryAfterMs, 1500);
   assert.ok(open instanceof BulwarkError && open instanceof Error);
   assert.equal(open.name, 'CircuitOpenError');
+  assert.doesNotMatch(open.stack ?? '', /\n\s+at /, 'a rejection captures no stack frames');
+  assert.match(new RetriesExhaustedError(1, new Error('x')).stack ?? '', /\n\s+at /, 'real failures keep their stack');
   const inner = new Error('ECONNRESET');
   const exhausted = new RetriesExhaustedError(3, inner);
   assert.equal(exhausted.attempts, 3);
