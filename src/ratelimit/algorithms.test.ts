@@ -120,6 +120,7 @@ test('bad options fail at build time; bad input at call time gets INVALID_INPUT'
   assert.throws(() => new MemoryRateLimiter({ limit: 5, algorithm: 'leaky' as AlgorithmKind }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => new MemoryRateLimiter({ limit: 5, algorithm: 'fixed-window', capacity: 10 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => new MemoryRateLimiter({ limit: 5, maxKeys: 0 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new MemoryRateLimiter({ limit: 5, maxKeys: 2 ** 24 + 1 }), { code: 'INVALID_OPTIONS', message: /maxKeys must be <= 16777216/ });
   assert.throws(() => new MemoryRateLimiter({ limit: 2.5, algorithm: 'sliding-window-log' }), { code: 'INVALID_OPTIONS' });
   const limiter = new MemoryRateLimiter({ limit: 5, maxKeys: 1 });
   assert.throws(() => limiter.consume('k', -1), { code: 'INVALID_INPUT' });

@@ -122,6 +122,7 @@ test('bounded memory, no timer while idle, refund and penalty go through the syn
   await clock.advance(100);
   assert.equal(remote.balances.get('bulwark:rlh:{u}')!.tokens, 6);
   assert.throws(() => new HybridRateLimiter({ limit: 1 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new HybridRateLimiter({ limit: 1, remote, maxKeys: 2 ** 24 + 1 }), { code: 'INVALID_OPTIONS', message: /maxKeys must be <= 16777216/ });
   assert.throws(() => limiter.consume('u', -1), { code: 'INVALID_INPUT' });
 });
 

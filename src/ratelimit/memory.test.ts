@@ -114,33 +114,31 @@ test('peek does not take or track', () => {
   assert.equal(limiter.peek('x').allowed, false);
 });
 
-test('property: the key index agrees with a Map under random inserts, evictions and lookups', async () => {
+test('property: under random consumes, resets and evictions every key keeps its own state', async () => {
   const fc = (await import('fast-check')).default;
-  const { KeyIndex, hashKey } = await import('./key-index.js');
-  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('set', 'del', 'get'), fc.integer({ min: 0, max: 60 })), { maxLength: 400 }), (ops) => {
-    const keys: (string | undefined)[] = [];
-    const index = new KeyIndex(keys, 4);
-    const model = new Map<string, number>();
-    const free: number[] = [];
-    for (const [op, n] of ops) {
+  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('consume', 'consume', 'reset'), fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 3 })), { maxLength: 300 }), (ops) => {
+    // No refill (the clock never moves), so a key's remaining tokens are exactly 100 − what it consumed
+    // since it was last created, reset or evicted; a slot shared by two keys would break that.
+    const limiter = new MemoryRateLimiter({ limit: 100, intervalMs: 1000, maxKeys: 8, clock: new VirtualClock() });
+    const used = new Map<string, number>();
+    for (const [op, n, cost] of ops) {
       const key = `k${n}`;
-      const h = n % 7 === 0 ? 42 : hashKey(key); // force collisions for some keys
-      if (op === 'set' && !model.has(key)) {
-        const slot = free.pop() ?? keys.length;
-        keys[slot] = key;
-        index.insert(h, slot);
-        model.set(key, slot);
-      } else if (op === 'del' && model.has(key)) {
-        index.remove(key, h);
-        free.push(model.get(key)!);
-        keys[model.get(key)!] = undefined;
-        model.delete(key);
+      if (op === 'reset') {
+        limiter.reset(key);
+        used.delete(key);
+      } else {
+        const decision = limiter.consume(key, cost);
+        const spent = (used.get(key) ?? 0) + cost;
+        used.set(key, spent);
+        assert.equal(decision.remaining, 100 - spent);
       }
-      for (let m = 0; m <= 60; m += 3) {
-        const k = `k${m}`;
-        assert.equal(index.find(k, m % 7 === 0 ? 42 : hashKey(k)), model.get(k) ?? -1);
+      for (const [k, spent] of used) {
+        const state = limiter.inspect(k);
+        if (state === undefined) used.delete(k); // evicted: its usage is forgotten
+        else assert.equal(state[0], 100 - spent);
       }
-      assert.equal(index.size, model.size);
+      assert.equal(limiter.size, used.size);
+      assert.ok(limiter.size <= 8);
     }
   }), { numRuns: 200 });
 });
