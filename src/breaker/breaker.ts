@@ -2,7 +2,7 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState } from './snapshot.js';
@@ -197,7 +197,7 @@ export class BreakerPermit {
  * admitted in is still current, so a call that started before a trip (or before `reset()`)
  * can never be mistaken for a probe, and stale results never leak into a fresh window.
  */
-export class CircuitBreakerPolicy extends BasePolicy {
+export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   readonly kind = 'circuit-breaker';
   readonly name: string;
   readonly openMs: number;
@@ -297,6 +297,26 @@ export class CircuitBreakerPolicy extends BasePolicy {
     if (this.#state.kind === 'closed') return this.#call(context, next, this.#epoch);
     const admitted = this.#admitNotClosed();
     return typeof admitted === 'number' ? this.#call(context, next, admitted) : Promise.reject(admitted);
+  }
+
+  /**
+   * @internal Pipeline fast path (see FusablePolicy): a closed breaker that needs no call
+   * duration admits at once; the ticket is the epoch the call ran in.
+   */
+  fusedEnter(): unknown {
+    return this.#state.kind === 'closed' && !this.#timed ? this.#epoch : NOT_FUSED;
+  }
+
+  /** @internal */
+  fusedExitValue(epoch: unknown, value: unknown): void {
+    if (this.#isResultFailure === undefined || !this.#resultFails(value)) this.#settle(epoch as number, 0, SUCCESS, undefined);
+    else this.#settle(epoch as number, 0, FAILURE, value);
+  }
+
+  /** @internal */
+  fusedExitError(epoch: unknown, error: unknown, context: CallContext): undefined {
+    this.#settle(epoch as number, 0, this.#classify(error, context), error);
+    return undefined;
   }
 
   /**

@@ -9,7 +9,7 @@ import {
   InvalidOptionsError,
 } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
 import { PriorityWaitQueue, priorityIndex, type PriorityNode } from './priority-queue.js';
@@ -96,7 +96,7 @@ class Waiter extends DeadlineEntry implements PriorityNode {
  * (`active` unchanged), so a newcomer arriving in between can never take it; every way out of
  * the queue (slot, timeout, deadline, abort, eviction) removes the waiter exactly once.
  */
-export class BulkheadPolicy extends BasePolicy {
+export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
   readonly kind = 'bulkhead';
   readonly name: string | undefined;
   readonly maxConcurrent: number;
@@ -152,13 +152,33 @@ export class BulkheadPolicy extends BasePolicy {
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
     // Uncontended path: a counter and one `then`, no timer, no listener, no closure.
-    if (this.#active < this.maxConcurrent) {
-      const active = ++this.#active;
-      if (active > this.#peakActive) this.#peakActive = active;
-      this.#admitted++;
-      return this.#runHolding(context, next);
-    }
+    if (this.#tryAdmit()) return this.#runHolding(context, next);
     return this.#waitThenRun(context, next);
+  }
+
+  /** Takes a free slot, if there is one. */
+  #tryAdmit(): boolean {
+    if (this.#active >= this.maxConcurrent) return false;
+    const active = ++this.#active;
+    if (active > this.#peakActive) this.#peakActive = active;
+    this.#admitted++;
+    return true;
+  }
+
+  /** @internal Pipeline fast path (see FusablePolicy): a free slot is taken at once. */
+  fusedEnter(): unknown {
+    return this.#tryAdmit() ? undefined : NOT_FUSED;
+  }
+
+  /** @internal */
+  fusedExitValue(): void {
+    this.#release();
+  }
+
+  /** @internal */
+  fusedExitError(): undefined {
+    this.#release();
+    return undefined;
   }
 
   /** Runs `next` while holding a slot; the slot is released when the work has ended. */

@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { AbortedError, BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative } from '../core/validate.js';
 import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
@@ -79,7 +79,7 @@ export const RETRY_DEFAULTS = Object.freeze({
   maxRetryAfterMs: 60_000,
 });
 
-export class RetryPolicy extends BasePolicy {
+export class RetryPolicy extends BasePolicy implements FusablePolicy {
   readonly kind = 'retry';
   readonly name: string | undefined;
   readonly maxAttempts: number;
@@ -139,6 +139,23 @@ export class RetryPolicy extends BasePolicy {
     }
     // The common case, a first attempt that succeeds, costs one `then` and no async frame.
     return first.then(this.#firstSucceeded as (value: T) => T, (error) => this.#continue<T>(context, next, startedAt, true, error, undefined));
+  }
+
+  /** @internal Pipeline fast path: the first attempt (see FusablePolicy). The ticket is `startedAt`. */
+  fusedEnter(context: CallContext): unknown {
+    if (context.aborted || context.attempt !== 1 || this.#handleResult !== undefined) return NOT_FUSED;
+    this.budget?.recordRequest();
+    return this.maxElapsedMs === Infinity ? 0 : this.clock.now();
+  }
+
+  /** @internal */
+  fusedExitValue(_startedAt: unknown, value: unknown): void {
+    this.#firstSucceeded(value);
+  }
+
+  /** @internal The first attempt failed: the retries from here are the ordinary loop. */
+  fusedExitError(startedAt: unknown, error: unknown, context: CallContext, inner: Next<unknown>): Promise<unknown> {
+    return this.#continue(context, inner, startedAt as number, true, error, undefined);
   }
 
   readonly #firstSucceeded = (value: unknown): unknown => {
