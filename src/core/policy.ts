@@ -32,7 +32,7 @@ export interface Policy {
  * the policy's own `run`, so both paths share one implementation of every decision.
  */
 export interface FusablePolicy {
-  /** Admits the call now and returns what the exit needs, or NOT_FUSED to take `run` instead. */
+  /** Admits the call now and returns what the exit needs, or NOT_FUSED to take `run` instead. Never throws. */
   fusedEnter(context: CallContext): unknown;
   /** The work ended with `value` (bookkeeping; a throw turns the call into a failure, as in `run`). */
   fusedExitValue(ticket: unknown, value: unknown): void;
@@ -44,7 +44,7 @@ export interface FusablePolicy {
 }
 
 /** What `fusedEnter` returns when the call cannot be admitted at once. */
-export const NOT_FUSED: unique symbol = Symbol('bulwark.notNow');
+export const NOT_FUSED: unique symbol = Symbol('bulwark.notFused');
 
 function isFusable(policy: Policy): policy is Policy & FusablePolicy {
   return typeof (policy as Partial<FusablePolicy>).fusedEnter === 'function';
