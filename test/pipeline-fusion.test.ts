@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
   CallContext, VirtualClock, bulkhead, circuitBreaker, consecutive, constantBackoff, countWindow, invokeOperation,
-  pipeline, retry, ratioBudget, seededRandom, timeout, type Policy,
+  NOT_FUSED, pipeline, retry, ratioBudget, seededRandom, timeout, type Policy,
 } from '../src/index.js';
 
 /** hang: takes 100 ms unless aborted; stuck: takes 100 ms and ignores aborts (the timeout abandons it). */
@@ -120,9 +120,19 @@ test('the usual pipeline takes the fused path, and falls back per policy when on
   const [r, b, k, t] = build(['retry', 'breaker', 'bulkhead', 'timeout'], clock, log);
   const chain = pipeline(r!, b!, k!, t!);
   const bh = k as ReturnType<typeof bulkhead>;
-  // Two slow calls hold the bulkhead's two slots; a third queues (bulkhead's own run), a fourth too.
+  // Watch the bulkhead's fast-path admission: what it answers, call by call.
+  const answers: string[] = [];
+  const enter = bh.fusedEnter.bind(bh);
+  bh.fusedEnter = () => {
+    const ticket = enter();
+    answers.push(ticket === NOT_FUSED ? 'not-fused' : 'admitted');
+    return ticket;
+  };
+  // Two slow calls take the bulkhead's two slots on the fast path; the third cannot, so it goes
+  // through the bulkhead's own run and queues.
   const slow = () => new Promise<string>((resolve) => clock.setTimeout(() => resolve('slow'), 10));
   const calls = [chain.execute(slow), chain.execute(slow), chain.execute(slow)];
+  assert.deepEqual(answers, ['admitted', 'admitted', 'not-fused']);
   assert.equal(bh.active, 2);
   assert.equal(bh.queued, 1);
   await clock.advance(30);

@@ -309,8 +309,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
 
   /** @internal */
   fusedExitValue(epoch: unknown, value: unknown): void {
-    if (this.#isResultFailure === undefined || !this.#resultFails(value)) this.#settle(epoch as number, 0, SUCCESS, undefined);
-    else this.#settle(epoch as number, 0, FAILURE, value);
+    this.#settleValue(epoch as number, 0, value);
   }
 
   /** @internal */
@@ -340,8 +339,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
     // `then` rather than an async frame: the success path is the hot one.
     return work.then(
       (result) => {
-        if (this.#isResultFailure === undefined || !this.#resultFails(result)) this.#settle(epoch, start, SUCCESS, undefined);
-        else this.#settle(epoch, start, FAILURE, result);
+        this.#settleValue(epoch, start, result);
         return result;
       },
       (error) => {
@@ -349,6 +347,12 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
         throw error;
       },
     );
+  }
+
+  /** A call returned: a success, unless `isResultFailure` says the result is a failure. */
+  #settleValue(epoch: number, start: number, result: unknown): void {
+    if (this.#isResultFailure === undefined || !this.#resultFails(result)) this.#settle(epoch, start, SUCCESS, undefined);
+    else this.#settle(epoch, start, FAILURE, result);
   }
 
   /** Admission outside the closed state: the epoch to run in, or the rejection. */

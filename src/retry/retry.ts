@@ -120,9 +120,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
     if (context.aborted) return Promise.reject(asAbortError(context.abortReason));
-    this.budget?.recordRequest();
-    // Read the clock only when a limit needs it: the success path stays one branch cheaper.
-    const startedAt = this.maxElapsedMs === Infinity ? 0 : this.clock.now();
+    const startedAt = this.#begin();
     const firstContext = context.attempt === 1 ? context : context.derive({ attempt: 1 });
     let first: Promise<T>;
     try {
@@ -144,7 +142,13 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   /** @internal Pipeline fast path: the first attempt (see FusablePolicy). The ticket is `startedAt`. */
   fusedEnter(context: CallContext): unknown {
     if (context.aborted || context.attempt !== 1 || this.#handleResult !== undefined) return NOT_FUSED;
+    return this.#begin();
+  }
+
+  /** A call starts: counted by the budget; returns its start time (0 when no limit needs it). */
+  #begin(): number {
     this.budget?.recordRequest();
+    // Read the clock only when a limit needs it: the success path stays one branch cheaper.
     return this.maxElapsedMs === Infinity ? 0 : this.clock.now();
   }
 
