@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { RedisScript, clusterKey, toRedisScriptClient } from './redis-client.js';
+import { PrivateRedis, freePort } from '../../test/support/private-redis.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `test:${randomUUID()}`;
@@ -43,4 +44,52 @@ test('runs a script with EVALSHA, loading it on NOSCRIPT, with both client libra
 test('cluster keys put everything of one entity in one hash slot', () => {
   assert.equal(clusterKey('bw:rl', 'user:42', 'tokens'), 'bw:rl:{user:42}:tokens');
   assert.equal(clusterKey('bw', 'a{b}c'), 'bw:{a_b_c}');
+});
+
+test('node-redis: Bulwark keeps the client\'s command timeout on one shared timer, without the per-command AbortSignal', async () => {
+  const server = new PrivateRedis(await freePort());
+  await server.start();
+  const client = createClient({ url: server.url, commandOptions: { timeout: 150 } });
+  try {
+    await client.connect();
+    const scripts = toRedisScriptClient(client);
+    const script = new RedisScript('return ARGV[1]');
+    assert.equal(await scripts.run(script, ['k'], ['ok']), 'ok');
+    assert.equal(await scripts.setIfAbsentGet!('k', 'v', 60_000), null);
+    // Our commands create no AbortSignal.timeout (the client's own commands do: the control).
+    const timeoutSignal = AbortSignal.timeout;
+    let signals = 0;
+    AbortSignal.timeout = (ms: number) => { signals++; return timeoutSignal.call(AbortSignal, ms); };
+    try {
+      await scripts.run(script, ['k'], ['again']);
+      await scripts.setIfAbsentGet!('k', 'v', 60_000);
+      assert.equal(signals, 0);
+      await client.get('k');
+      assert.equal(signals, 1);
+    } finally {
+      AbortSignal.timeout = timeoutSignal;
+    }
+    server.freeze();
+    const started = Date.now();
+    // A hung server still fails the call after the client's 150 ms, with a stable code.
+    const results = await Promise.allSettled([scripts.run(script, ['k'], ['late']), scripts.setIfAbsentGet!('k2', 'v', 60_000)]);
+    const elapsed = Date.now() - started;
+    for (const result of results) {
+      assert.equal(result.status, 'rejected');
+      assert.equal((result as PromiseRejectedResult).reason.code, 'TIMEOUT');
+    }
+    assert.ok(elapsed >= 140 && elapsed < 2000, `timed out after ${elapsed} ms`);
+  } finally {
+    server.thaw();
+    await client.quit().catch(() => {});
+    await server.stop();
+  }
+});
+
+test('node-redis without a command timeout is used as it is', () => {
+  const client = createClient({ url, commandOptions: { timeout: undefined } });
+  const calls: string[] = [];
+  (client as unknown as { withCommandOptions: () => unknown }).withCommandOptions = () => { calls.push('proxy'); return client; };
+  toRedisScriptClient(client);
+  assert.deepEqual(calls, [], 'no proxy and no timer when the client has no timeout');
 });

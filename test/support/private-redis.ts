@@ -89,6 +89,16 @@ export class PrivateRedis {
     await exited;
   }
 
+  /** SIGSTOP: the server stays up (connections open) but answers nothing, like a hung host. */
+  freeze(): void {
+    this.#child?.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after `freeze()`: queued commands are answered. */
+  thaw(): void {
+    this.#child?.kill('SIGCONT');
+  }
+
   /** Crash and come back on the same port (and, if durable, the same data). */
   async restart(): Promise<void> {
     await this.kill();
