@@ -23,10 +23,13 @@ export function positiveInt(name: string, value: number | undefined, fallback: n
   return v;
 }
 
-/** A bound on keys kept in a Map: an integer from 1 to 2^24 (the most entries a JavaScript Map holds). */
-export function mapKeyLimit(name: string, value: number | undefined, fallback: number): number {
+/**
+ * A bound on keys one in-process limiter tracks: an integer from 1 to 2^24 (the most entries a
+ * JavaScript Map holds, which the hybrid limiter uses; the memory limiter's table keeps the same bound).
+ */
+export function keyLimit(name: string, value: number | undefined, fallback: number): number {
   const v = positiveInt(name, value, fallback);
-  if (v > 2 ** 24) throw new InvalidOptionsError(`${name} must be <= ${2 ** 24} (the most entries a Map holds), got ${v}`);
+  if (v > 2 ** 24) throw new InvalidOptionsError(`${name} must be <= ${2 ** 24} (the most keys an in-process limiter tracks), got ${v}`);
   return v;
 }
 

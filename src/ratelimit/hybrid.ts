@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
 import { InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { mapKeyLimit, positive, positiveInt } from '../core/validate.js';
+import { keyLimit, positive, positiveInt } from '../core/validate.js';
 import { toRedisScriptClient, type RedisScriptClient } from '../redis-client/redis-client.js';
 import { circuitBreaker } from '../breaker/breaker.js';
 import { consecutive } from '../breaker/strategies.js';
@@ -160,7 +160,7 @@ export class HybridRateLimiter implements RateLimiter {
     this.instances = positive('hybridRateLimiter.instances', options.instances, 1);
     this.syncIntervalMs = positive('hybridRateLimiter.syncIntervalMs', options.syncIntervalMs, 100);
     this.timeoutMs = positive('hybridRateLimiter.timeoutMs', options.timeoutMs, 20);
-    this.maxKeys = mapKeyLimit('hybridRateLimiter.maxKeys', options.maxKeys, 100_000);
+    this.maxKeys = keyLimit('hybridRateLimiter.maxKeys', options.maxKeys, 100_000);
     this.#maxBatch = positiveInt('hybridRateLimiter.maxBatch', options.maxBatch, 256);
     this.name = options.name;
     this.prefix = options.prefix ?? 'bulwark:rlh';

@@ -116,7 +116,7 @@ test('peek does not take or track', () => {
 
 test('property: under random consumes, resets and evictions every key keeps its own state', async () => {
   const fc = (await import('fast-check')).default;
-  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('consume', 'consume', 'reset'), fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 3 })), { maxLength: 300 }), (ops) => {
+  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('consume', 'consume', 'reset'), fc.integer({ min: 0, max: 12 }), fc.integer({ min: 1, max: 3 })), { maxLength: 300 }), (ops) => {
     // No refill (the clock never moves), so a key's remaining tokens are exactly 100 − what it consumed
     // since it was last created, reset or evicted; a slot shared by two keys would break that.
     const limiter = new MemoryRateLimiter({ limit: 100, intervalMs: 1000, maxKeys: 8, clock: new VirtualClock() });
@@ -141,4 +141,61 @@ test('property: under random consumes, resets and evictions every key keeps its 
       assert.ok(limiter.size <= 8);
     }
   }), { numRuns: 200 });
+});
+
+test('property: the key index agrees with a Map under random inserts, removals and lookups (with forced hash collisions)', async () => {
+  const fc = (await import('fast-check')).default;
+  const { KeyIndex, hashKey } = await import('./key-index.js');
+  fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('set', 'del', 'get'), fc.integer({ min: 0, max: 60 })), { maxLength: 400 }), (ops) => {
+    const keys: (string | undefined)[] = [];
+    const index = new KeyIndex(keys, 4);
+    const model = new Map<string, number>();
+    const free: number[] = [];
+    // Every 7th key shares one hash: long probe runs, so removal must shift entries back correctly.
+    const hashOf = (n: number) => (n % 7 === 0 ? 42 : hashKey(`k${n}`));
+    for (const [op, n] of ops) {
+      const key = `k${n}`;
+      if (op === 'set' && !model.has(key)) {
+        const slot = free.pop() ?? keys.length;
+        keys[slot] = key;
+        index.insert(hashOf(n), slot);
+        model.set(key, slot);
+      } else if (op === 'del' && model.has(key)) {
+        index.remove(key, hashOf(n));
+        free.push(model.get(key)!);
+        keys[model.get(key)!] = undefined;
+        model.delete(key);
+      }
+      for (let m = 0; m <= 60; m += 3) assert.equal(index.find(`k${m}`, hashOf(m)), model.get(`k${m}`) ?? -1);
+      assert.equal(index.size, model.size);
+    }
+  }), { numRuns: 200 });
+});
+
+test('key hashes: equal strings hash equal however they were built; sequential keys spread over the table', async () => {
+  const { hashKey } = await import('./key-index.js');
+  const built = ['user', String(42)].join(':');
+  assert.equal(hashKey(built), hashKey('user:42'));
+  assert.notEqual(hashKey('user:42'), hashKey('user:24'));
+  // 10,000 sequential keys into 16,384 buckets: no bucket holds more than a handful (a good hash gives
+  // at most ~7; 12 or more has a probability below 1e-12 for any seed).
+  const buckets = new Uint16Array(16_384);
+  for (let i = 0; i < 10_000; i++) buckets[hashKey(`ip:10.0.${i >> 8}.${i & 255}`) & 16_383]!++;
+  assert.ok(Math.max(...buckets) < 12, `largest bucket ${Math.max(...buckets)}`);
+});
+
+test('a returning key that was evicted starts fresh, even though its old slot now holds another key', () => {
+  const limiter = new MemoryRateLimiter({ limit: 100, intervalMs: 1000, maxKeys: 2, clock: new VirtualClock() });
+  limiter.consume('a');
+  limiter.consume('a'); // a came back: remembered with its slot
+  limiter.consume('b', 5);
+  limiter.consume('b', 5);
+  assert.equal(limiter.consume('c', 20).remaining, 80); // a full pass clears both marks and evicts a
+  assert.equal(limiter.inspect('a'), undefined);
+  assert.equal(limiter.consume('a').remaining, 99, 'a starts fresh, not with the state of c in its old slot');
+  // Whichever of b and c is still kept has its own state, untouched by a's call.
+  const kept = [limiter.inspect('b')?.[0], limiter.inspect('c')?.[0]].filter((tokens) => tokens !== undefined);
+  assert.equal(kept.length, 1);
+  assert.ok(kept[0] === 90 || kept[0] === 80);
+  assert.equal(limiter.stats().evictedLive, 2);
 });

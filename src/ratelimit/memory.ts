@@ -1,7 +1,8 @@
 import { systemClock, type Clock } from '../core/clock.js';
-import { mapKeyLimit } from '../core/validate.js';
+import { keyLimit } from '../core/validate.js';
 import { algorithmFor, resolveAlgorithmOptions, type KernelResult, type RateAlgorithm, type ResolvedAlgorithmOptions } from './algorithms/index.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
+import { KeyIndex, hashKey } from './key-index.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
 
 export interface MemoryRateLimiterOptions extends AlgorithmOptions {
@@ -30,19 +31,22 @@ const INITIAL_SLOTS = 1024;
 const LOOKAHEAD = 8;
 /** Live evictions to skip the look-ahead for after it found nothing. */
 const LOOKAHEAD_COOLDOWN = 32;
+/** The most returning keys remembered in the Map in front of the table (cleared when full). */
+const RECENT_KEYS = 8192;
 
 /**
  * A keyed rate limiter in process memory. Decisions are synchronous (no promise, no timer):
- * state of every key lives in one Float64Array, found through a Map from key to slot; an idle
- * key's state is brought up to date lazily when it is next used, and memory is bounded by
- * `maxKeys` with clock-sweep eviction. One instance serves millions of keys.
+ * state of every key lives in one Float64Array, indexed through an open-addressing key table
+ * (see KeyIndex: why not a Map); an idle key's state is brought up to date lazily when it is
+ * next used, and memory is bounded by `maxKeys` with clock-sweep eviction. One instance serves
+ * millions of keys.
  *
- * Why a Map and not a hash table of our own over typed arrays: a key hashed in JavaScript costs
- * `charCodeAt` per character, and that gets about 4x slower in any process that defines a
- * subclass of String, which ioredis and node-redis both do (their RESP VerbatimString), so in a
- * real service it was most of a decision (55 of 130 ns). V8 hashes the key natively, with a
- * per-process random seed (so keys an attacker picks cannot be made to collide), and caches the
- * hash in the string.
+ * Keys that come back are also remembered in a small Map (at most 8,192, cleared when full): V8
+ * hashes a key natively and caches the hash in the string, so a returning key costs one Map hit
+ * whatever its length, where the table must hash it in JavaScript every time. A hint is only
+ * trusted when its slot still holds that key (a slot is reused after an eviction or a reset), so
+ * the Map never has to be told about evictions. New keys never enter it: a flood of one-off keys
+ * costs the table's work only, with no Map churn.
  */
 export class MemoryRateLimiter implements RateLimiter {
   readonly store = 'memory' as const;
@@ -57,10 +61,14 @@ export class MemoryRateLimiter implements RateLimiter {
   /** Read on every decision: `clock`, or its cheaper twin when it is the system clock. */
   readonly #clock: Clock;
   readonly #keys: (string | undefined)[] = [];
-  /** Key → slot. */
-  readonly #index = new Map<string, number>();
+  readonly #index: KeyIndex;
   #state: Float64Array;
   #referenced: Uint8Array;
+  /** The hash of the key in each slot (eviction removes it from the index without rehashing). */
+  #hashes: Int32Array;
+  /** Returning key → its slot when last seen (a hint: checked against `#keys`). */
+  readonly #recent = new Map<string, number>();
+  readonly #recentMax: number;
   #slots = 0;
   #free: number[] = [];
   #hand = 0;
@@ -76,12 +84,15 @@ export class MemoryRateLimiter implements RateLimiter {
     this.limit = this.algorithm.limit;
     this.clock = options.clock ?? systemClock;
     this.#clock = this.clock;
-    this.maxKeys = mapKeyLimit('memoryRateLimiter.maxKeys', options.maxKeys, 100_000);
+    this.maxKeys = keyLimit('memoryRateLimiter.maxKeys', options.maxKeys, 100_000);
     this.name = options.name;
     this.#size = this.algorithm.stateSize;
     const initial = Math.min(INITIAL_SLOTS, this.maxKeys);
     this.#state = new Float64Array(initial * this.#size);
     this.#referenced = new Uint8Array(initial);
+    this.#hashes = new Int32Array(initial);
+    this.#recentMax = Math.min(RECENT_KEYS, this.maxKeys);
+    this.#index = new KeyIndex(this.#keys, initial);
     this.#scratch = new Float64Array(this.#size);
   }
 
@@ -104,7 +115,7 @@ export class MemoryRateLimiter implements RateLimiter {
     checkKey(key);
     checkCost(cost);
     const now = this.#clock.now();
-    const slot = this.#index.get(key) ?? -1;
+    const slot = this.#index.find(key, hashKey(key));
     const scratch = this.#scratch;
     if (slot === -1) this.algorithm.init(scratch, 0, now);
     else scratch.set(this.#state.subarray(slot * this.#size, (slot + 1) * this.#size));
@@ -115,8 +126,8 @@ export class MemoryRateLimiter implements RateLimiter {
   refund(key: string, cost = 1): void {
     checkKey(key);
     checkCost(cost);
-    const slot = this.#index.get(key);
-    if (slot === undefined) return; // an unknown key is already full
+    const slot = this.#index.find(key, hashKey(key));
+    if (slot === -1) return; // an unknown key is already full
     this.algorithm.adjust(this.#state, slot * this.#size, this.#clock.now(), cost);
   }
 
@@ -134,9 +145,10 @@ export class MemoryRateLimiter implements RateLimiter {
   readonly #consume = (key: string, cost: number): Decision => this.consume(key, cost);
 
   reset(key: string): void {
-    const slot = this.#index.get(key);
-    if (slot === undefined) return;
-    this.#index.delete(key);
+    const h = hashKey(key);
+    const slot = this.#index.find(key, h);
+    if (slot === -1) return;
+    this.#index.remove(key, h);
     this.#keys[slot] = undefined;
     this.#referenced[slot] = 0;
     this.#free.push(slot);
@@ -144,8 +156,8 @@ export class MemoryRateLimiter implements RateLimiter {
 
   /** A copy of a key's raw algorithm state (see the algorithm's layout), for tests and debugging. */
   inspect(key: string): number[] | undefined {
-    const slot = this.#index.get(key);
-    if (slot === undefined) return undefined;
+    const slot = this.#index.find(key, hashKey(key));
+    if (slot === -1) return undefined;
     return Array.from(this.#state.subarray(slot * this.#size, (slot + 1) * this.#size));
   }
 
@@ -167,16 +179,25 @@ export class MemoryRateLimiter implements RateLimiter {
   }
 
   #slotFor(key: string, now: number): number {
-    const known = this.#index.get(key);
-    if (known !== undefined) {
+    const hint = this.#recent.get(key);
+    if (hint !== undefined && this.#keys[hint] === key) {
+      this.#referenced[hint] = 1;
+      return hint;
+    }
+    const h = hashKey(key);
+    const known = this.#index.find(key, h);
+    if (known !== -1) {
       this.#referenced[known] = 1;
+      if (this.#recent.size >= this.#recentMax) this.#recent.clear();
+      this.#recent.set(key, known);
       return known;
     }
     // A new key starts unreferenced: it earns protection from eviction only by coming back, so
     // a flood of one-off keys (a scan, random IPs) evicts its own kind before the hot keys.
     const slot = this.#allocate(now);
     this.#keys[slot] = key;
-    this.#index.set(key, slot);
+    this.#hashes[slot] = h;
+    this.#index.insert(h, slot);
     this.algorithm.init(this.#state, slot * this.#size, now);
     return slot;
   }
@@ -189,7 +210,7 @@ export class MemoryRateLimiter implements RateLimiter {
       return this.#slots++;
     }
     const victim = this.#sweep(now);
-    this.#index.delete(this.#keys[victim]!);
+    this.#index.remove(this.#keys[victim]!, this.#hashes[victim]!);
     this.#referenced[victim] = 0;
     return victim;
   }
@@ -246,6 +267,9 @@ export class MemoryRateLimiter implements RateLimiter {
     const referenced = new Uint8Array(slots);
     referenced.set(this.#referenced);
     this.#referenced = referenced;
+    const hashes = new Int32Array(slots);
+    hashes.set(this.#hashes);
+    this.#hashes = hashes;
   }
 }
 
