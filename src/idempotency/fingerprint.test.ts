@@ -104,6 +104,8 @@ test('Idempotency-Key validation: 1..255 visible ASCII, quoted form accepted', (
   assert.equal(problem('abc\ndef'), 'invalid-characters');
   assert.equal(problem('has space'), 'invalid-characters');
   assert.equal(problem('caf\u00e9'), 'invalid-characters');
+  assert.equal(problem('del\u007f'), 'invalid-characters');
+  assert.equal(problem('trailing\n'), 'invalid-characters');
   assert.equal(problem(['a', 'b']), 'multiple');
   assert.equal(problem('"bad\\escape"'), 'invalid-characters');
 });
