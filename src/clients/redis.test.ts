@@ -59,6 +59,22 @@ test('node-redis: the same guard, detected by shape', async () => {
   assert.ok(guardRedis(new Redis({ lazyConnect: true })).warnings.some((w) => /enableOfflineQueue/.test(w)), 'risky ioredis defaults are reported');
 });
 
+test('node-redis: command() skips the client\'s own per-command timer when the guard\'s timeout is shorter, keeps it when it is not', async () => {
+  const timeoutSignal = AbortSignal.timeout;
+  let timers = 0;
+  AbortSignal.timeout = (ms: number) => { timers++; return timeoutSignal.call(AbortSignal, ms); };
+  try {
+    // The client's default (5 s in node-redis v6) can never fire before a 500 ms guard.
+    assert.equal(await guardRedis(nodeRedis, { timeoutMs: 500 }).command('PING'), 'PONG');
+    assert.equal(timers, 0);
+    // A guard of 10 s would leave the 5 s client timeout as the tighter bound: it stays.
+    assert.equal(await guardRedis(nodeRedis, { timeoutMs: 10_000 }).command('PING'), 'PONG');
+    assert.equal(timers, 1);
+  } finally {
+    AbortSignal.timeout = timeoutSignal;
+  }
+});
+
 test('a reply error (WRONGTYPE) is the caller\'s fault: not a breaker failure, not retried even when safe', async () => {
   const cache = guardRedis(io, { name: 'typed', timeoutMs: 500, random: seededRandom(2) });
   let retries = 0;

@@ -59,8 +59,10 @@ interface IoRedisShape {
 interface NodeRedisShape {
   isOpen: boolean;
   isReady?: boolean;
-  sendCommand(args: readonly RedisArgument[], options?: { abortSignal?: AbortSignal }): Promise<unknown>;
+  sendCommand(args: readonly RedisArgument[], options?: { abortSignal?: AbortSignal; timeout?: number }): Promise<unknown>;
   options?: { disableOfflineQueue?: boolean; socket?: { connectTimeout?: number } };
+  /** node-redis >= 5: the per-command options every command gets (a 5 s `timeout` by default in v6). */
+  _commandOptions?: { timeout?: unknown };
 }
 
 /** Which client library `client` comes from, by shape. */
@@ -85,6 +87,12 @@ export class GuardedRedis<C extends object> {
   /** Client settings that let abandoned or offline commands linger (also in `describe()`). */
   readonly warnings: readonly string[];
   readonly #guard: Guard;
+  /**
+   * node-redis (v5+) gives every command its own `AbortSignal.timeout` (~10 µs of CPU each).
+   * When that timeout is no shorter than the guard's, the guard always answers first, so
+   * `command()` turns it off for its commands.
+   */
+  readonly #clientTimerRedundant: boolean;
   #abandoned = 0;
 
   constructor(client: C, options: GuardRedisOptions = {}) {
@@ -106,6 +114,8 @@ export class GuardedRedis<C extends object> {
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
     this.warnings = clientWarnings(client, this.flavour, this.#guard.timeoutMs);
+    const clientTimeout = this.flavour === 'node-redis' ? (client as unknown as NodeRedisShape)._commandOptions?.timeout : undefined;
+    this.#clientTimerRedundant = typeof clientTimeout === 'number' && clientTimeout >= this.#guard.timeoutMs;
     this.timeout.onTimeout((event) => {
       if (event.abandoned) this.#abandoned++;
     });
@@ -141,7 +151,11 @@ export class GuardedRedis<C extends object> {
       return pipeline.execute(() => client.call(command, ...args) as Promise<T>, options);
     }
     const client = this.client as unknown as NodeRedisShape;
-    return pipeline.execute((ctx) => client.sendCommand([command, ...args], { abortSignal: ctx.signal }) as Promise<T>, options);
+    const noTimer = this.#clientTimerRedundant;
+    return pipeline.execute(
+      (ctx) => client.sendCommand([command, ...args], noTimer ? { abortSignal: ctx.signal, timeout: undefined } : { abortSignal: ctx.signal }) as Promise<T>,
+      options,
+    );
   }
 
   stats(): GuardedRedisStats {
