@@ -26,17 +26,17 @@ export function recordId(scope: IdempotencyScope): string {
 export const DEFAULT_MAX_KEY_LENGTH = 255;
 
 /**
- * Reads an Idempotency-Key header value: 1..maxLength visible ASCII characters (0x21-0x7E).
- * The IETF draft sends the key as a Structured Field string (`"abc"`); the quoted form is
- * accepted and unquoted, so `abc` and `"abc"` are the same key. Returns undefined when the
- * header is absent; throws IdempotencyKeyInvalidError (400) when it is present but invalid.
- */
-/**
  * A regular expression rather than a `charCodeAt` loop: native, and not slowed down by the
  * String subclass that Redis clients declare (see ratelimit/key-index.ts).
  */
 const VISIBLE_ASCII = /^[\x21-\x7e]*$/;
 
+/**
+ * Reads an Idempotency-Key header value: 1..maxLength visible ASCII characters (0x21-0x7E).
+ * The IETF draft sends the key as a Structured Field string (`"abc"`); the quoted form is
+ * accepted and unquoted, so `abc` and `"abc"` are the same key. Returns undefined when the
+ * header is absent; throws IdempotencyKeyInvalidError (400) when it is present but invalid.
+ */
 export function parseIdempotencyKey(value: string | readonly string[] | undefined, maxLength = DEFAULT_MAX_KEY_LENGTH): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') {

@@ -13,9 +13,9 @@ import type {
  * record (busy, or a takeover) does the claim run the CLAIM script, which decides on the server
  * clock. Every write that needs ownership (complete, release, renew, steps, takeover) is a Lua
  * script fenced by the owner token. Lease times come from the Redis server, so worker clocks
- * never decide whether a lease has expired (the completion time, only ever reported, is the
- * completing worker's estimate of the server clock), and the lease expiry stored in the record is the only one
- * (the key's own TTL is the record TTL, always at least the lease).
+ * never decide whether a lease has expired, and the lease expiry stored in the record is the
+ * only one (the key's own TTL is the record TTL, always at least the lease). The completion
+ * time, which is only ever reported, is the completing worker's estimate of the server clock.
  * A first request costs 2 round trips (claim, complete), a replay 1, a busy claim 2.
  * Requires Redis >= 6.0; before 7.0 (or with a custom client without `setIfAbsentGet`) every
  * claim is the CLAIM script.
