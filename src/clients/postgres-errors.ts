@@ -71,6 +71,18 @@ export function isPostgresFailure(error: unknown): boolean {
   return isConnectionLoss(error);
 }
 
+/**
+ * The session behind the connection is gone (its backend was terminated, the server is shutting
+ * down or restarting, or the socket broke): the connection must be discarded, not returned to
+ * the pool, or the next checkout gets a dead connection. pg notices on its own only when the
+ * socket's close is processed, which under load can come after that next checkout.
+ */
+export function isConnectionFatal(error: unknown): boolean {
+  const state = sqlStateOf(error);
+  if (state !== undefined) return state.startsWith('08') || state === '57P01' || state === '57P02' || state === '57P03';
+  return isConnectionLoss(error);
+}
+
 /** The retry classification for safe PostgreSQL operations. Constraint and syntax errors are never retried. */
 export function isPostgresTransient(error: unknown): boolean {
   if (isBulwarkTimeout(error)) return true;

@@ -274,3 +274,23 @@ test('the CancelRequest packet: length, code 80877102, process id, secret key (4
   assert.equal(long.readInt32BE(0), 44);
   assert.deepEqual([...long.subarray(12)], Array.from({ length: 32 }, (_, i) => i));
 });
+
+test('a connection whose session is gone (57P01, 08xxx, a broken socket) is discarded, not returned to the pool', async () => {
+  const errors: Record<string, Error> = {
+    admin: pgError('57P01', 'terminating connection due to administrator command'),
+    link: pgError('08006'),
+    socket: new Error('Connection terminated unexpectedly'),
+    duplicate: pgError('23505'),
+    syntax: pgError('42601'),
+  };
+  const pool = fakePool(async (text) => { throw errors[text]!; });
+  const db = guardPool(pool, { retry: false });
+  for (const text of Object.keys(errors)) await assert.rejects(db.query(text));
+  assert.deepEqual(pool.clients.map((c) => [c.statements[0], c.releases]), [
+    ['admin', [true]],
+    ['link', [true]],
+    ['socket', [true]],
+    ['duplicate', [undefined]],
+    ['syntax', [undefined]],
+  ]);
+});

@@ -20,7 +20,7 @@ import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
 import { buildGuard, describeGuard, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
 import { sendCancelRequest } from './pg-cancel.js';
-import { isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
+import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
 export { isPostgresFailure, isPostgresTransient, sqlStateOf, TRANSIENT_SQLSTATES } from './postgres-errors.js';
 export { sendCancelRequest, type CancelTarget } from './pg-cancel.js';
@@ -291,7 +291,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
       }
       lease.phase = 'done';
       if (lease.backstop !== undefined) ctx.clock.clearTimeout(lease.backstop);
-      this.#release(lease, lease.cancelled || leftInTransaction(client));
+      this.#release(lease, lease.cancelled || leftInTransaction(client) || (failed && isConnectionFatal(error)));
       if (!failed) return result;
       throw this.#errorAfter(ctx, error);
     } finally {
