@@ -21,6 +21,7 @@ import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
 import { buildGuard, describeGuard, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
 import { isRedisFailure, isRedisTransient, READ_ONLY_COMMANDS } from './redis-errors.js';
+import { nodeRedisCommandTimeout } from '../redis-client/redis-client.js';
 
 export { isRedisFailure, isRedisTransient, redisReplyOf, READ_ONLY_COMMANDS } from './redis-errors.js';
 export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './guard.js';
@@ -61,8 +62,6 @@ interface NodeRedisShape {
   isReady?: boolean;
   sendCommand(args: readonly RedisArgument[], options?: { abortSignal?: AbortSignal; timeout?: number }): Promise<unknown>;
   options?: { disableOfflineQueue?: boolean; socket?: { connectTimeout?: number } };
-  /** node-redis >= 5: the per-command options every command gets (a 5 s `timeout` by default in v6). */
-  _commandOptions?: { timeout?: unknown };
 }
 
 /** Which client library `client` comes from, by shape. */
@@ -114,8 +113,8 @@ export class GuardedRedis<C extends object> {
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
     this.warnings = clientWarnings(client, this.flavour, this.#guard.timeoutMs);
-    const clientTimeout = this.flavour === 'node-redis' ? (client as unknown as NodeRedisShape)._commandOptions?.timeout : undefined;
-    this.#clientTimerRedundant = typeof clientTimeout === 'number' && clientTimeout >= this.#guard.timeoutMs;
+    const clientTimeout = this.flavour === 'node-redis' ? nodeRedisCommandTimeout(client) : undefined;
+    this.#clientTimerRedundant = clientTimeout !== undefined && clientTimeout >= this.#guard.timeoutMs;
     this.timeout.onTimeout((event) => {
       if (event.abandoned) this.#abandoned++;
     });

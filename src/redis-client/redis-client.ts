@@ -38,8 +38,6 @@ interface NodeRedisLike {
   eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
   /** node-redis >= 5: a proxy of the client with other per-command options. */
   withCommandOptions?(options: { timeout: undefined }): NodeRedisLike;
-  /** node-redis >= 5: the client's per-command options (timeout default 5000 ms in v6). */
-  _commandOptions?: { timeout?: unknown };
 }
 
 /** Wraps an ioredis `Redis`/`Cluster` or a node-redis client (or anything already a RedisScriptClient). */
@@ -95,9 +93,19 @@ export function toRedisScriptClient(client: unknown): RedisScriptClient {
  * a timeout, or of a version without `withCommandOptions`, is used as it is.
  */
 function withCheapCommandTimeout(client: NodeRedisLike): { c: NodeRedisLike; bound: TimeoutPolicy | undefined } {
-  const ms = client._commandOptions?.timeout;
-  if (typeof ms !== 'number' || !(ms > 0) || typeof client.withCommandOptions !== 'function') return { c: client, bound: undefined };
+  const ms = nodeRedisCommandTimeout(client);
+  if (ms === undefined || typeof client.withCommandOptions !== 'function') return { c: client, bound: undefined };
   return { c: client.withCommandOptions({ timeout: undefined }), bound: timeout({ ms, graceMs: 0, name: 'redis-command' }) };
+}
+
+/**
+ * The per-command timeout a node-redis (v5+) client applies to every command with its own
+ * `AbortSignal.timeout` (5000 ms by default in v6), or undefined when it applies none. Read from
+ * the client's `_commandOptions`, where node-redis merges its default with the user's options.
+ */
+export function nodeRedisCommandTimeout(client: unknown): number | undefined {
+  const ms = (client as { _commandOptions?: { timeout?: unknown } } | null)?._commandOptions?.timeout;
+  return typeof ms === 'number' && ms > 0 ? ms : undefined;
 }
 
 function nullableString(reply: unknown): string | null {
