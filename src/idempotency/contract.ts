@@ -11,7 +11,7 @@ import type { Clock } from '../core/clock.js';
 import { decodeResponse, encodeResponse } from './codec.js';
 import { IdempotencyEngine } from './engine.js';
 import { IdempotencyHttp, type IdempotencyHttpResponse, type IdempotentRequest } from './http.js';
-import type { ClaimInput, ClaimResult, IdempotencyStore } from './types.js';
+import type { ClaimInput, ClaimResult, IdempotencyStore, StoredRecord } from './types.js';
 
 export interface ContractHarness {
   store: IdempotencyStore;
@@ -162,8 +162,35 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
       assert.equal(inProgress?.owner, owner);
       await h.store.complete({ id: key, owner, response: response('x'), ttlMs: 60_000 });
       const done = await h.store.inspect(key);
-      assert.equal(done?.state, 'completed');
+      assert.deepEqual(pick(done, 'state', 'owner', 'fence', 'fingerprint', 'steps'), { state: 'completed', owner, fence: 1, fingerprint: 'fp-a', steps: {} });
       assert.equal(done?.state === 'completed' && decodeResponse(done.response).body, 'x');
+    });
+
+    test('a completion keeps the record\'s own fields: after a renewal, after steps, after a takeover', async () => {
+      const renewed = id();
+      const a = randomUUID();
+      await h.store.claim(claimInput(renewed, { owner: a }));
+      assert.equal(await h.store.renew({ id: renewed, owner: a, leaseMs: h.leaseMs }), true);
+      assert.equal(await h.store.complete({ id: renewed, owner: a, response: response('renewed'), ttlMs: 60_000 }), true);
+      assert.deepEqual(pick(await h.store.inspect(renewed), 'state', 'owner', 'fence', 'fingerprint', 'steps'), { state: 'completed', owner: a, fence: 1, fingerprint: 'fp-a', steps: {} });
+
+      const stepped = id();
+      const b = randomUUID();
+      await h.store.claim(claimInput(stepped, { owner: b }));
+      assert.equal(await h.store.saveStep({ id: stepped, owner: b, name: 'reserve', value: '{"v":1}' }), true);
+      assert.equal(await h.store.release({ id: stepped, owner: b }), true);
+      const c = randomUUID();
+      const retry = await h.store.claim(claimInput(stepped, { owner: c }));
+      assert.deepEqual(pick(retry, 'kind', 'fence'), { kind: 'acquired', fence: 2 });
+      assert.equal(await h.store.saveStep({ id: stepped, owner: c, name: 'charge', value: '{"v":2}' }), true);
+      assert.equal(await h.store.complete({ id: stepped, owner: c, response: response('stepped'), ttlMs: 60_000 }), true);
+      const done = await h.store.inspect(stepped);
+      assert.deepEqual(pick(done, 'state', 'owner', 'fence', 'fingerprint', 'steps'), {
+        state: 'completed', owner: c, fence: 2, fingerprint: 'fp-a', steps: { reserve: '{"v":1}', charge: '{"v":2}' },
+      });
+      assert.equal(done?.state === 'completed' && decodeResponse(done.response).body, 'stepped');
+      const replay = await h.store.claim(claimInput(stepped));
+      assert.equal(replay.kind === 'completed' && decodeResponse(replay.response).body, 'stepped');
     });
 
     // ---- the same scenarios end to end, through the engine and the HTTP semantics ----------
@@ -301,8 +328,8 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
   });
 }
 
-function pick(result: ClaimResult, ...keys: string[]): Record<string, unknown> {
+function pick(result: ClaimResult | StoredRecord | undefined, ...keys: string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const k of keys) out[k] = (result as Record<string, unknown>)[k];
+  for (const k of keys) out[k] = (result as Record<string, unknown> | undefined)?.[k];
   return out;
 }

@@ -116,6 +116,20 @@ test('redis: fingerprints and owner tokens with newlines are stored safely (hash
   assert.deepEqual(replay.kind === 'completed' && replay.response, 'line1\nline2');
 });
 
+test('redis: non-ASCII fingerprints and owners keep the response intact, with and without steps', async () => {
+  await connect();
+  const store = new RedisIdempotencyStore({ client: ioredis, prefix: `${prefix}:utf8` });
+  for (const steps of [false, true]) {
+    const id = `p:POST:%2Fx:utf8-${steps}`;
+    const claim = { id, fingerprint: 'fp-ü-€', owner: 'owner-ø', leaseMs: 60_000, ttlMs: 60_000 };
+    assert.equal((await store.claim(claim)).kind, 'acquired');
+    if (steps) assert.equal(await store.saveStep({ id, owner: 'owner-ø', name: 'a', value: '{}' }), true);
+    assert.equal(await store.complete({ id, owner: 'owner-ø', response: 'réponse ✓', ttlMs: 60_000 }), true);
+    const replay = await store.claim({ ...claim, owner: 'other' });
+    assert.deepEqual(replay.kind === 'completed' && replay.response, 'réponse ✓');
+  }
+});
+
 test('redis: lease expiry is judged by the Redis server clock, not the worker clock', async () => {
   await connect();
   // A worker whose clock runs an hour fast must not see a live lease as expired.
