@@ -78,10 +78,10 @@ export function vegasUpdate(state: VegasState, sample: LimitSample, s: VegasSett
   const probeCount = state.probeCount + 1;
   if (state.probeJitter * s.probeMultiplier * state.estimate <= probeCount) {
     // Probe: take this RTT as the new no-load baseline and start a new probe period.
-    return { ...state, rttNoLoadMs: rtt, probeCount: 0, probeJitter: probeJitter(s.random) };
+    return probed(state, rtt, 0, probeJitter(s.random));
   }
   if (state.rttNoLoadMs === 0 || rtt < state.rttNoLoadMs) {
-    return { ...state, rttNoLoadMs: rtt, probeCount };
+    return probed(state, rtt, probeCount, state.probeJitter);
   }
 
   const estimate = state.estimate;
@@ -90,17 +90,26 @@ export function vegasUpdate(state: VegasState, sample: LimitSample, s: VegasSett
   if (sample.dropped) {
     next = s.decrease(estimate);
   } else if (sample.inflight * 2 < estimate) {
-    return { ...state, probeCount }; // app-limited: no evidence the limit is too low
+    return probed(state, state.rttNoLoadMs, probeCount, state.probeJitter); // app-limited: no evidence the limit is too low
   } else {
     const queue = Math.ceil(estimate * (1 - state.rttNoLoadMs / rtt));
     if (queue <= s.threshold(current)) next = estimate + s.beta(current);
     else if (queue < s.alpha(current)) next = s.increase(estimate);
     else if (queue > s.beta(current)) next = s.decrease(estimate);
-    else return { ...state, probeCount };
+    else return probed(state, state.rttNoLoadMs, probeCount, state.probeJitter);
   }
   next = clamp(next, s.minLimit, s.maxLimit);
   next = (1 - s.smoothing) * estimate + s.smoothing * next;
   return { limit: Math.max(s.minLimit, Math.floor(next)), estimate: next, rttNoLoadMs: state.rttNoLoadMs, probeCount, probeJitter: state.probeJitter };
+}
+
+/**
+ * The same limit with new probe bookkeeping. Spelled out, not `{ ...state, probeCount }`: in
+ * Node 20 a spread followed by more properties takes V8's generic copy path (~0.6 µs against
+ * ~20 ns), and this runs once per sample.
+ */
+function probed(state: VegasState, rttNoLoadMs: number, probeCount: number, jitter: number): VegasState {
+  return { limit: state.limit, estimate: state.estimate, rttNoLoadMs, probeCount, probeJitter: jitter };
 }
 
 function probeJitter(random: Random): number {

@@ -128,7 +128,9 @@ function normalizeHeaders(raw: object): Record<string, string | string[]> {
 /** Response headers as sent, from `getHeaders()` plus anything given to `writeHead`. */
 function sentHeaders(res: ServerResponse, capture: ResponseCapture): Record<string, string | string[]> {
   if (capture.finalHeaders) return capture.finalHeaders;
-  return { ...normalizeHeaders(res.getHeaders() as OutgoingHttpHeaders), ...capture.headHeaders };
+  // Added to the fresh object, not `{ ...a, ...b }`: in Node 20 that takes V8's generic copy
+  // path (~0.6 µs), once per response.
+  return Object.assign(normalizeHeaders(res.getHeaders() as OutgoingHttpHeaders), capture.headHeaders);
 }
 
 /** The outcome of a closed response. */

@@ -1,5 +1,5 @@
 import { BulwarkError, type ErrorCode } from '../../core/errors.js';
-import { formatRetryAfter, rateLimitHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
+import { formatRetryAfter, rateLimitedHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
 import { NO_RETRY_HEADER } from '../../retry/classify.js';
 
 /** What a server answers instead of running the handler (a rejection, a health report, a replay). */
@@ -171,7 +171,7 @@ export function rateLimitedResponse(retryAfterMs: number, info?: RateLimitInfo, 
     title: 'Too many requests',
     detail: `Rate limit exceeded; retry after ${formatRetryAfter(retryAfterMs)} s.`,
     code: 'RATE_LIMITED',
-    headers: { ...(info ? rateLimitHeaders(info, format) : {}), 'retry-after': formatRetryAfter(retryAfterMs) },
+    headers: info ? rateLimitedHeaders(info, retryAfterMs, format) : { 'retry-after': formatRetryAfter(retryAfterMs) },
   });
 }
 
