@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
+import { systemClock, type Clock } from '../core/clock.js';
 import { BulwarkError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { Policy } from '../core/policy.js';
@@ -10,6 +10,7 @@ import { defaultStoreGuard, toStoreUnavailable } from './guard.js';
 import { recordId } from './scope.js';
 import type { IdempotencyScope, IdempotencyStore } from './types.js';
 import { sleep } from '../core/abort.js';
+import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
 
 export interface IdempotencyEngineOptions {
   store: IdempotencyStore;
@@ -115,8 +116,8 @@ export class Lease {
   readonly takeover: boolean;
   readonly leaseMs: number;
   readonly ttlMs: number;
-  /** @internal renewal bookkeeping */
-  renewAt = 0;
+  /** @internal its place in the engine's renewal queue */
+  renewal: Renewal | undefined;
   /** @internal local time of the last successful claim/renewal */
   renewedAt: number;
   #status: LeaseStatus = 'active';
@@ -218,6 +219,13 @@ export class Lease {
   }
 }
 
+/** A lease's entry in the renewal queue. */
+class Renewal extends DeadlineEntry {
+  constructor(deadline: number, onExpire: (entry: DeadlineEntry) => void, readonly lease: Lease) {
+    super(deadline, onExpire);
+  }
+}
+
 /**
  * The framework-neutral idempotency engine: claim a key, run once, complete (or release), and
  * replay for duplicates. HTTP semantics live in `http.ts`; stores in `stores/`.
@@ -231,9 +239,8 @@ export class IdempotencyEngine {
   readonly #guard: Policy | undefined;
   readonly #completeAttempts: number;
   readonly #newOwner: () => string;
-  readonly #renewing = new Set<Lease>();
-  #timer: TimerHandle | undefined;
-  #timerAt = Infinity;
+  /** Active leases in renewal order, one timer for all (an intrusive list: no per-request Set entry). */
+  readonly #renewals: DeadlineQueue;
 
   readonly #onClaim = new EventEmitter<ClaimEvent>();
   readonly #onLeaseLost = new EventEmitter<LeaseLostEvent>();
@@ -250,6 +257,7 @@ export class IdempotencyEngine {
     if (!store || typeof store.claim !== 'function') throw new InvalidOptionsError('idempotency: options.store must be an IdempotencyStore');
     this.store = store;
     this.clock = options.clock ?? systemClock;
+    this.#renewals = new DeadlineQueue(this.clock);
     this.leaseMs = positive('idempotency.leaseMs', options.leaseMs, 30_000);
     this.ttlMs = positive('idempotency.ttlMs', options.ttlMs, 86_400_000);
     if (options.renewEveryMs === false) {
@@ -269,7 +277,7 @@ export class IdempotencyEngine {
 
   /** Leases currently renewed in the background (in-flight handlers). */
   get inFlight(): number {
-    return this.#renewing.size;
+    return this.#renewals.size;
   }
 
   /**
@@ -458,15 +466,13 @@ export class IdempotencyEngine {
 
   #lost(lease: Lease, operation: LeaseLostEvent['operation']): void {
     lease.setStatus('lost', operation);
-    this.#renewing.delete(lease);
+    if (lease.renewal !== undefined) this.#renewals.remove(lease.renewal);
     if (this.#onLeaseLost.active) this.#onLeaseLost.emit({ id: lease.id, operation });
   }
 
   #end(lease: Lease, status: LeaseStatus): void {
     lease.setStatus(status);
-    this.#renewing.delete(lease);
-    // The shared timer is left alone: it is unref'd and simply finds nothing to do, which is
-    // cheaper than clearing and re-arming it for every request.
+    if (lease.renewal !== undefined) this.#renewals.remove(lease.renewal);
   }
 
   /** @internal marks a lease completed by a store-specific path (a database transaction). */
@@ -480,32 +486,14 @@ export class IdempotencyEngine {
   }
 
   #schedule(lease: Lease): void {
-    lease.renewAt = this.clock.now() + (this.renewEveryMs as number);
-    this.#renewing.add(lease);
-    if (lease.renewAt < this.#timerAt) this.#arm(lease.renewAt);
+    const at = this.clock.now() + (this.renewEveryMs as number);
+    if (lease.renewal === undefined) lease.renewal = new Renewal(at, this.#renewDue, lease);
+    else lease.renewal.deadline = at;
+    this.#renewals.add(lease.renewal);
   }
 
-  #arm(at: number): void {
-    if (this.#timer !== undefined) this.clock.clearTimeout(this.#timer);
-    this.#timerAt = at;
-    this.#timer = unrefTimer(this.clock.setTimeout(this.#tick, Math.max(0, at - this.clock.now())));
-  }
-
-  /** One timer renews every due lease (O(in-flight) per tick, once per renewEveryMs). */
-  readonly #tick = (): void => {
-    this.#timer = undefined;
-    this.#timerAt = Infinity;
-    const now = this.clock.now();
-    let next = Infinity;
-    for (const lease of this.#renewing) {
-      if (lease.renewAt <= now) {
-        this.#renewing.delete(lease);
-        this.#renewInBackground(lease);
-      } else if (lease.renewAt < next) {
-        next = lease.renewAt;
-      }
-    }
-    if (next !== Infinity) this.#arm(Math.max(next, now + 1));
+  readonly #renewDue = (entry: DeadlineEntry): void => {
+    this.#renewInBackground((entry as Renewal).lease);
   };
 
   #renewInBackground(lease: Lease): void {
