@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { canonicalJson, fingerprintRequest, fingerprintStream } from './fingerprint.js';
+import { canonicalJson, fingerprintRequest, fingerprintStream, sortKeys } from './fingerprint.js';
 import { parseIdempotencyKey, recordId } from './scope.js';
 
 /** Rebuilds an object with its keys in another order (recursively). */
@@ -25,6 +25,33 @@ test('JSON key order does not matter; canonical JSON is JSON and means the same 
   assert.equal(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1, y: undefined } }), '{"a":[true,null,"x"],"b":1,"c":{"z":1}}');
   assert.equal(canonicalJson({ b: 1, 10: 2, 2: 3, a: 0 }), canonicalJson({ a: 0, 2: 3, b: 1, 10: 2 }), 'integer-like keys too');
   assert.equal(canonicalJson({ d: new Date(0), f: () => 1, arr: [undefined, () => 1] }), '{"arr":[null,null],"d":"1970-01-01T00:00:00.000Z"}');
+});
+
+test('canonical JSON is the same text as the replacer-only path, for any value', () => {
+  const reference = (value: unknown): string | Error => {
+    try {
+      return JSON.stringify(value, sortKeys) ?? 'null';
+    } catch (error) {
+      return error as Error;
+    }
+  };
+  const anything = fc.anything({
+    withBoxedValues: true, withDate: true, withMap: true, withSet: true, withTypedArray: true,
+    withNullPrototype: true, withSparseArray: true, withObjectString: true, maxDepth: 4,
+  });
+  const withToJSON = fc.record({ a: anything, b: fc.constant({ toJSON: () => ({ z: 1, y: 2 }) }) });
+  fc.assert(fc.property(fc.oneof(anything, withToJSON, fc.jsonValue()), (value) => {
+    const expected = reference(value);
+    if (expected instanceof Error) assert.throws(() => canonicalJson(value), { code: 'INVALID_INPUT' });
+    else assert.equal(canonicalJson(value), expected);
+  }), { numRuns: 3000, seed: 20261203 });
+  // Already in order: the value is serialized as it is; out of order anywhere: copies only there.
+  const nested = { a: 1, b: { d: 1, c: [{ f: 1, e: 2 }] }, z: [3, { y: 1, x: 2 }] };
+  assert.equal(canonicalJson(nested), '{"a":1,"b":{"c":[{"e":2,"f":1}],"d":1},"z":[3,{"x":2,"y":1}]}');
+  assert.deepEqual(nested, { a: 1, b: { d: 1, c: [{ f: 1, e: 2 }] }, z: [3, { y: 1, x: 2 }] }, 'the body itself is not touched');
+  let deep: unknown = { b: 1, a: 2 };
+  for (let i = 0; i < 100; i++) deep = { k: deep };
+  assert.equal(canonicalJson(deep), reference(deep), 'past 64 levels the replacer path takes over');
 });
 
 test('a "__proto__" key is part of the fingerprint like any other key', () => {

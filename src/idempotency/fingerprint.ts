@@ -94,18 +94,68 @@ export async function fingerprintStream(
  * undefined/functions skipped in objects and null in arrays, non-finite numbers null).
  * Cycles, BigInt and absurd nesting fail with INVALID_INPUT.
  *
- * This uses the native serializer (about 2x faster than walking the value in JavaScript): a
- * parsed body is already in memory, and its canonical text is produced once and hashed once.
+ * The native serializer writes the text. A JavaScript pass first puts keys in order, copying
+ * only the objects that are not (most parsed bodies need few or no copies); the serializer then
+ * runs without a replacer, which costs a native-to-JavaScript call per value (~1.1 µs for a
+ * four-field body against ~0.4 µs this way). Values with toJSON (the serializer would replace
+ * them first) and deep nesting take the replacer path, which gives the same text.
  */
 export function canonicalJson(value: unknown): string {
   try {
-    return JSON.stringify(value, sortKeys) ?? 'null';
+    const ordered = inKeyOrder(value, 0);
+    return (ordered === REPLACER ? JSON.stringify(value, sortKeys) : JSON.stringify(ordered)) ?? 'null';
   } catch (error) {
     throw new BulwarkError('INVALID_INPUT', `fingerprint: the body cannot be serialized as JSON: ${(error as Error).message}`, { cause: error });
   }
 }
 
-function sortKeys(this: unknown, _key: string, value: unknown): unknown {
+/** Returned by `inKeyOrder` for values only the replacer path handles. */
+const REPLACER = Symbol('replacer');
+
+/**
+ * `value` with every object's keys in sorted order: the value itself where it already is,
+ * shallow copies (no prototype, as `sortKeys` makes) only where something changed. Arrays keep
+ * their holes (the serializer writes null, as it would anyway).
+ */
+function inKeyOrder(value: unknown, depth: number): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (depth > 64 || typeof (value as { toJSON?: unknown }).toJSON === 'function') return REPLACER;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const item: unknown = value[i];
+      const ordered = inKeyOrder(item, depth + 1);
+      if (ordered === REPLACER) return REPLACER;
+      if (ordered !== item) (copy ??= value.slice())[i] = ordered;
+    }
+    return copy ?? value;
+  }
+  const keys = Object.keys(value);
+  let copy: Record<string, unknown> | undefined;
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys.sort();
+      copy = Object.create(null) as Record<string, unknown>;
+      break;
+    }
+  }
+  const source = value as Record<string, unknown>;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    const item = source[key];
+    const ordered = inKeyOrder(item, depth + 1);
+    if (ordered === REPLACER) return REPLACER;
+    if (copy === undefined && ordered !== item) {
+      copy = Object.create(null) as Record<string, unknown>;
+      for (let j = 0; j < i; j++) copy[keys[j]!] = source[keys[j]!];
+    }
+    if (copy !== undefined) copy[key] = ordered;
+  }
+  return copy ?? value;
+}
+
+/** The replacer path's sorting (and the reference the JavaScript pass must agree with). */
+export function sortKeys(this: unknown, _key: string, value: unknown): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
   const keys = Object.keys(value);
   let sorted = true;
