@@ -150,10 +150,11 @@ function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, i
 
 /**
  * The machine is shared and its load drifts, so implementations that are compared are measured
- * in interleaved blocks (A, B, A, B, ...) and each reports its median block.
+ * in many short interleaved blocks, in alternating order (A B, B A, A B, ...: neither always
+ * runs right after the other's garbage), and each reports its median block.
  */
 async function compare(ctx: BenchContext, impls: Impl[]): Promise<void> {
-  const blocks = ctx.quick ? 2 : 7;
+  const blocks = ctx.quick ? 2 : 15;
   const iterationsOf = (impl: Impl) => (ctx.quick ? Math.max(50, Math.floor(impl.iterations / 20)) : impl.iterations);
   const first = impls.map(() => [] as number[]);
   const replay = impls.map(() => [] as number[]);
@@ -167,7 +168,9 @@ async function compare(ctx: BenchContext, impls: Impl[]): Promise<void> {
     for (let i = 0; i < warm; i++) await impl.replay();
   }
   for (let b = 0; b < blocks; b++) {
-    for (const [k, impl] of impls.entries()) {
+    const order = [...impls.entries()];
+    if (b % 2 === 1) order.reverse();
+    for (const [k, impl] of order) {
       const iterations = iterationsOf(impl);
       let before = impl.calls();
       first[k]!.push(await nsPerOp(() => impl.firstRequest(counters[k]!++), { iterations, rounds: 1, warmup: 0 }));
@@ -212,20 +215,20 @@ export default async function idempotency(ctx: BenchContext): Promise<void> {
   try {
     ctx.log('memory');
     await compare(ctx, [
-      bulwarkImpl('bulwark-memory', new MemoryIdempotencyStore(), 20_000),
-      nodeIdempotencyImpl('node-idempotency-memory', new MapStorage(), 20_000, `${prefix}:ni`),
+      bulwarkImpl('bulwark-memory', new MemoryIdempotencyStore(), 10_000),
+      nodeIdempotencyImpl('node-idempotency-memory', new MapStorage(), 10_000, `${prefix}:ni`),
     ]);
     ctx.log('redis');
     await compare(ctx, [
-      bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix }), 1_000),
+      bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix }), 500),
       // Their Redis adapter depends on redis ^4.6, which has no per-command timeout; node-redis
       // v6's default one (an AbortSignal.timeout per command, ~15 µs of CPU each here) is taken
       // off for them, as their adapter would have it. Bulwark keeps the client's bound, on one
       // shared timer (see redis-client.ts).
-      nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), 1_000, `${prefix}:ni`),
+      nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), 500, `${prefix}:ni`),
     ]);
     ctx.log('postgres, sqlite');
-    await compare(ctx, [bulwarkImpl('bulwark-postgres', postgres, 300), bulwarkImpl('bulwark-sqlite', sqlite, 500)]);
+    await compare(ctx, [bulwarkImpl('bulwark-postgres', postgres, 150), bulwarkImpl('bulwark-sqlite', sqlite, 250)]);
   } finally {
     await postgres.close();
     await sqlite.close();
