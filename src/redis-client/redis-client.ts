@@ -127,7 +127,7 @@ export function nodeRedisCommandTimeout(client: unknown): number | undefined {
 
 /**
  * A standalone node-redis client's `sendCommand(args)`: the raw command, without the argument
- * parser, reply transform and tracing hooks its typed methods add (~1.2 µs of CPU per command
+ * parser, reply transform and reply tracing its typed methods add (~1.2 µs of CPU per command
  * measured here, on a path that runs twice per idempotent request). Cluster and sentinel clients
  * take other arguments (`sendCommand(firstKey, isReadonly, args)`, `sendCommand(isReadonly,
  * args)`), so they keep the typed methods, which route by key.
