@@ -2,7 +2,9 @@
  * Idempotency keys: cost of a first request (claim + run + store the response) and of a
  * replay, per store, next to @node-idempotency/core. Both go through their HTTP-level API
  * (key header, body fingerprint, store): Bulwark `begin` + `finish`, node-idempotency
- * `onRequest` + `onResponse`. `storeCalls` counts store round trips per request.
+ * `onRequest` + `onResponse`. `storeCalls` counts store round trips per request,
+ * `cpuUsPerOp` this process's CPU per request (user + system, node-redis, sockets and GC
+ * included) and `redisCpuUsPerOp`, when the Redis server runs on this machine, its main thread's.
  *
  * @node-idempotency's storage adapters are separate packages that are not installed here; the
  * suite implements its published `StorageAdapter` interface the way its memory and Redis
@@ -12,7 +14,7 @@
  *   npm run bench -- idempotency [--json] [--quick]
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -97,6 +99,8 @@ interface Impl {
   replay(): Promise<void>;
   calls(): number;
   iterations: number;
+  /** Its store is the Redis server (whose CPU the suite samples). */
+  usesRedis: boolean;
 }
 
 function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: number): Impl {
@@ -109,6 +113,7 @@ function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: numbe
     impl,
     iterations,
     calls,
+    usesRedis: rawStore.name === 'redis',
     async firstRequest(i) {
       const begun = await idem.begin(request(`${run}-${i}`));
       if (begun.action !== 'run' || begun.lease === undefined) throw new Error(`expected a first execution, got ${JSON.stringify(begun)}`);
@@ -135,6 +140,7 @@ function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, i
     impl,
     iterations,
     calls: () => storage.calls,
+    usesRedis: storage instanceof RedisStorage,
     async firstRequest(i) {
       const req = request(`${run}-${i}`);
       const cached = await idempotency.onRequest(req);
@@ -148,18 +154,29 @@ function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, i
   };
 }
 
+/** One case of one implementation: per-block samples and store calls. */
+interface Samples {
+  nsPerOp: number[];
+  /** This process's CPU (user + system) per op: the client side, node-redis and sockets included. */
+  cpuUsPerOp: number[];
+  /** The Redis server's main-thread CPU per op, when it runs on this machine. */
+  redisCpuUsPerOp: number[];
+  calls: number;
+  ops: number;
+}
+
 /**
  * The machine is shared and its load drifts, so implementations that are compared are measured
  * in many short interleaved blocks, in alternating order (A B, B A, A B, ...: neither always
- * runs right after the other's garbage), and each reports its median block.
+ * runs right after the other's garbage), and each reports its median block. CPU is sampled per
+ * block too, so a difference in latency can be told apart: client work or server work.
  */
-async function compare(ctx: BenchContext, impls: Impl[]): Promise<void> {
+async function compare(ctx: BenchContext, impls: Impl[], redisCpuUs?: () => number): Promise<void> {
   const blocks = ctx.quick ? 2 : 15;
   const iterationsOf = (impl: Impl) => (ctx.quick ? Math.max(50, Math.floor(impl.iterations / 20)) : impl.iterations);
-  const first = impls.map(() => [] as number[]);
-  const replay = impls.map(() => [] as number[]);
-  const firstCalls = impls.map(() => ({ calls: 0, ops: 0 }));
-  const replayCalls = impls.map(() => ({ calls: 0, ops: 0 }));
+  const samples = () => ({ nsPerOp: [], cpuUsPerOp: [], redisCpuUsPerOp: [], calls: 0, ops: 0 }) as Samples;
+  const first = impls.map(samples);
+  const replay = impls.map(samples);
   const counters = impls.map(() => 0);
   for (const impl of impls) {
     await impl.replay(); // stores the record that replays read
@@ -167,26 +184,52 @@ async function compare(ctx: BenchContext, impls: Impl[]): Promise<void> {
     for (let i = 0; i < warm; i++) await impl.firstRequest(-1 - i);
     for (let i = 0; i < warm; i++) await impl.replay();
   }
+  const block = async (into: Samples, impl: Impl, iterations: number, fn: () => Promise<void>): Promise<void> => {
+    const calls = impl.calls();
+    const cpu = process.cpuUsage();
+    const server = impl.usesRedis ? redisCpuUs?.() : undefined;
+    into.nsPerOp.push(await nsPerOp(fn, { iterations, rounds: 1, warmup: 0 }));
+    const used = process.cpuUsage(cpu);
+    into.cpuUsPerOp.push((used.user + used.system) / iterations);
+    if (server !== undefined) into.redisCpuUsPerOp.push((redisCpuUs!() - server) / iterations);
+    into.calls += impl.calls() - calls;
+    into.ops += iterations;
+  };
   for (let b = 0; b < blocks; b++) {
     const order = [...impls.entries()];
     if (b % 2 === 1) order.reverse();
     for (const [k, impl] of order) {
       const iterations = iterationsOf(impl);
-      let before = impl.calls();
-      first[k]!.push(await nsPerOp(() => impl.firstRequest(counters[k]!++), { iterations, rounds: 1, warmup: 0 }));
-      firstCalls[k]!.calls += impl.calls() - before;
-      firstCalls[k]!.ops += iterations;
-      before = impl.calls();
-      replay[k]!.push(await nsPerOp(() => impl.replay(), { iterations, rounds: 1, warmup: 0 }));
-      replayCalls[k]!.calls += impl.calls() - before;
-      replayCalls[k]!.ops += iterations;
+      await block(first[k]!, impl, iterations, () => impl.firstRequest(counters[k]!++));
+      await block(replay[k]!, impl, iterations, () => impl.replay());
     }
   }
-  for (const [k, impl] of impls.entries()) {
-    ctx.report({ case: 'first-request', impl: impl.impl, nsPerOp: median(first[k]!), storeCalls: round2(firstCalls[k]!.calls / firstCalls[k]!.ops) });
+  for (const [name, results] of [['first-request', first], ['replay', replay]] as const) {
+    for (const [k, impl] of impls.entries()) {
+      const r = results[k]!;
+      ctx.report({
+        case: name, impl: impl.impl, nsPerOp: median(r.nsPerOp), storeCalls: round2(r.calls / r.ops),
+        cpuUsPerOp: round2(median(r.cpuUsPerOp)),
+        ...(r.redisCpuUsPerOp.length > 0 ? { redisCpuUsPerOp: round2(median(r.redisCpuUsPerOp)) } : {}),
+      });
+    }
   }
-  for (const [k, impl] of impls.entries()) {
-    ctx.report({ case: 'replay', impl: impl.impl, nsPerOp: median(replay[k]!), storeCalls: round2(replayCalls[k]!.calls / replayCalls[k]!.ops) });
+}
+
+/**
+ * A reader of the Redis server's main-thread CPU time in µs, from `/proc` (nanosecond
+ * resolution), when the server runs on this machine; undefined otherwise. Its command execution
+ * runs on the main thread (no I/O threads by default).
+ */
+async function redisCpuReader(redis: RedisClient): Promise<(() => number) | undefined> {
+  const info = String(await redis.sendCommand(['INFO', 'server']));
+  const pid = /process_id:(\d+)/.exec(info)?.[1];
+  const path = `/proc/${pid}/task/${pid}/schedstat`;
+  const read = () => Number(readFileSync(path, 'utf8').split(' ')[0]) / 1000;
+  try {
+    return pid !== undefined && Number.isFinite(read()) ? read : undefined;
+  } catch {
+    return undefined; // another machine, or a container we cannot see into
   }
 }
 
@@ -226,7 +269,7 @@ export default async function idempotency(ctx: BenchContext): Promise<void> {
       // off for them, as their adapter would have it. Bulwark keeps the client's bound, on one
       // shared timer (see redis-client.ts).
       nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), 500, `${prefix}:ni`),
-    ]);
+    ], await redisCpuReader(redis));
     ctx.log('postgres, sqlite');
     await compare(ctx, [bulwarkImpl('bulwark-postgres', postgres, 150), bulwarkImpl('bulwark-sqlite', sqlite, 250)]);
   } finally {
