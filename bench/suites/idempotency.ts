@@ -32,7 +32,7 @@ import type { IdempotencyStore } from '../../src/idempotency/types.js';
 const BODY = { amount: 100, currency: 'EUR', customer: 'cus_123', description: 'order #42' };
 const RESPONSE = { status: 201, headers: { 'content-type': 'application/json' }, body: { id: 'ord_1', status: 'created' } };
 
-type RedisClient = ReturnType<typeof createClient>;
+export type RedisClient = ReturnType<typeof createClient>;
 
 /** Counts store operations (each is one round trip for Redis and PostgreSQL). */
 function counted(store: IdempotencyStore): { store: IdempotencyStore; calls: () => number } {
@@ -76,7 +76,7 @@ class MapStorage implements StorageAdapter {
 }
 
 /** @node-idempotency's StorageAdapter over node-redis, as its Redis adapter does it. */
-class RedisStorage implements StorageAdapter {
+export class RedisStorage implements StorageAdapter {
   calls = 0;
   constructor(private readonly client: RedisClient) {}
   async setIfNotExists(key: string, value: string, { ttl }: { ttl?: number } = {}): Promise<boolean> {
@@ -93,7 +93,7 @@ class RedisStorage implements StorageAdapter {
   }
 }
 
-interface Impl {
+export interface Impl {
   impl: string;
   firstRequest(i: number): Promise<void>;
   replay(): Promise<void>;
@@ -103,7 +103,7 @@ interface Impl {
   usesRedis: boolean;
 }
 
-function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: number): Impl {
+export function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: number): Impl {
   const { store, calls } = counted(rawStore);
   const idem = new IdempotencyHttp({ store });
   const run = randomUUID().slice(0, 8);
@@ -130,7 +130,7 @@ function bulwarkImpl(impl: string, rawStore: IdempotencyStore, iterations: numbe
   };
 }
 
-function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, iterations: number, cacheKeyPrefix: string): Impl {
+export function nodeIdempotencyImpl(impl: string, storage: MapStorage | RedisStorage, iterations: number, cacheKeyPrefix: string): Impl {
   const idempotency = new Idempotency(storage, { cacheKeyPrefix });
   const run = randomUUID().slice(0, 8);
   const request = (key: string) => ({ method: 'POST', path: '/orders', headers: { 'idempotency-key': key }, body: BODY });

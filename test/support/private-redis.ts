@@ -42,16 +42,36 @@ export interface PrivateRedisOptions {
    * `stop()`), for tests that claim durability. Default false: an ephemeral server.
    */
   durable?: boolean;
+  /**
+   * A command that runs redis-server, e.g. `['valgrind', '--tool=callgrind', ...]` (the
+   * redis-server command line is appended). Default none: redis-server itself.
+   */
+  launcher?: string[];
+  /** More redis-server arguments, e.g. `['--hz', '1']`. */
+  args?: string[];
+  /** How long `start()` waits for PING to answer. Default 10 s (a launcher like valgrind needs more). */
+  startTimeoutMs?: number;
 }
 
 export class PrivateRedis {
   readonly #durable: boolean;
+  readonly #launcher: string[];
+  readonly #args: string[];
+  readonly #startTimeoutMs: number;
   #dir: string | undefined;
   #child: ChildProcess | undefined;
 
   /** `port` 0 picks a free port at the first `start()`. */
   constructor(public port = 0, options: PrivateRedisOptions = {}) {
     this.#durable = options.durable ?? false;
+    this.#launcher = options.launcher ?? [];
+    this.#args = options.args ?? [];
+    this.#startTimeoutMs = options.startTimeoutMs ?? 10_000;
+  }
+
+  /** The server's process id while it runs (with a launcher: the launcher's, which valgrind shares). */
+  get pid(): number | undefined {
+    return this.#child?.pid;
   }
 
   get url(): string {
@@ -67,14 +87,17 @@ export class PrivateRedis {
     } else {
       args.push('--appendonly', 'no');
     }
-    const child = spawn('redis-server', args, { stdio: 'ignore' });
+    args.push(...this.#args);
+    const [command, ...prefix] = [...this.#launcher, 'redis-server'];
+    const child = spawn(command!, [...prefix, ...args], { stdio: 'ignore' });
     this.#child = child;
     let failed: Error | undefined;
     child.once('error', (error) => { failed = error; });
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + this.#startTimeoutMs;
     while (!(await answersPing(this.port))) {
-      if (failed) throw new Error(`could not start redis-server (is it installed?): ${failed.message}`, { cause: failed });
-      if (Date.now() > deadline) throw new Error(`private redis-server on port ${this.port} did not start within 10 s`);
+      if (failed) throw new Error(`could not start ${command} (is it installed?): ${failed.message}`, { cause: failed });
+      if (child.exitCode !== null) throw new Error(`${command} exited with code ${child.exitCode} before redis-server answered on port ${this.port}`);
+      if (Date.now() > deadline) throw new Error(`private redis-server on port ${this.port} did not start within ${this.#startTimeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
