@@ -53,10 +53,14 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
     test('complete stores the response for replay; only the owner may complete, idempotently', async () => {
       const key = id();
       const owner = randomUUID();
-      assert.equal((await h.store.claim(claimInput(key, { owner }))).kind, 'acquired');
+      const claimed = await h.store.claim(claimInput(key, { owner }));
+      assert.equal(claimed.kind, 'acquired');
+      const version = versionOf(claimed);
       assert.equal(await h.store.complete({ id: key, owner: randomUUID(), response: response('intruder'), ttlMs: 60_000 }), false);
-      assert.equal(await h.store.complete({ id: key, owner, response: response({ orderId: 7 }), ttlMs: 60_000 }), true);
-      assert.equal(await h.store.complete({ id: key, owner, response: response({ orderId: 7 }), ttlMs: 60_000 }), true, 'a retried completion by the same owner succeeds');
+      assert.equal(await h.store.complete({ id: key, owner: randomUUID(), response: response('intruder'), ttlMs: 60_000, version }), false, 'the owner\'s version does not make someone else the owner');
+      assert.equal(await h.store.complete({ id: key, owner, response: response({ orderId: 7 }), ttlMs: 60_000, version }), true);
+      assert.equal(await h.store.complete({ id: key, owner, response: response({ orderId: 7 }), ttlMs: 60_000, version }), true, 'a retried completion by the same owner succeeds');
+      assert.equal(await h.store.complete({ id: key, owner, response: response({ orderId: 7 }), ttlMs: 60_000 }), true, 'with or without the version');
       const replay = await h.store.claim(claimInput(key));
       assert.equal(replay.kind, 'completed');
       if (replay.kind !== 'completed') return;
@@ -69,7 +73,7 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
     test('one lease expiry: busy until it passes, then taken over; the old owner is fenced off', async () => {
       const key = id();
       const oldOwner = randomUUID();
-      await h.store.claim(claimInput(key, { owner: oldOwner }));
+      const oldVersion = versionOf(await h.store.claim(claimInput(key, { owner: oldOwner })));
       await h.elapse(h.leaseMs / 2);
       assert.equal((await h.store.claim(claimInput(key))).kind, 'busy', 'half-way through the lease a duplicate is still busy');
       await h.elapse(h.leaseMs / 2 + Math.min(100, h.leaseMs / 4));
@@ -78,11 +82,12 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
       assert.equal(takeover.kind, 'acquired');
       assert.deepEqual(pick(takeover, 'fence', 'takeover'), { fence: 2, takeover: true });
       assert.equal((await h.store.claim(claimInput(key))).kind, 'busy', 'exactly one owner after a takeover');
-      assert.equal(await h.store.complete({ id: key, owner: oldOwner, response: response('late'), ttlMs: 60_000 }), false, 'late completion rejected');
+      assert.equal(await h.store.complete({ id: key, owner: oldOwner, response: response('late'), ttlMs: 60_000, version: oldVersion }), false, 'late completion rejected');
+      assert.equal(await h.store.complete({ id: key, owner: oldOwner, response: response('late'), ttlMs: 60_000 }), false, 'with or without its version');
       assert.equal(await h.store.renew({ id: key, owner: oldOwner, leaseMs: h.leaseMs }), false);
       assert.equal(await h.store.saveStep({ id: key, owner: oldOwner, name: 's', value: '{}' }), false);
       assert.equal(await h.store.release({ id: key, owner: oldOwner }), false);
-      assert.equal(await h.store.complete({ id: key, owner: newOwner, response: response('winner'), ttlMs: 60_000 }), true);
+      assert.equal(await h.store.complete({ id: key, owner: newOwner, response: response('winner'), ttlMs: 60_000, version: versionOf(takeover) }), true);
       const replay = await h.store.claim(claimInput(key));
       assert.equal(replay.kind === 'completed' && decodeResponse(replay.response).body, 'winner');
     });
@@ -90,9 +95,9 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
     test('an owner whose lease ran out may still complete while nobody took over', async () => {
       const key = id();
       const owner = randomUUID();
-      await h.store.claim(claimInput(key, { owner }));
+      const version = versionOf(await h.store.claim(claimInput(key, { owner })));
       await h.elapse(h.leaseMs + Math.min(100, h.leaseMs / 4));
-      assert.equal(await h.store.complete({ id: key, owner, response: response('slow but sole'), ttlMs: 60_000 }), true);
+      assert.equal(await h.store.complete({ id: key, owner, response: response('slow but sole'), ttlMs: 60_000, version }), true);
       assert.equal((await h.store.claim(claimInput(key))).kind, 'completed');
     });
 
@@ -156,34 +161,35 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
     test('inspect shows the record', async () => {
       const key = id();
       const owner = randomUUID();
-      await h.store.claim(claimInput(key, { owner }));
+      const version = versionOf(await h.store.claim(claimInput(key, { owner })));
       const inProgress = await h.store.inspect(key);
       assert.equal(inProgress?.state, 'in_progress');
       assert.equal(inProgress?.owner, owner);
-      await h.store.complete({ id: key, owner, response: response('x'), ttlMs: 60_000 });
+      assert.equal(await h.store.complete({ id: key, owner, response: response('x'), ttlMs: 60_000, version }), true);
       const done = await h.store.inspect(key);
       assert.deepEqual(pick(done, 'state', 'owner', 'fence', 'fingerprint', 'steps'), { state: 'completed', owner, fence: 1, fingerprint: 'fp-a', steps: {} });
       assert.equal(done?.state === 'completed' && decodeResponse(done.response).body, 'x');
     });
 
-    test('a completion keeps the record\'s own fields: after a renewal, after steps, after a takeover', async () => {
+    test('a completion keeps the record\'s own fields: after a renewal, after steps, after a takeover (also given the claim\'s stale version)', async () => {
       const renewed = id();
       const a = randomUUID();
-      await h.store.claim(claimInput(renewed, { owner: a }));
+      const stale = versionOf(await h.store.claim(claimInput(renewed, { owner: a })));
       assert.equal(await h.store.renew({ id: renewed, owner: a, leaseMs: h.leaseMs }), true);
-      assert.equal(await h.store.complete({ id: renewed, owner: a, response: response('renewed'), ttlMs: 60_000 }), true);
+      assert.equal(await h.store.complete({ id: renewed, owner: a, response: response('renewed'), ttlMs: 60_000, version: stale }), true);
       assert.deepEqual(pick(await h.store.inspect(renewed), 'state', 'owner', 'fence', 'fingerprint', 'steps'), { state: 'completed', owner: a, fence: 1, fingerprint: 'fp-a', steps: {} });
 
       const stepped = id();
       const b = randomUUID();
-      await h.store.claim(claimInput(stepped, { owner: b }));
+      const staleB = versionOf(await h.store.claim(claimInput(stepped, { owner: b })));
       assert.equal(await h.store.saveStep({ id: stepped, owner: b, name: 'reserve', value: '{"v":1}' }), true);
       assert.equal(await h.store.release({ id: stepped, owner: b }), true);
+      assert.equal(await h.store.complete({ id: stepped, owner: b, response: response('released'), ttlMs: 60_000, version: staleB }), false, 'released: fenced off, version or not');
       const c = randomUUID();
       const retry = await h.store.claim(claimInput(stepped, { owner: c }));
       assert.deepEqual(pick(retry, 'kind', 'fence'), { kind: 'acquired', fence: 2 });
       assert.equal(await h.store.saveStep({ id: stepped, owner: c, name: 'charge', value: '{"v":2}' }), true);
-      assert.equal(await h.store.complete({ id: stepped, owner: c, response: response('stepped'), ttlMs: 60_000 }), true);
+      assert.equal(await h.store.complete({ id: stepped, owner: c, response: response('stepped'), ttlMs: 60_000, version: versionOf(retry) }), true);
       const done = await h.store.inspect(stepped);
       assert.deepEqual(pick(done, 'state', 'owner', 'fence', 'fingerprint', 'steps'), {
         state: 'completed', owner: c, fence: 2, fingerprint: 'fp-a', steps: { reserve: '{"v":1}', charge: '{"v":2}' },
@@ -326,6 +332,11 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
       assert.equal(replay.kind === 'completed' && replay.response.body, 'retry');
     });
   });
+}
+
+/** The claim's version (see ClaimResult), as the engine hands it back to `complete`. */
+function versionOf(result: ClaimResult): string | undefined {
+  return result.kind === 'acquired' ? result.version : undefined;
 }
 
 function pick(result: ClaimResult | StoredRecord | undefined, ...keys: string[]): Record<string, unknown> {

@@ -293,3 +293,38 @@ test('claim results are exhaustive: every store outcome maps to one engine outco
   }
   assert.deepEqual(kinds, ['new', 'in-progress', 'completed', 'mismatch']);
 });
+
+test("the claim's store version goes back to complete until the lease writes anything else (renew, step, even failed)", async () => {
+  const clock = new VirtualClock(1_000_000);
+  const inner = new MemoryIdempotencyStore({ clock });
+  const versions: (string | undefined)[] = [];
+  let renewFails = false;
+  let claims = 0;
+  const store: IdempotencyStore = {
+    name: 'versioned', remote: false, inspect: (id) => inner.inspect(id),
+    claim: async (input) => {
+      const result = await inner.claim(input);
+      return result.kind === 'acquired' ? { ...result, version: `v${++claims}` } : result;
+    },
+    complete: (input) => { versions.push(input.version); return inner.complete(input); },
+    release: (input) => inner.release(input),
+    renew: (input) => (renewFails ? Promise.reject(new Error('store down')) : inner.renew(input)),
+    saveStep: (input) => inner.saveStep(input),
+  };
+  const engine = new IdempotencyEngine({ store, clock, renewEveryMs: 1_000, leaseMs: 5_000 });
+
+  await (await lease(engine, 'plain')).complete({ status: 201 });
+  const renewed = await lease(engine, 'renewed');
+  await renewed.renew();
+  await renewed.complete({ status: 201 });
+  const stepped = await lease(engine, 'stepped');
+  await stepped.step('a', () => 1);
+  await stepped.complete({ status: 201 });
+  const background = await lease(engine, 'background');
+  renewFails = true;
+  clock.advance(1_000);
+  await flushPromises();
+  renewFails = false;
+  await background.complete({ status: 201 });
+  assert.deepEqual(versions, ['v1', undefined, undefined, undefined]);
+});

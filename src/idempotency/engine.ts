@@ -120,6 +120,8 @@ export class Lease {
   renewal: Renewal | undefined;
   /** @internal local time of the last successful claim/renewal */
   renewedAt: number;
+  /** @internal the claim's `version` of the record; forgotten at this lease's next other write */
+  storeVersion: string | undefined;
   #status: LeaseStatus = 'active';
   #controller: AbortController | undefined;
   #steps: Map<string, string> | undefined;
@@ -137,6 +139,7 @@ export class Lease {
     this.leaseMs = engine.leaseMs;
     this.ttlMs = engine.ttlMs;
     this.renewedAt = now;
+    this.storeVersion = undefined;
     let map: Map<string, string> | undefined;
     for (const name in steps) (map ??= new Map()).set(name, steps[name]!);
     this.#steps = map;
@@ -302,6 +305,7 @@ export class IdempotencyEngine {
       switch (result.kind) {
         case 'acquired': {
           const lease = new Lease(this, id, scope, fingerprint, owner, result.fence, result.takeover, result.steps, this.clock.now());
+          lease.storeVersion = result.version;
           if (this.renewEveryMs !== false) this.#schedule(lease);
           if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: result.takeover ? 'takeover' : 'acquired' });
           return { kind: 'new', lease };
@@ -336,7 +340,7 @@ export class IdempotencyEngine {
     if (lease.status === 'completed') return;
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'complete');
     const encoded = encodeResponse(normalizeResponse(response));
-    const input = { id: lease.id, owner: lease.owner, response: encoded, ttlMs: lease.ttlMs };
+    const input = { id: lease.id, owner: lease.owner, response: encoded, ttlMs: lease.ttlMs, version: lease.storeVersion };
     let ok: boolean;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -377,6 +381,7 @@ export class IdempotencyEngine {
   async renew(lease: Lease): Promise<void> {
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'renew');
     const startedAt = this.clock.now();
+    lease.storeVersion = undefined; // the record changes (or may have, if the call fails)
     let ok: boolean;
     try {
       ok = await this.#call(() => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }));
@@ -403,6 +408,7 @@ export class IdempotencyEngine {
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'step');
     const value = await fn(lease.signal);
     const encoded = encodeStep(value);
+    lease.storeVersion = undefined;
     let ok: boolean;
     try {
       ok = await this.#call(() => this.store.saveStep({ id: lease.id, owner: lease.owner, name, value: encoded }));
@@ -498,6 +504,7 @@ export class IdempotencyEngine {
 
   #renewInBackground(lease: Lease): void {
     const startedAt = this.clock.now();
+    lease.storeVersion = undefined;
     this.#call(() => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs })).then(
       (ok) => {
         if (!lease.active) return;

@@ -35,9 +35,15 @@ export interface ClaimInput {
  * - `busy`: someone else holds a live lease.
  * - `completed`: the request already finished; `response` replays it.
  * - `mismatch`: the record belongs to a different request (fingerprint differs).
+ *
+ * `version` (optional, opaque, store-defined): the record as this claim left it. The engine
+ * hands it back in `CompleteInput.version` unless it has written anything else for the lease
+ * since (a renewal or a step, even one that failed), so a store can complete with a cheaper
+ * write when the record is still exactly that. A store must stay correct when the version it
+ * gets is absent, stale or someone else's.
  */
 export type ClaimResult =
-  | { kind: 'acquired'; fence: number; takeover: boolean; leaseExpiresAt: number; steps: Readonly<Record<string, string>> }
+  | { kind: 'acquired'; fence: number; takeover: boolean; leaseExpiresAt: number; steps: Readonly<Record<string, string>>; version?: string }
   | { kind: 'busy'; retryAfterMs: number }
   | { kind: 'completed'; response: string; completedAt: number }
   | { kind: 'mismatch' };
@@ -52,6 +58,8 @@ export interface CompleteInput extends OwnerInput {
   response: string;
   /** How long the completed record is kept (counted from the completion). */
   ttlMs: number;
+  /** The `version` of the claim's result, while nothing else was written for the lease. */
+  version?: string | undefined;
 }
 
 export interface StepInput extends OwnerInput {

@@ -203,3 +203,35 @@ test('redis: a server that rejects SET ... NX GET (Redis < 7.0) switches the sto
   assert.equal(calls(), 2);
   assert.match((await ioredis.get(store.keyOf(id)))!, /^p\n1\n\d{13}\n/, 'the script writes an absolute lease expiry');
 });
+
+test('redis: a completion given the claim\'s version is one GET and one SET; a stale version falls back to COMPLETE', async () => {
+  await connect();
+  const mask = (record: string | null) => record?.replace(/^c\n(\d+)\n\d+\n/, 'c\n$1\n<time>\n');
+  for (const plainClaim of [true, false]) {
+    const { client, calls } = counting(ioredis, !plainClaim);
+    const store = new RedisIdempotencyStore({ client, prefix: `${prefix}:version-${plainClaim}` });
+    const claim = (id: string) => store.claim({ id, fingerprint: 'fp', owner: 'o1', leaseMs: 60_000, ttlMs: 60_000 });
+    const versionOf = (result: Awaited<ReturnType<typeof claim>>) => (result.kind === 'acquired' ? result.version : undefined);
+
+    const version = versionOf(await claim('fast'));
+    assert.ok(version !== undefined, 'a new record has a version, whichever way it was claimed');
+    let before = calls();
+    assert.equal(await store.complete({ id: 'fast', owner: 'o1', response: 'r', ttlMs: 30_000, version }), true);
+    assert.equal(calls() - before, 1, 'one script');
+    assert.equal(await store.complete({ id: 'slow', owner: 'o1', response: 'r', ttlMs: 30_000, version: versionOf(await claim('slow')) ?? '' }), true);
+    await claim('reference');
+    assert.equal(await store.complete({ id: 'reference', owner: 'o1', response: 'r', ttlMs: 30_000 }), true);
+    const fast = await ioredis.get(store.keyOf('fast'));
+    assert.match(fast!, /^c\n1\n\d{13}\n0\no1\nfp\nr$/);
+    assert.equal(mask(fast), mask(await ioredis.get(store.keyOf('reference'))), 'the same record COMPLETE writes');
+    const pttl = await ioredis.pttl(store.keyOf('fast'));
+    assert.ok(pttl > 29_000 && pttl <= 30_000, `the completion's TTL, got ${pttl}`);
+
+    const stale = versionOf(await claim('renewed'));
+    assert.equal(await store.renew({ id: 'renewed', owner: 'o1', leaseMs: 45_000 }), true); // a new lease expiry, even within the same ms
+    before = calls();
+    assert.equal(await store.complete({ id: 'renewed', owner: 'o1', response: 'r', ttlMs: 30_000, version: stale }), true);
+    assert.equal(calls() - before, 2, 'the record changed: COMPLETE decides, one round trip more');
+    assert.match((await ioredis.get(store.keyOf('renewed')))!, /^c\n1\n\d{13}\n0\no1\nfp\nr$/);
+  }
+});
