@@ -5,6 +5,8 @@
  * `onRequest` + `onResponse`. `storeCalls` counts store round trips per request,
  * `cpuUsPerOp` this process's CPU per request (user + system, node-redis, sockets and GC
  * included) and `redisCpuUsPerOp`, when the Redis server runs on this machine, its main thread's.
+ * `pairedRatio` (Bulwark rows): Bulwark's time over the competitor's, block pair by block pair,
+ * median (< 1: Bulwark faster) — the comparison to read on a noisy machine.
  *
  * @node-idempotency's storage adapters are separate packages that are not installed here; the
  * suite implements its published `StorageAdapter` interface the way its memory and Redis
@@ -170,9 +172,15 @@ interface Samples {
  * in many short interleaved blocks, in alternating order (A B, B A, A B, ...: neither always
  * runs right after the other's garbage), and each reports its median block. CPU is sampled per
  * block too, so a difference in latency can be told apart: client work or server work.
+ *
+ * With `versus` (impls = [Bulwark, competitor]), Bulwark's rows also get `pairedRatio`: the
+ * median over blocks of its time divided by the competitor's in the same block pair (< 1:
+ * faster). Neighbouring blocks share the machine's mood, so this ratio moves much less from run
+ * to run than the ratio of the two medians.
  */
-async function compare(ctx: BenchContext, impls: Impl[], redisCpuUs?: () => number): Promise<void> {
-  const blocks = ctx.quick ? 2 : 15;
+async function compare(ctx: BenchContext, impls: Impl[], options: { redisCpuUs?: (() => number) | undefined; versus?: boolean } = {}): Promise<void> {
+  const { redisCpuUs, versus = false } = options;
+  const blocks = ctx.quick ? 2 : 31;
   const iterationsOf = (impl: Impl) => (ctx.quick ? Math.max(50, Math.floor(impl.iterations / 20)) : impl.iterations);
   const samples = () => ({ nsPerOp: [], cpuUsPerOp: [], redisCpuUsPerOp: [], calls: 0, ops: 0 }) as Samples;
   const first = impls.map(samples);
@@ -211,6 +219,7 @@ async function compare(ctx: BenchContext, impls: Impl[], redisCpuUs?: () => numb
         case: name, impl: impl.impl, nsPerOp: median(r.nsPerOp), storeCalls: round2(r.calls / r.ops),
         cpuUsPerOp: round2(median(r.cpuUsPerOp)),
         ...(r.redisCpuUsPerOp.length > 0 ? { redisCpuUsPerOp: round2(median(r.redisCpuUsPerOp)) } : {}),
+        ...(versus && k === 0 ? { pairedRatio: Math.round(median(r.nsPerOp.map((ns, b) => ns / results[1]!.nsPerOp[b]!)) * 1000) / 1000 } : {}),
       });
     }
   }
@@ -260,7 +269,7 @@ export default async function idempotency(ctx: BenchContext): Promise<void> {
     await compare(ctx, [
       bulwarkImpl('bulwark-memory', new MemoryIdempotencyStore(), 10_000),
       nodeIdempotencyImpl('node-idempotency-memory', new MapStorage(), 10_000, `${prefix}:ni`),
-    ]);
+    ], { versus: true });
     ctx.log('redis');
     await compare(ctx, [
       bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix }), 500),
@@ -269,7 +278,7 @@ export default async function idempotency(ctx: BenchContext): Promise<void> {
       // off for them, as their adapter would have it. Bulwark keeps the client's bound, on one
       // shared timer (see redis-client.ts).
       nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), 500, `${prefix}:ni`),
-    ], await redisCpuReader(redis));
+    ], { redisCpuUs: await redisCpuReader(redis), versus: true });
     ctx.log('postgres, sqlite');
     await compare(ctx, [bulwarkImpl('bulwark-postgres', postgres, 150), bulwarkImpl('bulwark-sqlite', sqlite, 250)]);
   } finally {
