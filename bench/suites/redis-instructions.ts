@@ -10,8 +10,11 @@
  * socket syscalls, is not counted). `hz 1` keeps the server's own cron out of the counts.
  *
  * Rows: the idempotency first request and replay, Bulwark's Redis store next to
- * @node-idempotency over the same node-redis client (as in the `idempotency` suite), and one
- * plain `SET key value PX ttl` as the unit of measure.
+ * @node-idempotency over the same node-redis client (as in the `idempotency` suite); a rate-limit
+ * decision, Bulwark's RedisRateLimiter next to rate-limiter-flexible's RateLimiterRedis over one
+ * ioredis client, for one caller (one decision per call) and for 64 concurrent callers (Bulwark
+ * batches the decisions of a tick into one script call); one plain `SET key value PX ttl` as the
+ * unit of measure.
  *
  *   npm run bench -- redis-instructions [--json] [--quick]
  *
@@ -23,10 +26,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { createClient } from 'redis';
+import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { percentile, type BenchContext } from '../harness.js';
 import { PrivateRedis } from '../../test/support/private-redis.js';
 import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis.js';
+import { RedisRateLimiter } from '../../src/ratelimit/redis.js';
 import { RedisStorage, bulwarkImpl, nodeIdempotencyImpl, type Impl, type RedisClient } from './idempotency.js';
 
 const execFile = promisify(execFileCallback);
@@ -59,6 +65,16 @@ function requireTool(command: string, args: string[]): void {
   }
 }
 
+/** One row: `op(i)` is one request; `concurrency` callers share the block's `ops`. */
+interface Case {
+  case: string;
+  impl: string;
+  op(i: number): Promise<unknown>;
+  /** Store round trips so far (for storeCalls), when the implementation counts them. */
+  calls?: () => number;
+  concurrency?: number;
+}
+
 export default async function redisInstructions(ctx: BenchContext): Promise<void> {
   requireTool('valgrind', ['--version']);
   requireTool('callgrind_control', ['--help']);
@@ -71,72 +87,70 @@ export default async function redisInstructions(ctx: BenchContext): Promise<void
   });
   await server.start();
   const redis: RedisClient = createClient({ url: server.url });
+  const ioredis = new Redis(server.url, { maxRetriesPerRequest: 1, lazyConnect: true });
   try {
     await redis.connect();
+    await ioredis.connect();
     const callgrind = new Callgrind(server.pid!, outFile);
-    const iterations = ctx.quick ? 50 : 300;
+    const ops = ctx.quick ? 64 : 320;
     const blocks = ctx.quick ? 1 : 3;
-    const prefix = `bench:idem:${randomUUID().slice(0, 8)}`;
-    const impls: Impl[] = [
-      bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix }), iterations),
-      nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), iterations, `${prefix}:ni`),
+    const prefix = `bench:${randomUUID().slice(0, 8)}`;
+
+    const idempotency: Impl[] = [
+      bulwarkImpl('bulwark-redis', new RedisIdempotencyStore({ client: redis, prefix: `${prefix}:idem` }), ops),
+      nodeIdempotencyImpl('node-idempotency-redis', new RedisStorage(redis.withCommandOptions({ timeout: undefined }) as RedisClient), ops, `${prefix}:ni`),
     ];
+    let firstRequests = 0;
+    const limiter = (batch: 'none' | 'tick') => new RedisRateLimiter({ client: ioredis, prefix: `${prefix}:rl-${batch}`, limit: 1e6, intervalMs: 60_000, timeoutMs: 10_000, batch });
+    const rlf = new RateLimiterRedis({ storeClient: ioredis, keyPrefix: `${prefix}:rlf`, points: 1e6, duration: 60 });
+    const [unbatched, batched] = [limiter('none'), limiter('tick')];
+    const user = (i: number) => `user:${i % 1000}`;
     const value = 'x'.repeat(200);
-    let setKeys = 0;
-    const reference: Impl = {
-      impl: 'SET-PX', iterations, usesRedis: true, calls: () => setKeys,
-      async firstRequest() {
-        await redis.sendCommand(['SET', `${prefix}:set:${setKeys++}`, value, 'PX', '60000']);
-      },
-      async replay() {},
-    };
+    const cases: Case[] = [
+      ...idempotency.flatMap((impl): Case[] => [
+        { case: 'idempotency-first-request', impl: impl.impl, op: () => impl.firstRequest(firstRequests++), calls: impl.calls },
+        { case: 'idempotency-replay', impl: impl.impl, op: () => impl.replay(), calls: impl.calls },
+      ]),
+      { case: 'ratelimit-consume', impl: 'bulwark', op: (i) => unbatched.consume(user(i)) },
+      { case: 'ratelimit-consume', impl: 'rate-limiter-flexible', op: (i) => rlf.consume(user(i)).catch((r: unknown) => r) },
+      { case: 'ratelimit-consume-64-callers', impl: 'bulwark', op: (i) => batched.consume(user(i)), concurrency: 64 },
+      { case: 'ratelimit-consume-64-callers', impl: 'rate-limiter-flexible', op: (i) => rlf.consume(user(i)).catch((r: unknown) => r), concurrency: 64 },
+      { case: 'reference', impl: 'SET-PX', op: (i) => redis.sendCommand(['SET', `${prefix}:set:${i}`, value, 'PX', '60000']) },
+    ];
 
     ctx.log('warm-up (the server runs under valgrind: slow)');
-    for (const impl of impls) {
-      await impl.replay(); // stores the record that replays read
-      for (let i = 0; i < 50; i++) await impl.firstRequest(-1 - i);
-      for (let i = 0; i < 50; i++) await impl.replay();
-    }
-    const counters = new Map<Impl, number>();
-    const measure = async (impl: Impl, run: (impl: Impl) => Promise<void>) => {
-      const calls = impl.calls();
-      await callgrind.zero();
-      for (let i = 0; i < iterations; i++) await run(impl);
-      return { instructions: (await callgrind.dump()) / iterations, calls: (impl.calls() - calls) / iterations };
+    for (const impl of idempotency) await impl.replay(); // stores the record that replays read
+    for (const c of cases) for (let i = 0; i < 50; i++) await c.op(-1 - i);
+
+    let next = 0;
+    const drive = async (c: Case): Promise<void> => {
+      const end = next + ops;
+      await Promise.all(Array.from({ length: c.concurrency ?? 1 }, async () => {
+        while (next < end) await c.op(next++);
+      }));
     };
-    const cases = [
-      ['first-request', (impl: Impl) => { const n = counters.get(impl) ?? 0; counters.set(impl, n + 1); return impl.firstRequest(n); }],
-      ['replay', (impl: Impl) => impl.replay()],
-    ] as const;
-    const samples = new Map<string, { instructions: number[]; calls: number }>();
+    const samples = new Map<Case, { instructions: number[]; calls: number }>(cases.map((c) => [c, { instructions: [], calls: 0 }]));
     for (let b = 0; b < blocks; b++) {
-      const order = b % 2 === 0 ? impls : [...impls].reverse();
-      for (const impl of order) {
-        for (const [name, run] of cases) {
-          const { instructions, calls } = await measure(impl, run);
-          const key = `${name}\u0000${impl.impl}`;
-          const entry = samples.get(key) ?? { instructions: [], calls };
-          entry.instructions.push(instructions);
-          samples.set(key, entry);
-        }
+      for (const c of b % 2 === 0 ? cases : [...cases].reverse()) {
+        const calls = c.calls?.() ?? 0;
+        await callgrind.zero();
+        await drive(c);
+        const sample = samples.get(c)!;
+        sample.instructions.push((await callgrind.dump()) / ops);
+        sample.calls = ((c.calls?.() ?? 0) - calls) / ops;
       }
     }
-    const report = (name: string, impl: string, instructions: number[], calls: number) => ctx.report({
-      case: name, impl,
-      redisInstructionsPerOp: Math.round(percentile([...instructions].sort((a, b) => a - b), 50)),
-      storeCalls: Math.round(calls * 100) / 100,
-    });
-    for (const [name] of cases) {
-      for (const impl of impls) {
-        const entry = samples.get(`${name}\u0000${impl.impl}`)!;
-        report(name, impl.impl, entry.instructions, entry.calls);
-      }
+    for (const c of cases) {
+      const { instructions, calls } = samples.get(c)!;
+      ctx.report({
+        case: c.case, impl: c.impl,
+        redisInstructionsPerOp: Math.round(percentile([...instructions].sort((x, y) => x - y), 50)),
+        ...(c.calls !== undefined ? { storeCalls: Math.round(calls * 100) / 100 } : {}),
+      });
     }
-    const set: number[] = [];
-    for (let b = 0; b < blocks; b++) set.push((await measure(reference, (impl) => impl.firstRequest(0))).instructions);
-    report('reference', 'SET-PX', set, 1);
   } finally {
     if (redis.isOpen) await redis.quit();
+    ioredis.disconnect();
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
