@@ -50,14 +50,8 @@ export class KeyIndex {
 
   /** The slot of `key` (whose hash is `h`), or -1. */
   find(key: string, h: number): number {
-    const table = this.#table;
-    const hashes = this.#hashes;
-    const mask = this.#mask;
-    for (let p = h & mask; ; p = (p + 1) & mask) {
-      const v = table[p]!;
-      if (v === 0) return -1;
-      if (hashes[p] === h && this.keys[v - 1] === key) return v - 1;
-    }
+    const p = this.#position(key, h);
+    return p === -1 ? -1 : this.#table[p]! - 1;
   }
 
   /** Adds `key` → `slot`; the key must not be present. */
@@ -67,17 +61,14 @@ export class KeyIndex {
     this.#count++;
   }
 
-  /** Removes `key` (hash `h`) if present. */
-  remove(key: string, h: number): void {
+  /** Removes `key` (hash `h`); returns the slot it had, or -1 when it was not there. */
+  remove(key: string, h: number): number {
+    const p = this.#position(key, h);
+    if (p === -1) return -1;
     const table = this.#table;
     const hashes = this.#hashes;
     const mask = this.#mask;
-    let p = h & mask;
-    for (;; p = (p + 1) & mask) {
-      const v = table[p]!;
-      if (v === 0) return;
-      if (hashes[p] === h && this.keys[v - 1] === key) break;
-    }
+    const slot = table[p]! - 1;
     // Backward shift: pull later entries of the probe run into the hole, so lookups never need tombstones.
     let hole = p;
     for (let q = (p + 1) & mask; table[q] !== 0; q = (q + 1) & mask) {
@@ -92,6 +83,19 @@ export class KeyIndex {
     }
     table[hole] = 0;
     this.#count--;
+    return slot;
+  }
+
+  /** Where `key` sits in the table, or -1. */
+  #position(key: string, h: number): number {
+    const table = this.#table;
+    const hashes = this.#hashes;
+    const mask = this.#mask;
+    for (let p = h & mask; ; p = (p + 1) & mask) {
+      const v = table[p]!;
+      if (v === 0) return -1;
+      if (hashes[p] === h && this.keys[v - 1] === key) return p;
+    }
   }
 
   #place(h: number, value: number): void {

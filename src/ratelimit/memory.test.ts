@@ -161,7 +161,7 @@ test('property: the key index agrees with a Map under random inserts, removals a
         index.insert(hashOf(n), slot);
         model.set(key, slot);
       } else if (op === 'del' && model.has(key)) {
-        index.remove(key, hashOf(n));
+        assert.equal(index.remove(key, hashOf(n)), model.get(key), 'remove returns the slot the key had');
         free.push(model.get(key)!);
         keys[model.get(key)!] = undefined;
         model.delete(key);

@@ -145,10 +145,8 @@ export class MemoryRateLimiter implements RateLimiter {
   readonly #consume = (key: string, cost: number): Decision => this.consume(key, cost);
 
   reset(key: string): void {
-    const h = hashKey(key);
-    const slot = this.#index.find(key, h);
+    const slot = this.#index.remove(key, hashKey(key));
     if (slot === -1) return;
-    this.#index.remove(key, h);
     this.#keys[slot] = undefined;
     this.#referenced[slot] = 0;
     this.#free.push(slot);
