@@ -193,16 +193,38 @@ function safe(value: string): string {
   return value.includes('\n') ? `sha256:${createHash('sha256').update(value).digest('base64url')}` : value;
 }
 
+/** A record header, as the scripts' `header()` writes it. */
+function header(state: 'p' | 'c', fence: number | string, time: number | string, steps: '0' | '1', owner: string, fingerprint: string): string {
+  return `${state}\n${fence}\n${time}\n${steps}\n${owner}\n${fingerprint}\n`;
+}
+
+/**
+ * The six header fields of a stored value (`state fence time steps owner fingerprint`) and where
+ * the response after them starts, as the scripts' `parse()` reads them; undefined if malformed.
+ */
+function parseHeader(value: string): { fields: string[]; end: number } | undefined {
+  const fields: string[] = [];
+  let end = 0;
+  for (let i = 0; i < 6; i++) {
+    const nl = value.indexOf('\n', end);
+    if (nl < 0) return undefined;
+    fields.push(value.slice(end, nl));
+    end = nl + 1;
+  }
+  return { fields, end };
+}
+
 /**
  * The completed record for a claim `version` (an in-progress header without steps, owned by
  * `owner`), as COMPLETE would write it: state c, the completion time in place of the lease
  * expiry, the response after the header. Undefined for any other version.
  */
 function completedRecord(version: string | undefined, owner: string, completedAt: number, response: string): string | undefined {
-  if (version === undefined) return undefined;
-  const f = version.split('\n');
-  if (f.length !== 7 || f[0] !== 'p' || f[3] !== '0' || f[4] !== owner || f[6] !== '') return undefined;
-  return `c\n${f[1]}\n${completedAt}\n0\n${owner}\n${f[5]}\n${response}`;
+  const parsed = version === undefined ? undefined : parseHeader(version);
+  if (parsed === undefined || parsed.end !== version!.length) return undefined;
+  const [state, fence, , steps, claimant, fingerprint] = parsed.fields as [string, string, string, string, string, string];
+  if (state !== 'p' || steps !== '0' || claimant !== owner) return undefined;
+  return header('c', fence, completedAt, '0', owner, fingerprint) + response;
 }
 
 export interface RedisIdempotencyStoreOptions {
@@ -256,7 +278,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
     const setIfAbsentGet = this.#plainClaim ? this.#redis.setIfAbsentGet : undefined;
     if (setIfAbsentGet !== undefined) {
       const pxMs = Math.max(ttlMs, leaseMs);
-      const version = `p\n1\n~${pxMs - leaseMs}\n0\n${owner}\n${fingerprint}\n`;
+      const version = header('p', 1, `~${pxMs - leaseMs}`, '0', owner, fingerprint);
       let existing: string | null | undefined;
       try {
         existing = await setIfAbsentGet.call(this.#redis, keys[0], version, pxMs);
@@ -270,17 +292,11 @@ export class RedisIdempotencyStore implements IdempotencyStore {
       }
       if (existing !== undefined) {
         // The same decisions as CLAIM makes before it reads the clock (mismatch first, then replay).
-        const f: string[] = [];
-        let pos = 0;
-        for (let i = 0; i < 6; i++) {
-          const nl = existing.indexOf('\n', pos);
-          if (nl < 0) break;
-          f.push(existing.slice(pos, nl));
-          pos = nl + 1;
-        }
-        if (f.length === 6) {
+        const parsed = parseHeader(existing);
+        if (parsed !== undefined) {
+          const f = parsed.fields;
           if (f[5] !== fingerprint) return { kind: 'mismatch' };
-          if (f[0] === 'c') return { kind: 'completed', response: existing.slice(pos), completedAt: Number(f[2]) };
+          if (f[0] === 'c') return { kind: 'completed', response: existing.slice(parsed.end), completedAt: Number(f[2]) };
         }
         // In progress: busy or a takeover, decided by the script on the server clock.
       }
@@ -294,7 +310,7 @@ export class RedisIdempotencyStore implements IdempotencyStore {
         this.#skewMs = leaseExpiresAt - leaseMs - Date.now();
         const takeover = Number(reply[3]) === 1;
         // A new record's header as CLAIM wrote it (a takeover's carries the old steps flag: no version).
-        const version = takeover ? undefined : `p\n1\n${leaseExpiresAt}\n0\n${owner}\n${fingerprint}\n`;
+        const version = takeover ? undefined : header('p', 1, leaseExpiresAt, '0', owner, fingerprint);
         return { kind: 'acquired', fence: Number(reply[1]), leaseExpiresAt, takeover, steps, version };
       }
       case 2: return { kind: 'busy', retryAfterMs: Number(reply[1]) };
