@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const rootManifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
   name: string;
+  scripts: Record<string, string>;
   exports: Record<string, string | Record<string, string>>;
   peerDependencies: Record<string, string>;
 };
@@ -24,6 +25,7 @@ let packed: string[] = [];
 /** The scratch project: `<scratch>/node_modules/bulwark` is the unpacked tarball. */
 let scratch = '';
 let installed = '';
+const leftover = 'module-removed-since-an-older-build.js';
 
 interface PackResult { filename: string; files: { path: string }[] }
 
@@ -43,7 +45,10 @@ before(() => {
     mkdirSync(dirname(join(stage, path)), { recursive: true });
     cpSync(join(root, path), join(stage, path));
   }
-  execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json'), '--outDir', join(stage, 'dist')], { stdio: 'pipe' });
+  // What an older build may have left in dist/: the build must not ship it.
+  mkdirSync(join(stage, 'dist'));
+  writeFileSync(join(stage, 'dist', leftover), 'export const removed = true;\n');
+  execFileSync(process.execPath, [join(root, 'scripts/build.mjs'), '--outDir', join(stage, 'dist')], { stdio: 'pipe' });
   const pack = npmPack(stage, ['--pack-destination', work]);
   packed = pack.files.map((f) => f.path);
 
@@ -70,6 +75,14 @@ test('the tarball holds LICENSE, README, package.json, dist and sql, and nothing
   assert.deepEqual(strays, []);
   assert.deepEqual(packed.filter((p) => /\.test\.(js|d\.ts)$/.test(p)), [], 'test files in the tarball');
   assert.match(readFileSync(join(installed, 'LICENSE'), 'utf8'), /MIT License[\s\S]*Bulwark contributors/);
+});
+
+test('the build starts from an empty dist: what an older build left there is not packed', () => {
+  assert.ok(packed.includes('dist/index.js'));
+  assert.ok(!packed.includes(`dist/${leftover}`), `dist/${leftover} was packed`);
+  // `npm run build`, and `npm pack` / `npm publish` through prepack, are that same build.
+  assert.equal(rootManifest.scripts.build, 'node scripts/build.mjs');
+  assert.equal(rootManifest.scripts.prepack, 'npm run build');
 });
 
 test('no source map or sourceMappingURL in the tarball points to a file the tarball lacks', () => {
