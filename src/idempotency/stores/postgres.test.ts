@@ -9,6 +9,7 @@ import { guardPool } from '../../clients/postgres.js';
 import { eventually } from '../../clients/test/support.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
+import { recordId } from '../scope.js';
 import { PostgresIdempotencyStore, migratePostgresIdempotency, postgresIdempotencySchema, type PgQueryable } from './postgres.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -53,7 +54,7 @@ test('postgres: migrate is explicit and idempotent', async () => {
 });
 
 /** Counts statements sent to the database, on the pool and on the connections it hands out. */
-function countingPool(): { pool: typeof pool; calls: () => number } {
+function countingPool(target: pg.Pool = pool): { pool: pg.Pool; calls: () => number } {
   let n = 0;
   const counting = <T extends object>(target: T): T => new Proxy(target, {
     get(object, prop) {
@@ -67,7 +68,7 @@ function countingPool(): { pool: typeof pool; calls: () => number } {
       return value.bind(object);
     },
   });
-  return { pool: counting(pool), calls: () => n };
+  return { pool: counting(target), calls: () => n };
 }
 
 test('postgres: a first request costs 2 round trips (claim, complete), a replay 1', async () => {
@@ -223,5 +224,29 @@ test('postgres: store calls that time out give their connections back, so a shar
   } finally {
     await lock.unlock();
     await small.end();
+  }
+});
+
+test('postgres: a call that times out while waiting for a connection runs nothing, and the connection goes back unused', async () => {
+  const single = new pg.Pool({ connectionString: url, max: 1 });
+  single.on('error', () => {});
+  const counted = countingPool(single);
+  const store = new PostgresIdempotencyStore({ pool: counted.pool, schema, sweepEveryMs: false });
+  const engine = new IdempotencyEngine({ store, renewEveryMs: false, storeTimeoutMs: 200 });
+  const scope = { principal: 'p', method: 'POST', route: '/orders', key: randomUUID() };
+  try {
+    const busy = await single.connect(); // the pool's only connection
+    try {
+      await assert.rejects(engine.claim(scope, 'fp'), (error: any) => error.code === 'STORE_UNAVAILABLE' && error.cause?.code === 'TIMEOUT');
+    } finally {
+      busy.release();
+    }
+    await eventually('the connection is back in the pool', () => single.idleCount === 1 && single.waitingCount === 0);
+    await sleep(50);
+    assert.equal(counted.calls(), 0, 'the claim never ran');
+    assert.equal(await store.inspect(recordId(scope)), undefined);
+    assert.equal((await engine.claim(scope, 'fp')).kind, 'new');
+  } finally {
+    await single.end();
   }
 });
