@@ -159,7 +159,7 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
     });
 
     test('calls given a signal that never fires behave as calls without one', async () => {
-      // The engine passes one with every guarded call; a store may use it to stop work or ignore it.
+      // The engine passes one with every guarded call to a `cancellable` store; any store may be given one.
       const signal = new AbortController().signal;
       const key = id();
       const owner = randomUUID();

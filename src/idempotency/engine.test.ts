@@ -343,7 +343,7 @@ test('a claim that lands after the engine gave up on it is released at once, fen
     await flushPromises();
   };
   const store: IdempotencyStore = {
-    name: 'slow-claims', remote: true, inspect: (id) => inner.inspect(id),
+    name: 'slow-claims', remote: true, cancellable: true, inspect: (id) => inner.inspect(id),
     claim: (input, signal) => {
       signals.push(signal);
       if (!hold) return inner.claim(input);
@@ -379,4 +379,30 @@ test('a claim that lands after the engine gave up on it is released at once, fen
   await land();
   assert.deepEqual(released, ['owner-1'], 'the busy late claim releases nothing');
   assert.equal((await inner.inspect(winner.id))?.owner, winner.owner);
+});
+
+test('only a cancellable store is handed the guard\'s signal (an AbortSignal per call would cost the others for nothing)', async () => {
+  const clock = new VirtualClock(1_000_000);
+  for (const cancellable of [true, undefined]) {
+    const inner = new MemoryIdempotencyStore({ clock });
+    const signals: unknown[] = [];
+    const store: IdempotencyStore = {
+      name: 'network', remote: true, ...(cancellable ? { cancellable } : {}), inspect: (id) => inner.inspect(id),
+      claim: (input, signal) => { signals.push(signal); return inner.claim(input); },
+      complete: (input, signal) => { signals.push(signal); return inner.complete(input); },
+      release: (input, signal) => { signals.push(signal); return inner.release(input); },
+      renew: (input, signal) => { signals.push(signal); return inner.renew(input); },
+      saveStep: (input, signal) => { signals.push(signal); return inner.saveStep(input); },
+    };
+    const engine = new IdempotencyEngine({ store, clock, renewEveryMs: false });
+    const l = await lease(engine);
+    await l.step('a', () => 1);
+    await l.renew();
+    await l.complete({ body: 'ok' });
+    const other = await lease(engine, 'k2');
+    await other.release();
+    assert.equal(signals.length, 6);
+    if (cancellable) assert.ok(signals.every((s) => s instanceof AbortSignal && !s.aborted), 'every guarded call carries a live signal');
+    else assert.deepEqual(signals, [undefined, undefined, undefined, undefined, undefined, undefined]);
+  }
 });

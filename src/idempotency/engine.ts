@@ -240,6 +240,8 @@ export class IdempotencyEngine {
   readonly renewEveryMs: number | false;
   readonly clock: Clock;
   readonly #guard: Policy | undefined;
+  /** Whether store calls get the guard's signal (only stores that can use it: see `cancellable`). */
+  readonly #passSignal: boolean;
   readonly #completeAttempts: number;
   readonly #newOwner: () => string;
   /** Active leases in renewal order, one timer for all (an intrusive list: no per-request Set entry). */
@@ -274,6 +276,7 @@ export class IdempotencyEngine {
     if (options.guard === null) this.#guard = undefined;
     else if (options.guard !== undefined) this.#guard = options.guard;
     else this.#guard = store.remote ? defaultStoreGuard(store, { timeoutMs: storeTimeoutMs, clock: this.clock }) : undefined;
+    this.#passSignal = store.cancellable === true;
     if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
     this.#newOwner = options.newOwnerToken ?? randomUUID;
   }
@@ -462,9 +465,10 @@ export class IdempotencyEngine {
 
   // ------------------------------------------------------------------------------------------
 
-  /** Runs a store call under the guard; `signal` aborts when the guard gives up on it (timeout). */
+  /** Runs a store call under the guard; for a cancellable store, `signal` aborts when the guard gives up on it (timeout). */
   async #call<T>(operation: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
-    return this.#guard === undefined ? operation(undefined) : this.#guard.execute((ctx) => operation(ctx.signal));
+    if (this.#guard === undefined) return operation(undefined);
+    return this.#passSignal ? this.#guard.execute((ctx) => operation(ctx.signal)) : this.#guard.execute(() => operation(undefined));
   }
 
   /**

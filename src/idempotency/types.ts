@@ -78,9 +78,9 @@ export interface RenewInput extends OwnerInput {
  * the lease expired and was taken over, the record was released, or it is gone.
  *
  * The writes take an optional `signal`, aborted when the engine's bound on the call fires (the
- * caller has given up). A store that can stop its work there should (the PostgreSQL store
- * cancels the statement and frees its connection); one that cannot may ignore it: the engine
- * has already answered, and releases a claim that lands after it gave up.
+ * caller has given up), for stores that set `cancellable`. Such a store stops its work there
+ * (the PostgreSQL store cancels the statement and frees its connection). For any store, the
+ * engine has already answered by then, and it releases a claim that lands after it gave up.
  */
 export interface IdempotencyStore {
   /** For describe(), logs and errors. */
@@ -90,6 +90,12 @@ export interface IdempotencyStore {
    * short timeout (and a breaker) by default. In-process stores (memory, SQLite) cannot hang.
    */
   readonly remote: boolean;
+  /**
+   * True when the store can stop a call whose `signal` aborts: the engine then passes one with
+   * every guarded call. Unset, it passes none, as creating an AbortSignal costs microseconds
+   * per call, a real share of a Redis round trip, for a store that would ignore it.
+   */
+  readonly cancellable?: boolean;
   claim(input: ClaimInput, signal?: AbortSignal): Promise<ClaimResult>;
   /**
    * Records the response. Idempotent for the same owner: completing twice with the same token

@@ -120,6 +120,7 @@ const EPOCH_MS = (column: string): string => `round(extract(epoch from ${column}
 export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly name = 'postgres';
   readonly remote = true;
+  readonly cancellable = true;
   readonly table: string;
   readonly #pool: IdempotencyPgPool;
   readonly #sql: ReturnType<typeof statements>;
