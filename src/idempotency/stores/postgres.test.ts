@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { systemClock } from '../../core/clock.js';
 import { guardPool } from '../../clients/postgres.js';
-import { eventually } from '../../clients/test/support.js';
+import { eventually, freePort } from '../../clients/test/support.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
 import { recordId } from '../scope.js';
@@ -53,22 +53,35 @@ test('postgres: migrate is explicit and idempotent', async () => {
   assert.equal(rows[0].n, 3);
 });
 
+/**
+ * `target` seen through a proxy: `override(prop, value)` may replace a property or method
+ * (methods come bound to `target`, so pg's internals keep working).
+ */
+function overriding<T extends object>(target: T, override: (prop: string | symbol, value: unknown) => unknown): T {
+  return new Proxy(target, {
+    get(object, prop) {
+      const value = Reflect.get(object, prop) as unknown;
+      return override(prop, typeof value === 'function' ? value.bind(object) : value);
+    },
+  });
+}
+
+type ConnectCallback = (error: unknown, client: object | undefined, done: unknown) => void;
+
+/** `target` whose callback-form `connect` hands out `wrap(client)` instead of each client. */
+function wrappingClients(target: pg.Pool, wrap: (client: object) => object): pg.Pool {
+  return overriding(target, (prop, value) => (prop !== 'connect' ? value : (callback: ConnectCallback) =>
+    (value as (cb: ConnectCallback) => void)((error, client, done) => callback(error, client && wrap(client), done))));
+}
+
 /** Counts statements sent to the database, on the pool and on the connections it hands out. */
 function countingPool(target: pg.Pool = pool): { pool: pg.Pool; calls: () => number } {
   let n = 0;
-  const counting = <T extends object>(target: T): T => new Proxy(target, {
-    get(object, prop) {
-      const value = Reflect.get(object, prop) as unknown;
-      if (typeof value !== 'function') return value;
-      if (prop === 'query') return (...args: unknown[]) => { n++; return value.apply(object, args); };
-      if (prop === 'connect') {
-        return (callback: (error: unknown, client: object | undefined, done: unknown) => void) =>
-          value.call(object, (error: unknown, client: object | undefined, done: unknown) => callback(error, client && counting(client), done));
-      }
-      return value.bind(object);
-    },
-  });
-  return { pool: counting(target), calls: () => n };
+  const counting = <T extends object>(object: T): T => overriding(object, (prop, value) => (prop !== 'query' ? value : (...args: unknown[]) => {
+    n++;
+    return (value as (...a: unknown[]) => unknown)(...args);
+  }));
+  return { pool: counting(wrappingClients(target, counting)), calls: () => n };
 }
 
 test('postgres: a first request costs 2 round trips (claim, complete), a replay 1', async () => {
@@ -248,5 +261,31 @@ test('postgres: a call that times out while waiting for a connection runs nothin
     assert.equal((await engine.claim(scope, 'fp')).kind, 'new');
   } finally {
     await single.end();
+  }
+});
+
+test('postgres: a cancel that fails or misses still frees the connection (closed, at the latest after cancelTimeoutMs)', async () => {
+  const table = 'locked_uncancellable';
+  await migratePostgresIdempotency(pool, { schema, table });
+  const closedPort = await freePort();
+  const misdirections: Array<[string, string, unknown]> = [
+    ['sent to a port where nothing listens (the cancel fails)', 'port', closedPort],
+    ['for a backend that does not exist (the server ignores it)', 'processID', 0x7ffffff0],
+  ];
+  for (const [what, prop, value] of misdirections) {
+    const single = new pg.Pool({ connectionString: url, max: 1 });
+    single.on('error', () => {});
+    const misdirected = wrappingClients(single, (client) => overriding(client, (p, v) => (p === prop ? value : v)));
+    const store = new PostgresIdempotencyStore({ pool: misdirected, schema, table, sweepEveryMs: false, cancelTimeoutMs: 200 });
+    const engine = new IdempotencyEngine({ store, renewEveryMs: false, storeTimeoutMs: 200 });
+    const lock = await lockTable(table);
+    try {
+      await assert.rejects(engine.claim({ principal: 'p', method: 'POST', route: '/orders', key: randomUUID() }, 'fp'), { code: 'STORE_UNAVAILABLE' });
+      const { rows } = await guardPool(single, { name: 'other-queries', timeoutMs: 1500, retry: false }).query<{ n: number }>('SELECT 1 AS n');
+      assert.equal(rows[0]!.n, 1, `a cancel ${what}: the pool's only connection came back`);
+    } finally {
+      await lock.unlock();
+      await single.end();
+    }
   }
 });
