@@ -44,6 +44,7 @@ test('postgres: the SQL file is the schema the migration creates', () => {
   assert.ok(file.includes(postgresIdempotencySchema()), 'sql/idempotency-postgres.sql contains postgresIdempotencySchema() verbatim');
   assert.throws(() => postgresIdempotencySchema({ table: 'x; DROP TABLE y' }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => new PostgresIdempotencyStore({ pool, schema: 'Bad-Name' }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new PostgresIdempotencyStore({ pool, cancelTimeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
 });
 
 test('postgres: migrate is explicit and idempotent', async () => {
