@@ -182,6 +182,28 @@ for (const kind of ADAPTERS) {
       assert.match(String(outcome.headers?.['content-type']), /application\/json/);
     });
 
+    test('per-route rate limits are kept per method and route: GET /orders does not spend the POST /orders budget', async () => {
+      const ok = (_request: unknown) => ({ body: 'ok' });
+      const app = await start(kind, [
+        { method: 'GET', path: '/orders', handler: ok },
+        { method: 'POST', path: '/orders', handler: ok },
+        { method: 'GET', path: '/orders/:id', handler: ok },
+      ], { rateLimit: { limits: [{ name: 'per-ip', key: 'ip', limit: 1, intervalMs: 60_000 }] } });
+      const call = (method: string, path = '/orders') => fetch(`${app.url}${path}`, { method });
+      assert.equal((await call('GET')).status, 200);
+      assert.equal((await call('POST')).status, 200, 'POST /orders has its own budget');
+      assert.equal((await call('GET')).status, 429);
+      assert.equal((await call('POST')).status, 429);
+      // A routes-table entry for any method ("/items") names the route; the method still splits the budget.
+      const table = await start(kind, [
+        { method: 'GET', path: '/items', handler: ok },
+        { method: 'POST', path: '/items', handler: ok },
+      ], { routes: { '/items': { priority: 'normal' } }, rateLimit: { limits: [{ name: 'per-ip', key: 'ip', limit: 1, intervalMs: 60_000 }] } });
+      assert.equal((await fetch(`${table.url}/items`)).status, 200);
+      assert.equal((await fetch(`${table.url}/items`, { method: 'POST' })).status, 200);
+      assert.equal((await fetch(`${table.url}/items`)).status, 429);
+    });
+
     test('health endpoints are served by the adapter, before protections', async () => {
       const reject: Protection = { name: 'reject-all', check: () => ({ status: 503, headers: {}, body: '' }) };
       const health = healthChecks({ checks: { always: () => undefined } });

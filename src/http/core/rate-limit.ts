@@ -232,13 +232,18 @@ function keyFunction(
 }
 
 /**
- * The route part of a route-scoped key: the route's name (framework pattern or table key), or,
- * for a route Bulwark has no settings for (Express and node:http only know configured routes
- * before routing), the method and path.
+ * The route part of a route-scoped key: the method and the route, so that `GET /orders` and
+ * `POST /orders` have separate budgets on every adapter. The route is its name (the framework
+ * pattern such as Fastify's `/orders/:id`, a table key, or a name you gave it), or, for a route
+ * Bulwark has no settings for (Express and node:http only know configured routes before
+ * routing), the path. A name that already starts with the method (`"GET /orders"`) is used as is.
  */
 function routeKey(request: RequestContext): string {
   const name = request.route.name;
-  return name === 'default' ? `${request.method} ${request.path}` : name;
+  const method = request.method;
+  if (name === 'default') return `${method} ${request.path}`;
+  const named = name.length > method.length && name.charCodeAt(method.length) === 32 /* space */ && name.startsWith(method);
+  return named ? name : `${method} ${name}`;
 }
 
 export function rateLimitProtection(options: RateLimitProtectionOptions): RateLimitProtection {
