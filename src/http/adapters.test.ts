@@ -204,6 +204,30 @@ for (const kind of ADAPTERS) {
       assert.equal((await fetch(`${table.url}/items`)).status, 429);
     });
 
+    test('limits[].routes entries written like route-table keys ("POST /login", "/admin/*", "GET /orders/:id") apply on every adapter', async () => {
+      const ok = (_request: unknown) => ({ body: 'ok' });
+      const app = await start(kind, [
+        { method: 'POST', path: '/login', handler: ok },
+        { method: 'GET', path: '/login', handler: ok },
+        { method: 'GET', path: '/admin/users', handler: ok },
+        { method: 'GET', path: '/orders/:id', handler: ok },
+      ], {
+        rateLimit: {
+          limits: [
+            { name: 'login', key: 'ip', limit: 1, intervalMs: 60_000, routes: ['POST /login'] },
+            { name: 'admin', key: 'ip', limit: 1, intervalMs: 60_000, routes: ['/admin/*', 'GET /orders/:id'], scope: 'server' },
+          ],
+        },
+      });
+      const call = (method: string, path: string) => fetch(`${app.url}${path}`, { method }).then((r) => r.status);
+      assert.equal(await call('POST', '/login'), 200);
+      assert.equal(await call('POST', '/login'), 429, 'the "POST /login" entry applies');
+      assert.equal(await call('GET', '/login'), 200);
+      assert.equal(await call('GET', '/login'), 200, 'GET /login is not in the list');
+      assert.equal(await call('GET', '/admin/users'), 200);
+      assert.equal(await call('GET', '/orders/7'), 429, '"GET /orders/:id" is in the same server-wide budget');
+    });
+
     test('health endpoints are served by the adapter, before protections', async () => {
       const reject: Protection = { name: 'reject-all', check: () => ({ status: 503, headers: {}, body: '' }) };
       const health = healthChecks({ checks: { always: () => undefined } });
@@ -234,4 +258,27 @@ test('a process that served requests with deadlines on every adapter exits by it
   });
   assert.equal(code, 0, `child ${code === 'timeout' ? 'did not exit (something leaked)' : `exited ${code}`}: ${out}`);
   assert.match(out, /served/);
+});
+
+test('fastify: ready() fails with INVALID_OPTIONS on a limits[].routes entry that matches no registered route', async () => {
+  const { default: Fastify } = await import('fastify');
+  const { fastifyBulwark } = await import('./fastify.js');
+  const build = async (routes: string[]) => {
+    const app = Fastify({ logger: false });
+    await app.register(fastifyBulwark, { rateLimit: { limits: [{ name: 'login', key: 'ip', limit: 1, routes }] } });
+    app.post('/login', async () => 'ok');
+    app.get('/orders/:id', async () => 'ok');
+    return app;
+  };
+  const typo = await build(['POST /login', 'POST /logn']);
+  await assert.rejects(async () => { await typo.ready(); }, (error: any) => error.code === 'INVALID_OPTIONS' && /"POST \/logn" matches no route/.test(error.message));
+  await typo.close().catch(() => undefined);
+  for (const routes of [['POST /login', '/orders/:id', 'GET /orders/7', '/orders/*'], ['/login']]) {
+    const fine = await build(routes);
+    await fine.ready();
+    await fine.close();
+  }
+  const wrongMethod = await build(['GET /login']);
+  await assert.rejects(async () => { await wrongMethod.ready(); }, { code: 'INVALID_OPTIONS' });
+  await wrongMethod.close().catch(() => undefined);
 });
