@@ -137,6 +137,8 @@ for (const kind of ADAPTERS) {
       assert.equal(await (await fetch(`${plain.url}/ip`, { headers: spoof })).json(), '127.0.0.1');
       assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': '6.6.6.6, 203.0.113.9' } })).json(), '203.0.113.9');
       assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'garbage' } })).json(), '127.0.0.1');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'unknown, 203.0.113.9' } })).json(), '203.0.113.9', 'a malformed element left of the proxy\'s entry does not discard it');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'garbage, [2001:db8::5]:4711' } })).json(), '2001:db8::5');
     });
 
     test('protections: reject before the handler, add headers, and see the captured response at the end', async () => {
