@@ -165,6 +165,40 @@ test('the remaining deadline travels as X-Request-Timeout-Ms on each attempt, sh
   assert.ok(sent[1]! < sent[0]!);
 });
 
+test('the remaining budget reaches the server through every optional layer (cache, coalescing, retry, breaker, bulkhead, hedge, timeouts)', async (t) => {
+  const server = await serve(t, (req, res) => (req.n === 1 ? reply(res, 503, '', { 'retry-after': '1' }) : reply(res, 200, 'ok')));
+  const { fetch, clock } = makeClient(t, {
+    deadlineMarginMs: 50,
+    defaults: {
+      timeoutMs: 10_000,
+      totalTimeoutMs: 30_000,
+      retry: { maxAttempts: 3, backoff: NO_WAIT },
+      breaker: { strategy: consecutive({ threshold: 5 }) },
+      bulkhead: { maxConcurrent: 10, maxQueue: 10 },
+      hedge: { delayMs: 5_000 },
+      coalesce: true,
+      cache: { ttlMs: 60_000, staleIfErrorMs: 60_000 },
+    },
+  });
+  const dependency = fetch.dependency('default').dependency;
+  assert.ok(dependency.cache && dependency.coalescer && dependency.retry && dependency.breakers && dependency.bulkhead && dependency.hedge && dependency.attemptTimeout);
+  const retried = once(dependency.retry.onRetry);
+  const inbound = { deadline: clock.now() + 2000, clock };
+  const pending = fetch(`${server.url}/catalog/1`, { bulwark: { context: inbound } });
+  await retried;
+  await clock.advance(1000);
+  const response = await pending;
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), 'ok');
+  const sent = server.requests.map((r) => r.headers['x-request-timeout-ms']);
+  // A GET shared by the cache and coalescing runs detached from its caller and announces that
+  // caller's remaining budget minus the margin, recomputed after the retry wait.
+  assert.deepEqual(sent, [String(2000 - 50), String(1000 - 50)]);
+  // A POST (not shared, not cached) through the same pipeline carries it too.
+  await (await fetch(`${server.url}/orders`, { method: 'POST', body: '{}', bulwark: { timeoutMs: 3000 } })).text();
+  assert.equal(server.requests[2]!.headers['x-request-timeout-ms'], String(0.9 * 3000 - 50));
+});
+
 test('regression (seed defect "X-Deadline: None"): no deadline header at all when the call has no deadline', async (t) => {
   const server = await serve(t, (_req, res) => reply(res, 200, 'ok'));
   const { fetch } = makeClient(t);

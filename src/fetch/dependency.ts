@@ -309,11 +309,13 @@ export class FetchDependency {
     const call = callOf(context.tags);
     const shared = call.shared; // read once: a caller may unshare its call while a flight runs
     let headers = call.headers;
-    // The remaining budget travels with each attempt, recomputed each time. A shared answer
-    // belongs to no one caller, so it carries no caller's deadline. Without a deadline there is
-    // no header at all (never a placeholder such as the seed's `X-Deadline: None`).
+    // The remaining budget travels with each attempt, recomputed each time, through every layer.
+    // Without a deadline there is no header at all (never a placeholder such as `X-Deadline: None`).
     // (Object.assign, not `{ ...a, ...b }`: in Node 20 that takes V8's generic copy path, ~0.6 µs.)
-    if (!shared && call.deadline !== Infinity) headers = Object.assign({}, headers, deadlineHeaders(context, { marginMs: this.#shared.deadlineMarginMs }));
+    if (call.deadline !== Infinity) {
+      const budget = shared ? this.#sharedBudget(call, context) : context;
+      if (budget !== undefined) headers = Object.assign({}, headers, deadlineHeaders(budget, { marginMs: this.#shared.deadlineMarginMs }));
+    }
     // The caller's signal also covers reading the body after the attempt's policies let go.
     const signal = shared || call.callerSignal === undefined ? context.signal : AbortSignal.any([call.callerSignal, context.signal]);
     let response: Response;
@@ -324,6 +326,21 @@ export class FetchDependency {
     }
     return shared ? shareResponse(response, this.settings.maxSharedBodyBytes) : response;
   };
+
+  /**
+   * The budget a shared attempt (a coalesced or cached GET) announces. The flight runs in its
+   * own context, detached from any one caller so that the first caller leaving does not cancel
+   * it for the others; its attempts still carry the remaining budget of the caller that started
+   * it (`call` is that caller's), bounded by the flight's own timeouts: later callers joined an
+   * answer already on its way, and a downstream told nothing would work on unbounded. Once that
+   * caller's budget is spent, only the flight's own timeouts are announced (none without them).
+   */
+  #sharedBudget(call: FetchCall, context: CallContext): { deadline: number; clock: Clock } | CallContext | undefined {
+    const clock = context.clock;
+    const deadline = Math.min(call.deadline, context.deadline);
+    if (deadline - clock.now() - this.#shared.deadlineMarginMs > 0) return { deadline, clock };
+    return context.deadline === Infinity ? undefined : context;
+  }
 
   describe(): PolicyDescription {
     return { ...this.pipeline.describe(), name: this.name };
