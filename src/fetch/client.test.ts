@@ -151,6 +151,37 @@ test('the breaker opens on a dead host and then fails fast without a socket; oth
   assert.equal(await ok.text(), 'alive');
 });
 
+test('breaker events and state are public: fetch.onBreakerStateChange, dependency(name).onBreakerStateChange and .breakers()', async (t) => {
+  const dead = await startResetServer();
+  t.after(() => dead.close());
+  const { fetch, clock } = makeClient(t, {
+    dependencies: { inventory: { hosts: [dead.host], retry: false, breaker: { strategy: consecutive({ threshold: 2 }), openMs: 5_000 } } },
+  });
+  const inventory = fetch.dependency('inventory');
+  const clientWide: unknown[] = [];
+  const perDependency: unknown[] = [];
+  const all = fetch.onBreakerStateChange((e) => clientWide.push({ dependency: e.dependency, host: e.host, from: e.from, to: e.to, reason: e.reason }));
+  t.after(() => all.dispose());
+  const subscription = inventory.onBreakerStateChange((e) => perDependency.push(`${e.from}->${e.to}`));
+  assert.deepEqual(inventory.breakers(), {}, 'no host called yet');
+
+  for (let i = 0; i < 2; i++) await fetch(`${dead.url}/x`).catch(() => undefined);
+  assert.deepEqual(clientWide, [{ dependency: 'inventory', host: dead.host, from: 'closed', to: 'open', reason: 'threshold' }]);
+  assert.deepEqual(perDependency, ['closed->open']);
+  const stats = inventory.breakers()[dead.host]!;
+  assert.equal(stats.state, 'open');
+  assert.equal(stats.failures, 2);
+  await fetch(`${dead.url}/x`).catch(() => undefined);
+  assert.equal(inventory.breakers()[dead.host]!.rejections, 1);
+
+  subscription.dispose();
+  await clock.advance(5_000);
+  await fetch(`${dead.url}/x`).catch(() => undefined); // the half-open probe fails: open again
+  assert.deepEqual(perDependency, ['closed->open'], 'disposed: no more events');
+  assert.deepEqual(clientWide.map((e: any) => `${e.from}->${e.to}`), ['closed->open', 'open->half-open', 'half-open->open']);
+  assert.deepEqual(fetch.dependency('default').breakers(), {});
+});
+
 test('the remaining deadline travels as X-Request-Timeout-Ms on each attempt, shrinking across a retry', async (t) => {
   const server = await serve(t, (req, res) => (req.n === 1 ? reply(res, 503, '', { 'retry-after': '1' }) : reply(res, 200, 'ok')));
   const { fetch, clock } = makeClient(t, { deadlineMarginMs: 50 });

@@ -3,9 +3,11 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
 import { BulwarkError, hasCode } from '../core/errors.js';
+import { EventEmitter, type Event } from '../core/events.js';
 import { BasePolicy, pipeline, type Next, type Pipeline, type Policy, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
 import { BulkheadPolicy, type BulkheadStats } from '../bulkhead/bulkhead.js';
+import type { BreakerStateChange, BreakerStats } from '../breaker/breaker.js';
 import { isDependencyFailure } from '../breaker/classify.js';
 import { KeyedCircuitBreaker, type KeyedBreakerStats } from '../breaker/keyed.js';
 import type { CircuitStateKind } from '../breaker/snapshot.js';
@@ -52,6 +54,14 @@ export interface FetchDependencyStats {
   coalesce?: ReturnType<CoalescePolicy['stats']>;
   cache?: ReturnType<StaleCachePolicy['stats']>;
   budget?: RetryBudgetSnapshot;
+}
+
+/** A state change of one host's breaker in a dependency. */
+export interface FetchBreakerStateChange extends BreakerStateChange {
+  /** The dependency whose breaker moved. */
+  dependency: string;
+  /** The host (`host:port`) the breaker guards. */
+  host: string;
 }
 
 /** Runs a policy only for the calls `applies` picks; the others go straight to `next`. */
@@ -136,6 +146,9 @@ export class FetchDependency {
   readonly #tooLarge = new Set<string>();
   #requests = 0;
   #retries = 0;
+  readonly #onBreakerStateChange = new EventEmitter<FetchBreakerStateChange>();
+  /** State changes of this dependency's breakers (one per host): opened, half-open, closed again. */
+  readonly onBreakerStateChange: Event<FetchBreakerStateChange> = this.#onBreakerStateChange.event;
 
   constructor(settings: ResolvedDependency, shared: ClientShared) {
     this.name = settings.name;
@@ -210,6 +223,9 @@ export class FetchDependency {
         options: { isFailure: fetchFailureCounts, isResultFailure: isServerError, ...options },
       });
       policies.push(this.breakers.policy((context) => callOf(context.tags).host));
+      this.breakers.onStateChange(({ key, ...change }) => {
+        if (this.#onBreakerStateChange.active) this.#onBreakerStateChange.emit({ ...change, dependency: this.name, host: key });
+      });
     }
 
     if (settings.bulkhead !== undefined) {
@@ -344,6 +360,17 @@ export class FetchDependency {
 
   describe(): PolicyDescription {
     return { ...this.pipeline.describe(), name: this.name };
+  }
+
+  /** Each host's breaker statistics (state, trips, failures, rejections, window); empty without a breaker. */
+  breakerStats(): Record<string, BreakerStats> {
+    const out: Record<string, BreakerStats> = {};
+    if (this.breakers === undefined) return out;
+    for (const host of this.breakers.keys()) {
+      const breaker = this.breakers.peek(host);
+      if (breaker !== undefined) out[host] = breaker.stats();
+    }
+    return out;
   }
 
   stats(): FetchDependencyStats {
