@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { seededRandom } from '../core/random.js';
+import { retry } from '../retry/retry.js';
 import { ClientDisconnectedError, RequestContext } from '../http/core/request-context.js';
 import { resolveRoute } from '../http/core/routes.js';
 import { callOptionsOf } from './guard.js';
@@ -150,4 +151,17 @@ test('a context without a numeric deadline is bad input (INVALID_INPUT), not a c
   const redis = redisFor(clock, 100);
   await assert.rejects(redis.run(() => 1, { context: { deadline: 'soon' } as never }), { code: 'INVALID_INPUT' });
   await assert.rejects(redis.run(() => 1, { context: null as never }), { code: 'INVALID_INPUT' });
+});
+
+test('any policy given a spread copy of the request context keeps its abort (the copy leads back to the context)', async () => {
+  const clock = new VirtualClock(T0);
+  const request = inboundRequest(clock, 60_000);
+  const policy = retry({ maxAttempts: 5, backoff: { kind: 'constant', baseDelayMs: 1000, jitter: 'none' }, clock, random: seededRandom(4) });
+  let attempts = 0;
+  const call = policy.execute(() => { attempts++; throw Object.assign(new Error('reset'), { code: 'ECONNRESET' }); }, { ...request, timeoutMs: 30_000 });
+  await clock.advance(500);
+  request.abort(new ClientDisconnectedError());
+  const outcome = await settle(clock, call);
+  assert.equal(outcome.code, 'ABORTED');
+  assert.equal(attempts, 1);
 });

@@ -124,9 +124,12 @@ export class CallContext {
     if (options.priority !== undefined && !PRIORITIES.includes(options.priority)) {
       throw invalidCall(`priority must be one of ${PRIORITIES.join(', ')}, got ${String(options.priority)}`);
     }
+    // A spread copy of an inbound request context lost its `signal` and `tags` getters: read
+    // them from the context it points back to (see CALL_SOURCE).
+    const source = options.signal === undefined || options.tags === undefined ? callSourceOf(options) : undefined;
     return new CallContext(
-      clock, operation, deadline, 1, options.priority ?? 'normal', options.tags ?? EMPTY_TAGS,
-      undefined, options.signal, false,
+      clock, operation, deadline, 1, options.priority ?? 'normal', options.tags ?? source?.tags ?? EMPTY_TAGS,
+      undefined, options.signal ?? source?.signal, false,
     );
   }
 
