@@ -283,4 +283,12 @@ test('fastify: ready() fails with INVALID_OPTIONS on a limits[].routes entry tha
   const wrongMethod = await build(['GET /login']);
   await assert.rejects(async () => { await wrongMethod.ready(); }, { code: 'INVALID_OPTIONS' });
   await wrongMethod.close().catch(() => undefined);
+  // A shared guard may serve routes of another app: a warning in the app's log, not a failure.
+  const warnings: string[] = [];
+  const shared = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(line); } } } });
+  await shared.register(fastifyBulwark, { guard: new HttpGuard({ rateLimit: { limits: [{ name: 'login', key: 'ip', limit: 1, routes: ['POST /logn'] }] } }) });
+  shared.post('/login', async () => 'ok');
+  await shared.ready();
+  await shared.close();
+  assert.ok(warnings.some((line) => line.includes('\\"POST /logn\\" matches no route')), warnings.join('\n'));
 });
