@@ -4,8 +4,8 @@
  * No client library is imported here.
  */
 import type { Clock } from '../core/clock.js';
-import type { CallOptions } from '../core/context.js';
-import { InvalidOptionsError } from '../core/errors.js';
+import { callSourceOf, deadlineOnClock, type CallContextSource, type CallOptions, type Operation } from '../core/context.js';
+import { BulwarkError, DeadlineExceededError, InvalidOptionsError, RetriesExhaustedError } from '../core/errors.js';
 import { pipeline, type Pipeline, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
 import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/validate.js';
@@ -22,6 +22,13 @@ export interface GuardedCallOptions extends CallOptions {
    * whole). Only safe calls are retried, and only after transient errors. Default false.
    */
   safe?: boolean;
+  /**
+   * The inbound request this call serves (`{ context: request.bulwark, safe: true }`), or any
+   * `{ deadline, clock?, signal?, priority? }`: its remaining budget bounds the call, retries
+   * and their waits included (with `deadline` / `timeoutMs` too, the earliest wins), and its
+   * signal aborts it. `priority` and `tags` given here win over the context's.
+   */
+  context?: CallContextSource;
 }
 
 /** The bulkhead of a guarded client: options for a new one, or a policy you built (and maybe share). */
@@ -186,6 +193,62 @@ function buildRetry(
 /** Splits the guard's own `safe` flag from the core call options. */
 export function pipelineFor(guard: Guard, options: GuardedCallOptions | undefined): Pipeline {
   return options?.safe === true ? guard.safe : guard.unsafe;
+}
+
+/**
+ * The core call options of a guarded call on `clock`: `context` (the inbound request) folded into
+ * `deadline`, `signal`, `priority` and `tags`. Throws INVALID_INPUT for a context without a
+ * numeric deadline.
+ */
+export function callOptionsOf(clock: Clock, options: GuardedCallOptions | undefined): CallOptions | undefined {
+  // A spread copy of the request context (`{ ...request.bulwark, safe: true }`) lost the signal
+  // getter but points back to its source: read the source, as with `{ context: request.bulwark }`.
+  const spreadFrom = options?.context === undefined ? callSourceOf(options) : undefined;
+  const context = spreadFrom ?? options?.context;
+  if (context === undefined) return options;
+  if (typeof context !== 'object' || context === null || typeof context.deadline !== 'number' || Number.isNaN(context.deadline)) {
+    throw new BulwarkError('INVALID_INPUT', 'context must carry a numeric deadline (request.bulwark, a CallContext or { deadline, clock?, signal? })');
+  }
+  const now = clock.now();
+  let deadline = deadlineOnClock(context, clock, now);
+  // A deadline copied from the source is on the source's clock: only one of your own counts.
+  const ownDeadline = options!.deadline !== undefined && !(spreadFrom !== undefined && options!.deadline === spreadFrom.deadline);
+  if (ownDeadline) deadline = Math.min(deadline, options!.deadline!);
+  if (options!.timeoutMs !== undefined) {
+    if (!(options!.timeoutMs >= 0)) throw new BulwarkError('INVALID_INPUT', `timeoutMs must be >= 0, got ${options!.timeoutMs}`);
+    deadline = Math.min(deadline, now + options!.timeoutMs);
+  }
+  const own = options!.signal;
+  const theirs = context.signal;
+  const signal = own === undefined ? theirs : theirs === undefined || theirs === own ? own : AbortSignal.any([own, theirs]);
+  const priority = options!.priority ?? context.priority;
+  const tags = options!.tags ?? context.tags;
+  return {
+    deadline,
+    ...(signal === undefined ? {} : { signal }),
+    ...(priority === undefined ? {} : { priority }),
+    ...(tags === undefined ? {} : { tags }),
+  };
+}
+
+/**
+ * Runs a guarded call. When the retry policy stops because the next attempt could not start
+ * before the call's deadline, the caller's budget is spent: that surfaces as DEADLINE_EXCEEDED
+ * (the last failure as `cause`), the code an HTTP adapter answers with 504 at once, rather than
+ * RETRIES_EXHAUSTED. The retry never waits past the deadline and never starts an attempt after it.
+ */
+export function executeGuarded<T>(pipeline: Pipeline, operation: Operation<T>, options: CallOptions | undefined): Promise<T> {
+  const result = pipeline.execute(operation, options);
+  const bounded = options !== undefined && ((options.deadline !== undefined && options.deadline !== Infinity) || options.timeoutMs !== undefined);
+  return bounded ? result.catch((error: unknown) => deadlineGaveUp(error, options.deadline)) : result;
+}
+
+function deadlineGaveUp(error: unknown, deadline: number | undefined): never {
+  if (error instanceof RetriesExhaustedError && error.reason === 'deadline') {
+    const late = new DeadlineExceededError(deadline ?? Number.NaN, `deadline reached with no time for another attempt (${error.message})`);
+    throw Object.assign(late, { cause: error.cause, attempts: error.attempts });
+  }
+  throw error;
 }
 
 export function guardStats(guard: Guard): GuardStats {

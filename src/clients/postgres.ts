@@ -9,7 +9,7 @@
  */
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { TimerHandle } from '../core/clock.js';
-import type { CallContext } from '../core/context.js';
+import type { CallContext, CallOptions } from '../core/context.js';
 import { AbortedError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { PolicyDescription } from '../core/policy.js';
@@ -18,7 +18,7 @@ import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, describeGuard, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
 import { cancelTargetOf, sendCancelRequest } from './pg-cancel.js';
 import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
@@ -197,10 +197,17 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     options?: GuardedCallOptions,
   ): Promise<QueryResult<R>> {
     const params = values as unknown[] | undefined;
-    const signal = options?.signal;
-    return pipelineFor(this.#guard, options).execute(
+    let call: CallOptions | undefined;
+    try {
+      call = callOptionsOf(this.#guard.timeout.clock, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const signal = call?.signal;
+    return executeGuarded(
+      pipelineFor(this.#guard, options),
       (ctx) => this.#onClient(ctx, signal, (client) => client.query(text, params) as Promise<QueryResult<R>>),
-      options,
+      call,
     );
   }
 
@@ -212,8 +219,14 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
    */
   withClient<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
     if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('withClient(fn): fn must be a function'));
-    const signal = options?.signal;
-    return pipelineFor(this.#guard, options).execute((ctx) => this.#onClient(ctx, signal, fn), options);
+    let call: CallOptions | undefined;
+    try {
+      call = callOptionsOf(this.#guard.timeout.clock, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const signal = call?.signal;
+    return executeGuarded(pipelineFor(this.#guard, options), (ctx) => this.#onClient(ctx, signal, fn), call);
   }
 
   /**

@@ -12,14 +12,14 @@
  * so abandoned work ends soon: ioredis `commandTimeout` and `enableOfflineQueue: false`,
  * node-redis `disableOfflineQueue: true` (see docs/patterns/guarded-clients.md).
  */
-import type { CallContext } from '../core/context.js';
+import type { CallContext, CallOptions } from '../core/context.js';
 import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
 import type { PolicyDescription } from '../core/policy.js';
 import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, describeGuard, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
 import { isRedisFailure, isRedisTransient, READ_ONLY_COMMANDS } from './redis-errors.js';
 import { nodeRedisCommandTimeout } from '../redis-client/redis-client.js';
 
@@ -128,7 +128,13 @@ export class GuardedRedis<C extends object> {
   run<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
     if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('run(fn): fn must be a function'));
     const client = this.client;
-    return pipelineFor(this.#guard, options).execute((ctx) => fn(client, ctx), options);
+    let call: CallOptions | undefined;
+    try {
+      call = callOptionsOf(this.#guard.timeout.clock, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return executeGuarded(pipelineFor(this.#guard, options), (ctx) => fn(client, ctx), call);
   }
 
   /**
@@ -145,15 +151,22 @@ export class GuardedRedis<C extends object> {
     }
     const safe = options?.safe ?? READ_ONLY_COMMANDS.has(command.toUpperCase());
     const pipeline = safe ? this.#guard.safe : this.#guard.unsafe;
+    let call: CallOptions | undefined;
+    try {
+      call = callOptionsOf(this.#guard.timeout.clock, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.flavour === 'ioredis') {
       const client = this.client as unknown as IoRedisShape;
-      return pipeline.execute(() => client.call(command, ...args) as Promise<T>, options);
+      return executeGuarded(pipeline, () => client.call(command, ...args) as Promise<T>, call);
     }
     const client = this.client as unknown as NodeRedisShape;
     const noTimer = this.#clientTimerRedundant;
-    return pipeline.execute(
+    return executeGuarded(
+      pipeline,
       (ctx) => client.sendCommand([command, ...args], noTimer ? { abortSignal: ctx.signal, timeout: undefined } : { abortSignal: ctx.signal }) as Promise<T>,
-      options,
+      call,
     );
   }
 

@@ -18,6 +18,45 @@ export interface CallOptions {
 
 export type Operation<T> = (context: CallContext) => PromiseLike<T> | T;
 
+/**
+ * What a call can take its deadline, abort signal and priority from: the inbound request it
+ * serves (`request.bulwark`), a `CallContext`, or any `{ deadline, clock?, signal?, priority? }`.
+ */
+export interface CallContextSource {
+  /** Absolute deadline on `clock` (Infinity without one). */
+  readonly deadline: number;
+  /** The clock `deadline` is measured on; the caller's clock when absent. */
+  readonly clock?: Clock;
+  readonly signal?: AbortSignal;
+  readonly priority?: Priority;
+  readonly tags?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The key under which an object whose `signal` is a getter (an inbound `RequestContext`) keeps a
+ * reference to itself, as an own enumerable data property. Object spread copies own enumerable
+ * properties only, so `{ ...request.bulwark, safe: true }` would lose the signal and silently
+ * stop cancelling the call; the copy keeps this key, and guarded clients follow it back to the
+ * source. (An own accessor instead would cost every request a `defineProperty`; a symbol key is
+ * skipped by `JSON.stringify`, so the self-reference never makes a log line throw.)
+ */
+export const CALL_SOURCE: unique symbol = Symbol.for('bulwark.callSource');
+
+/** The source a spread copy of a context points back to (see `CALL_SOURCE`), if any. */
+export function callSourceOf(options: object | undefined): CallContextSource | undefined {
+  return options === undefined ? undefined : (options as { [CALL_SOURCE]?: CallContextSource })[CALL_SOURCE];
+}
+
+/**
+ * `source.deadline` on `clock`: measured on the source's own clock and re-anchored on ours, so
+ * the remaining budget is what carries over (two clocks need not agree on the time).
+ */
+export function deadlineOnClock(source: CallContextSource, clock: Clock, now = clock.now()): number {
+  const deadline = source.deadline;
+  if (deadline === Infinity) return Infinity;
+  return source.clock === undefined || source.clock === clock ? deadline : now + (deadline - source.clock.now());
+}
+
 
 /**
  * What an operation sees of its call: a signal, the deadline, the attempt number,
@@ -85,9 +124,12 @@ export class CallContext {
     if (options.priority !== undefined && !PRIORITIES.includes(options.priority)) {
       throw invalidCall(`priority must be one of ${PRIORITIES.join(', ')}, got ${String(options.priority)}`);
     }
+    // A spread copy of an inbound request context lost its `signal` and `tags` getters: read
+    // them from the context it points back to (see CALL_SOURCE).
+    const source = options.signal === undefined || options.tags === undefined ? callSourceOf(options) : undefined;
     return new CallContext(
-      clock, operation, deadline, 1, options.priority ?? 'normal', options.tags ?? EMPTY_TAGS,
-      undefined, options.signal, false,
+      clock, operation, deadline, 1, options.priority ?? 'normal', options.tags ?? source?.tags ?? EMPTY_TAGS,
+      undefined, options.signal ?? source?.signal, false,
     );
   }
 

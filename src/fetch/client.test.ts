@@ -151,6 +151,37 @@ test('the breaker opens on a dead host and then fails fast without a socket; oth
   assert.equal(await ok.text(), 'alive');
 });
 
+test('breaker events and state are public: fetch.onBreakerStateChange, dependency(name).onBreakerStateChange and .breakers()', async (t) => {
+  const dead = await startResetServer();
+  t.after(() => dead.close());
+  const { fetch, clock } = makeClient(t, {
+    dependencies: { inventory: { hosts: [dead.host], retry: false, breaker: { strategy: consecutive({ threshold: 2 }), openMs: 5_000 } } },
+  });
+  const inventory = fetch.dependency('inventory');
+  const clientWide: unknown[] = [];
+  const perDependency: unknown[] = [];
+  const all = fetch.onBreakerStateChange((e) => clientWide.push({ dependency: e.dependency, host: e.host, from: e.from, to: e.to, reason: e.reason }));
+  t.after(() => all.dispose());
+  const subscription = inventory.onBreakerStateChange((e) => perDependency.push(`${e.from}->${e.to}`));
+  assert.deepEqual(inventory.breakers(), {}, 'no host called yet');
+
+  for (let i = 0; i < 2; i++) await fetch(`${dead.url}/x`).catch(() => undefined);
+  assert.deepEqual(clientWide, [{ dependency: 'inventory', host: dead.host, from: 'closed', to: 'open', reason: 'threshold' }]);
+  assert.deepEqual(perDependency, ['closed->open']);
+  const stats = inventory.breakers()[dead.host]!;
+  assert.equal(stats.state, 'open');
+  assert.equal(stats.failures, 2);
+  await fetch(`${dead.url}/x`).catch(() => undefined);
+  assert.equal(inventory.breakers()[dead.host]!.rejections, 1);
+
+  subscription.dispose();
+  await clock.advance(5_000);
+  await fetch(`${dead.url}/x`).catch(() => undefined); // the half-open probe fails: open again
+  assert.deepEqual(perDependency, ['closed->open'], 'disposed: no more events');
+  assert.deepEqual(clientWide.map((e: any) => `${e.from}->${e.to}`), ['closed->open', 'open->half-open', 'half-open->open']);
+  assert.deepEqual(fetch.dependency('default').breakers(), {});
+});
+
 test('the remaining deadline travels as X-Request-Timeout-Ms on each attempt, shrinking across a retry', async (t) => {
   const server = await serve(t, (req, res) => (req.n === 1 ? reply(res, 503, '', { 'retry-after': '1' }) : reply(res, 200, 'ok')));
   const { fetch, clock } = makeClient(t, { deadlineMarginMs: 50 });
@@ -163,6 +194,40 @@ test('the remaining deadline travels as X-Request-Timeout-Ms on each attempt, sh
   // Attempt timeout = min(10 000, 0.9 × remaining); the header is that minus the 50 ms margin.
   assert.deepEqual(sent, [0.9 * 5000 - 50, 0.9 * 4000 - 50]);
   assert.ok(sent[1]! < sent[0]!);
+});
+
+test('the remaining budget reaches the server through every optional layer (cache, coalescing, retry, breaker, bulkhead, hedge, timeouts)', async (t) => {
+  const server = await serve(t, (req, res) => (req.n === 1 ? reply(res, 503, '', { 'retry-after': '1' }) : reply(res, 200, 'ok')));
+  const { fetch, clock } = makeClient(t, {
+    deadlineMarginMs: 50,
+    defaults: {
+      timeoutMs: 10_000,
+      totalTimeoutMs: 30_000,
+      retry: { maxAttempts: 3, backoff: NO_WAIT },
+      breaker: { strategy: consecutive({ threshold: 5 }) },
+      bulkhead: { maxConcurrent: 10, maxQueue: 10 },
+      hedge: { delayMs: 5_000 },
+      coalesce: true,
+      cache: { ttlMs: 60_000, staleIfErrorMs: 60_000 },
+    },
+  });
+  const dependency = fetch.dependency('default').dependency;
+  assert.ok(dependency.cache && dependency.coalescer && dependency.retry && dependency.breakers && dependency.bulkhead && dependency.hedge && dependency.attemptTimeout);
+  const retried = once(dependency.retry.onRetry);
+  const inbound = { deadline: clock.now() + 2000, clock };
+  const pending = fetch(`${server.url}/catalog/1`, { bulwark: { context: inbound } });
+  await retried;
+  await clock.advance(1000);
+  const response = await pending;
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), 'ok');
+  const sent = server.requests.map((r) => r.headers['x-request-timeout-ms']);
+  // A GET shared by the cache and coalescing runs detached from its caller and announces that
+  // caller's remaining budget minus the margin, recomputed after the retry wait.
+  assert.deepEqual(sent, [String(2000 - 50), String(1000 - 50)]);
+  // A POST (not shared, not cached) through the same pipeline carries it too.
+  await (await fetch(`${server.url}/orders`, { method: 'POST', body: '{}', bulwark: { timeoutMs: 3000 } })).text();
+  assert.equal(server.requests[2]!.headers['x-request-timeout-ms'], String(0.9 * 3000 - 50));
 });
 
 test('regression (seed defect "X-Deadline: None"): no deadline header at all when the call has no deadline', async (t) => {

@@ -4,7 +4,9 @@ import { systemClock } from '../core/clock.js';
 import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
 import { nonNegative } from '../core/validate.js';
 import { ratioBudget } from '../retry/budget.js';
-import { FetchDependency, type ClientShared, type FetchDependencyStats, type Transport } from './dependency.js';
+import { EventEmitter, type Event } from '../core/events.js';
+import type { BreakerStats } from '../breaker/breaker.js';
+import { FetchDependency, type ClientShared, type FetchBreakerStateChange, type FetchDependencyStats, type Transport } from './dependency.js';
 import { DEFAULT_DEPENDENCY, FETCH_DEFAULTS, resolveDependency, type CreateFetchOptions } from './options.js';
 import { DEFAULT_KEY_HEADERS, prepareCall, type BulwarkCallOptions, type FetchInitLike, type FetchInput } from './request.js';
 
@@ -18,6 +20,10 @@ export interface FetchDependencyHandle {
   /** Sends through this dependency whatever the URL's host. */
   fetch(input: FetchInput, init?: BulwarkRequestInit): Promise<Response>;
   stats(): FetchDependencyStats;
+  /** State changes of this dependency's per-host breakers; the returned Disposable unsubscribes. */
+  readonly onBreakerStateChange: Event<FetchBreakerStateChange>;
+  /** Each host's breaker statistics (state, trips, failures, rejections, window), by `host:port`. */
+  breakers(): Record<string, BreakerStats>;
 }
 
 export interface FetchClientStats {
@@ -34,6 +40,11 @@ export interface BulwarkFetch {
   /** Names of the configured dependencies (the default one included when enabled). */
   readonly dependencies: readonly string[];
   stats(): FetchClientStats;
+  /**
+   * State changes of every dependency's per-host breakers (`{ dependency, host, from, to,
+   * reason, at, state }`): for alerts and logs. The returned Disposable unsubscribes.
+   */
+  readonly onBreakerStateChange: Event<FetchBreakerStateChange>;
   /** Closes the dispatcher if the client created it; later calls fail with INVALID_INPUT. */
   close(): Promise<void>;
   readonly dispatcher: Dispatcher;
@@ -125,11 +136,19 @@ export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
     return dependency.run(call);
   };
 
+  const onBreakerStateChange = new EventEmitter<FetchBreakerStateChange>();
+  for (const dependency of byName.values()) {
+    dependency.onBreakerStateChange((change) => {
+      if (onBreakerStateChange.active) onBreakerStateChange.emit(change);
+    });
+  }
+
   const handles = new Map<string, FetchDependencyHandle>();
   const client = ((input: FetchInput, init?: BulwarkRequestInit) => send(input, init, undefined)) as BulwarkFetch;
   Object.defineProperties(client, {
     dispatcher: { value: dispatcher, enumerable: true },
     dependencies: { value: Object.freeze([...byName.keys()]), enumerable: true },
+    onBreakerStateChange: { value: onBreakerStateChange.event, enumerable: true },
   });
   client.dependency = (name: string): FetchDependencyHandle => {
     const dependency = byName.get(name);
@@ -141,6 +160,8 @@ export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
         dependency,
         fetch: (input, init) => send(input, init, dependency),
         stats: () => dependency.stats(),
+        onBreakerStateChange: dependency.onBreakerStateChange,
+        breakers: () => dependency.breakerStats(),
       };
       handles.set(name, handle);
     }

@@ -3,9 +3,11 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
 import { BulwarkError, hasCode } from '../core/errors.js';
+import { EventEmitter, type Event } from '../core/events.js';
 import { BasePolicy, pipeline, type Next, type Pipeline, type Policy, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
 import { BulkheadPolicy, type BulkheadStats } from '../bulkhead/bulkhead.js';
+import type { BreakerStateChange, BreakerStats } from '../breaker/breaker.js';
 import { isDependencyFailure } from '../breaker/classify.js';
 import { KeyedCircuitBreaker, type KeyedBreakerStats } from '../breaker/keyed.js';
 import type { CircuitStateKind } from '../breaker/snapshot.js';
@@ -52,6 +54,14 @@ export interface FetchDependencyStats {
   coalesce?: ReturnType<CoalescePolicy['stats']>;
   cache?: ReturnType<StaleCachePolicy['stats']>;
   budget?: RetryBudgetSnapshot;
+}
+
+/** A state change of one host's breaker in a dependency. */
+export interface FetchBreakerStateChange extends BreakerStateChange {
+  /** The dependency whose breaker moved. */
+  dependency: string;
+  /** The host (`host:port`) the breaker guards. */
+  host: string;
 }
 
 /** Runs a policy only for the calls `applies` picks; the others go straight to `next`. */
@@ -136,6 +146,9 @@ export class FetchDependency {
   readonly #tooLarge = new Set<string>();
   #requests = 0;
   #retries = 0;
+  readonly #onBreakerStateChange = new EventEmitter<FetchBreakerStateChange>();
+  /** State changes of this dependency's breakers (one per host): opened, half-open, closed again. */
+  readonly onBreakerStateChange: Event<FetchBreakerStateChange> = this.#onBreakerStateChange.event;
 
   constructor(settings: ResolvedDependency, shared: ClientShared) {
     this.name = settings.name;
@@ -210,6 +223,9 @@ export class FetchDependency {
         options: { isFailure: fetchFailureCounts, isResultFailure: isServerError, ...options },
       });
       policies.push(this.breakers.policy((context) => callOf(context.tags).host));
+      this.breakers.onStateChange(({ key, ...change }) => {
+        if (this.#onBreakerStateChange.active) this.#onBreakerStateChange.emit({ ...change, dependency: this.name, host: key });
+      });
     }
 
     if (settings.bulkhead !== undefined) {
@@ -309,11 +325,13 @@ export class FetchDependency {
     const call = callOf(context.tags);
     const shared = call.shared; // read once: a caller may unshare its call while a flight runs
     let headers = call.headers;
-    // The remaining budget travels with each attempt, recomputed each time. A shared answer
-    // belongs to no one caller, so it carries no caller's deadline. Without a deadline there is
-    // no header at all (never a placeholder such as the seed's `X-Deadline: None`).
+    // The remaining budget travels with each attempt, recomputed each time, through every layer.
+    // Without a deadline there is no header at all (never a placeholder such as `X-Deadline: None`).
     // (Object.assign, not `{ ...a, ...b }`: in Node 20 that takes V8's generic copy path, ~0.6 µs.)
-    if (!shared && call.deadline !== Infinity) headers = Object.assign({}, headers, deadlineHeaders(context, { marginMs: this.#shared.deadlineMarginMs }));
+    if (call.deadline !== Infinity) {
+      const budget = shared ? this.#sharedBudget(call, context) : context;
+      if (budget !== undefined) headers = Object.assign({}, headers, deadlineHeaders(budget, { marginMs: this.#shared.deadlineMarginMs }));
+    }
     // The caller's signal also covers reading the body after the attempt's policies let go.
     const signal = shared || call.callerSignal === undefined ? context.signal : AbortSignal.any([call.callerSignal, context.signal]);
     let response: Response;
@@ -325,8 +343,34 @@ export class FetchDependency {
     return shared ? shareResponse(response, this.settings.maxSharedBodyBytes) : response;
   };
 
+  /**
+   * The budget a shared attempt (a coalesced or cached GET) announces. The flight runs in its
+   * own context, detached from any one caller so that the first caller leaving does not cancel
+   * it for the others; its attempts still carry the remaining budget of the caller that started
+   * it (`call` is that caller's), bounded by the flight's own timeouts: later callers joined an
+   * answer already on its way, and a downstream told nothing would work on unbounded. Once that
+   * caller's budget is spent, only the flight's own timeouts are announced (none without them).
+   */
+  #sharedBudget(call: FetchCall, context: CallContext): { deadline: number; clock: Clock } | CallContext | undefined {
+    const clock = context.clock;
+    const deadline = Math.min(call.deadline, context.deadline);
+    if (deadline - clock.now() - this.#shared.deadlineMarginMs > 0) return { deadline, clock };
+    return context.deadline === Infinity ? undefined : context;
+  }
+
   describe(): PolicyDescription {
     return { ...this.pipeline.describe(), name: this.name };
+  }
+
+  /** Each host's breaker statistics (state, trips, failures, rejections, window); empty without a breaker. */
+  breakerStats(): Record<string, BreakerStats> {
+    const out: Record<string, BreakerStats> = {};
+    if (this.breakers === undefined) return out;
+    for (const host of this.breakers.keys()) {
+      const breaker = this.breakers.peek(host);
+      if (breaker !== undefined) out[host] = breaker.stats();
+    }
+    return out;
   }
 
   stats(): FetchDependencyStats {

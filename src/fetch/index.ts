@@ -8,7 +8,7 @@ export {
   type FetchClientStats,
   type FetchDependencyHandle,
 } from './client.js';
-export { FetchDependency, STALE_HEADER, type FetchDependencyStats } from './dependency.js';
+export { FetchDependency, STALE_HEADER, type FetchBreakerStateChange, type FetchDependencyStats } from './dependency.js';
 export {
   FETCH_DEFAULTS,
   DEFAULT_DEPENDENCY,

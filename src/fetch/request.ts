@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
-import { PRIORITIES, type Priority } from '../core/context.js';
+import { deadlineOnClock, PRIORITIES, type Priority } from '../core/context.js';
 import { BulwarkError, DeadlineExceededError } from '../core/errors.js';
 
 /**
@@ -206,11 +206,7 @@ export async function prepareCall(input: FetchInput, init: FetchInitLike | undef
       if (typeof context !== 'object' || context === null || typeof context.deadline !== 'number' || Number.isNaN(context.deadline)) {
         throw invalid('bulwark.context must carry a numeric deadline (a RequestContext, a CallContext or { deadline, clock? })');
       }
-      if (context.deadline !== Infinity) {
-        // Measured on the context's own clock, re-anchored on ours: the remaining budget is what travels.
-        const remaining = context.clock === undefined || context.clock === clock ? context.deadline - now : context.deadline - context.clock.now();
-        deadline = Math.min(deadline, now + remaining);
-      }
+      deadline = Math.min(deadline, deadlineOnClock(context, clock, now));
       const contextSignal = context.signal;
       if (contextSignal !== undefined) signal = signal === undefined ? contextSignal : AbortSignal.any([signal, contextSignal]);
       if (context.priority !== undefined && PRIORITIES.includes(context.priority)) priority = context.priority;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { VirtualClock } from '../core/clock.js';
 import { degradation } from '../core/degraded.js';
+import { once } from '../core/events.js';
 import { hasCode } from '../core/errors.js';
 import { consecutive } from '../breaker/strategies.js';
 import { createFetch, STALE_HEADER, type CreateFetchOptions } from './index.js';
@@ -82,6 +83,20 @@ test('50 concurrent identical GETs are coalesced into one server hit; each calle
   const coalesce = fetch.stats().dependencies.default!.coalesce!;
   assert.equal(coalesce.executions, 1);
   assert.equal(coalesce.shared, 49);
+});
+
+test('a coalesced GET announces the budget of the caller that started it; once that caller is gone, the flight\'s own timeout', async (t) => {
+  const server = await serve(t, (req, res) => (req.n === 1 ? reply(res, 503, '', { 'retry-after': '2' }) : reply(res, 200, 'shared')));
+  const { fetch, clock } = makeClient(t, { deadlineMarginMs: 50, defaults: { coalesce: true, timeoutMs: 10_000, retry: { backoff: NO_WAIT } } });
+  const retried = once(fetch.dependency('default').dependency.retry!.onRetry);
+  const first = fetch(`${server.url}/catalog`, { bulwark: { timeoutMs: 1000 } }).then(() => 'answered', (error) => error.code);
+  const second = fetch(`${server.url}/catalog`);
+  await retried;
+  await clock.advance(2000); // the first caller's deadline passes during the Retry-After wait
+  assert.equal(await first, 'TIMEOUT', 'the first caller stopped waiting at its deadline');
+  const response = await second;
+  assert.equal(await response.text(), 'shared');
+  assert.deepEqual(server.requests.map((r) => r.headers['x-request-timeout-ms']), [String(1000 - 50), String(10_000 - 50)]);
 });
 
 test('coalescing keys on method, URL and the key headers: different Accept or Authorization, different requests; POSTs never', async (t) => {

@@ -137,6 +137,8 @@ for (const kind of ADAPTERS) {
       assert.equal(await (await fetch(`${plain.url}/ip`, { headers: spoof })).json(), '127.0.0.1');
       assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': '6.6.6.6, 203.0.113.9' } })).json(), '203.0.113.9');
       assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'garbage' } })).json(), '127.0.0.1');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'unknown, 203.0.113.9' } })).json(), '203.0.113.9', 'a malformed element left of the proxy\'s entry does not discard it');
+      assert.equal(await (await fetch(`${proxied.url}/ip`, { headers: { 'x-forwarded-for': 'garbage, [2001:db8::5]:4711' } })).json(), '2001:db8::5');
     });
 
     test('protections: reject before the handler, add headers, and see the captured response at the end', async () => {
@@ -182,6 +184,52 @@ for (const kind of ADAPTERS) {
       assert.match(String(outcome.headers?.['content-type']), /application\/json/);
     });
 
+    test('per-route rate limits are kept per method and route: GET /orders does not spend the POST /orders budget', async () => {
+      const ok = (_request: unknown) => ({ body: 'ok' });
+      const app = await start(kind, [
+        { method: 'GET', path: '/orders', handler: ok },
+        { method: 'POST', path: '/orders', handler: ok },
+        { method: 'GET', path: '/orders/:id', handler: ok },
+      ], { rateLimit: { limits: [{ name: 'per-ip', key: 'ip', limit: 1, intervalMs: 60_000 }] } });
+      const call = (method: string, path = '/orders') => fetch(`${app.url}${path}`, { method });
+      assert.equal((await call('GET')).status, 200);
+      assert.equal((await call('POST')).status, 200, 'POST /orders has its own budget');
+      assert.equal((await call('GET')).status, 429);
+      assert.equal((await call('POST')).status, 429);
+      // A routes-table entry for any method ("/items") names the route; the method still splits the budget.
+      const table = await start(kind, [
+        { method: 'GET', path: '/items', handler: ok },
+        { method: 'POST', path: '/items', handler: ok },
+      ], { routes: { '/items': { priority: 'normal' } }, rateLimit: { limits: [{ name: 'per-ip', key: 'ip', limit: 1, intervalMs: 60_000 }] } });
+      assert.equal((await fetch(`${table.url}/items`)).status, 200);
+      assert.equal((await fetch(`${table.url}/items`, { method: 'POST' })).status, 200);
+      assert.equal((await fetch(`${table.url}/items`)).status, 429);
+    });
+
+    test('limits[].routes entries written like route-table keys ("POST /login", "/admin/*", "GET /orders/:id") apply on every adapter', async () => {
+      const ok = (_request: unknown) => ({ body: 'ok' });
+      const app = await start(kind, [
+        { method: 'POST', path: '/login', handler: ok },
+        { method: 'GET', path: '/login', handler: ok },
+        { method: 'GET', path: '/admin/users', handler: ok },
+        { method: 'GET', path: '/orders/:id', handler: ok },
+      ], {
+        rateLimit: {
+          limits: [
+            { name: 'login', key: 'ip', limit: 1, intervalMs: 60_000, routes: ['POST /login'] },
+            { name: 'admin', key: 'ip', limit: 1, intervalMs: 60_000, routes: ['/admin/*', 'GET /orders/:id'], scope: 'server' },
+          ],
+        },
+      });
+      const call = (method: string, path: string) => fetch(`${app.url}${path}`, { method }).then((r) => r.status);
+      assert.equal(await call('POST', '/login'), 200);
+      assert.equal(await call('POST', '/login'), 429, 'the "POST /login" entry applies');
+      assert.equal(await call('GET', '/login'), 200);
+      assert.equal(await call('GET', '/login'), 200, 'GET /login is not in the list');
+      assert.equal(await call('GET', '/admin/users'), 200);
+      assert.equal(await call('GET', '/orders/7'), 429, '"GET /orders/:id" is in the same server-wide budget');
+    });
+
     test('health endpoints are served by the adapter, before protections', async () => {
       const reject: Protection = { name: 'reject-all', check: () => ({ status: 503, headers: {}, body: '' }) };
       const health = healthChecks({ checks: { always: () => undefined } });
@@ -212,4 +260,35 @@ test('a process that served requests with deadlines on every adapter exits by it
   });
   assert.equal(code, 0, `child ${code === 'timeout' ? 'did not exit (something leaked)' : `exited ${code}`}: ${out}`);
   assert.match(out, /served/);
+});
+
+test('fastify: ready() fails with INVALID_OPTIONS on a limits[].routes entry that matches no registered route', async () => {
+  const { default: Fastify } = await import('fastify');
+  const { fastifyBulwark } = await import('./fastify.js');
+  const build = async (routes: string[]) => {
+    const app = Fastify({ logger: false });
+    await app.register(fastifyBulwark, { rateLimit: { limits: [{ name: 'login', key: 'ip', limit: 1, routes }] } });
+    app.post('/login', async () => 'ok');
+    app.get('/orders/:id', async () => 'ok');
+    return app;
+  };
+  const typo = await build(['POST /login', 'POST /logn']);
+  await assert.rejects(async () => { await typo.ready(); }, (error: any) => error.code === 'INVALID_OPTIONS' && /"POST \/logn" matches no route/.test(error.message));
+  await typo.close().catch(() => undefined);
+  for (const routes of [['POST /login', '/orders/:id', 'GET /orders/7', '/orders/*'], ['/login']]) {
+    const fine = await build(routes);
+    await fine.ready();
+    await fine.close();
+  }
+  const wrongMethod = await build(['GET /login']);
+  await assert.rejects(async () => { await wrongMethod.ready(); }, { code: 'INVALID_OPTIONS' });
+  await wrongMethod.close().catch(() => undefined);
+  // A shared guard may serve routes of another app: a warning in the app's log, not a failure.
+  const warnings: string[] = [];
+  const shared = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(line); } } } });
+  await shared.register(fastifyBulwark, { guard: new HttpGuard({ rateLimit: { limits: [{ name: 'login', key: 'ip', limit: 1, routes: ['POST /logn'] }] } }) });
+  shared.post('/login', async () => 'ok');
+  await shared.ready();
+  await shared.close();
+  assert.ok(warnings.some((line) => line.includes('\\"POST /logn\\" matches no route')), warnings.join('\n'));
 });

@@ -1,3 +1,4 @@
+import { InvalidOptionsError } from '../core/errors.js';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
 import type { HealthChecks } from './core/health.js';
@@ -67,6 +68,26 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
   const health = options.health;
 
   fastify.decorateRequest('bulwark', null);
+
+  // Route lists (`limits[].routes`) are checked against the routes the app registers: an entry
+  // that matches none would silently never apply. With a guard of its own the plugin fails
+  // `ready()`; a shared guard may serve routes of other apps, so then it only warns.
+  const registered: { method: string; url: string; name: string }[] = [];
+  fastify.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const name = (route.config as { bulwark?: RouteConfig } | undefined)?.bulwark?.name ?? route.url;
+    for (const method of methods) registered.push({ method: String(method).toUpperCase(), url: route.url, name });
+  });
+  fastify.addHook('onReady', (ready) => {
+    const problems = guard.unmatchedRouteEntries(registered);
+    registered.length = 0;
+    if (problems.length === 0) ready();
+    else if (options.guard === undefined) ready(new InvalidOptionsError(`bulwark: ${problems.join('; ')} (register the plugin before the routes it names)`));
+    else {
+      fastify.log.warn(`bulwark: ${problems.join('; ')}`);
+      ready();
+    }
+  });
 
   if (health !== undefined) {
     // GET routes; Fastify adds HEAD for them. Marked critical and skipped by the guard.

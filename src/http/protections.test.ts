@@ -204,3 +204,13 @@ test('protection options are validated when the guard is built', () => {
   assert.throws(() => new HttpGuard({ idempotency: { store: undefined } as never }), /principal/);
   assert.doesNotThrow(() => new RateLimitProtection({ limits: [{ name: 'x', key: 'route', limit: 0 + 1, routes: ['a'] }] }));
 });
+
+test('limits[].routes entries that can never match fail when the guard is built (INVALID_OPTIONS)', () => {
+  const limit = (routes: unknown) => () => new RateLimitProtection({ limits: [{ name: 'x', key: 'ip', limit: 1, routes: routes as string[] }] });
+  for (const bad of [[''], ['  '], [42], [null], ['POST /a b'], ['POST login'], ['GET  /x y'], 'POST /login']) {
+    assert.throws(limit(bad), { code: 'INVALID_OPTIONS' }, JSON.stringify(bad));
+  }
+  for (const good of [['POST /login'], ['post /login'], ['/admin/*'], ['GET /orders/:id'], ['checkout']]) {
+    assert.doesNotThrow(limit(good), JSON.stringify(good));
+  }
+});

@@ -63,12 +63,43 @@ test('trustProxy true believes the leftmost entry (only safe behind a header-ove
   assert.equal(clientIpResolver(true)('10.0.0.1', '192.0.2.1, 10.0.0.9'), '192.0.2.1');
 });
 
-test('malformed X-Forwarded-For falls back to the socket address', () => {
+test('an X-Forwarded-For with no usable element falls back to the socket address', () => {
   const resolve = clientIpResolver(1);
-  for (const xff of ['', ',', 'unknown', '1.2.3.4, garbage', '1.2.3.999', '<script>', '1.2.3.4,,5.6.7.8', 'a'.repeat(5000), Array(100).fill('1.1.1.1').join(',')]) {
+  for (const xff of ['', ',', 'unknown', '1.2.3.4, garbage', '1.2.3.999', '<script>', '1.2.3.4, ', 'a'.repeat(5000)]) {
     assert.equal(resolve('10.0.0.2', xff), '10.0.0.2', `XFF ${JSON.stringify(xff.slice(0, 40))}`);
   }
   assert.equal(resolve('10.0.0.2', ['1.2.3.4', '5.6.7.8']), '5.6.7.8', 'repeated headers read as one list');
+});
+
+test('a malformed element stops the walk at its right neighbour; it does not discard the chain', () => {
+  // Hop count: the hop our proxy reported is used whatever the client wrote to its left.
+  const one = clientIpResolver(1);
+  for (const xff of ['unknown, 203.0.113.9', 'garbage, 203.0.113.9', '1.2.3.4,,203.0.113.9', '_hidden, 6.6.6.6, 203.0.113.9', '<script>,203.0.113.9']) {
+    assert.equal(one('10.0.0.2', xff), '203.0.113.9', `XFF ${JSON.stringify(xff)}`);
+  }
+  const two = clientIpResolver(2);
+  assert.equal(two('10.0.0.2', 'unknown, 10.0.0.1'), '10.0.0.1', 'the inner proxy reported garbage: the last address it vouched for');
+  assert.equal(two('10.0.0.2', 'unknown, 198.51.100.4, 10.0.0.1'), '198.51.100.4');
+  // Trust list: the walk passes trusted proxies and stops at garbage, keeping the last proxy's report.
+  const list = clientIpResolver(['10.0.0.0/8']);
+  assert.equal(list('10.0.0.2', 'garbage, 198.51.100.4, 10.1.1.1'), '198.51.100.4', 'an untrusted address before the garbage');
+  assert.equal(list('10.0.0.2', 'garbage, 10.1.1.1'), '10.1.1.1', 'garbage right after a trusted proxy: that proxy');
+  assert.equal(list('10.0.0.2', 'unknown'), '10.0.0.2');
+  // IPv6 and ports, mixed with garbage.
+  assert.equal(one('::1', 'unknown, [2001:db8::7]:4711'), '2001:db8::7');
+  assert.equal(one('::1', 'nonsense, 2001:db8::7'), '2001:db8::7');
+  assert.equal(one('::ffff:10.0.0.2', 'x, 203.0.113.9:443'), '203.0.113.9');
+  assert.equal(clientIpResolver(['2001:db8::/32'])('2001:db8::1', '[fe80::1%eth0], 2001:db8::9, 2001:db9::5'), '2001:db9::5');
+  assert.equal(clientIpResolver(['2001:db8::/32'])('2001:db8::1', '[2001:db8::1]:x, 2001:db8::9'), '2001:db8::9');
+  // A chain longer than any real one: the walk stops after 64 hops.
+  assert.equal(clientIpResolver(true)('10.0.0.2', Array(100).fill('1.1.1.1').join(',')), '1.1.1.1');
+});
+
+test('property: with trustProxy 1, whatever a client writes left of the proxy\'s entry, the proxy\'s entry is the client', () => {
+  const resolve = clientIpResolver(1);
+  fc.assert(fc.property(fc.array(fc.oneof(fc.ipV4(), fc.string({ maxLength: 20 }).filter((t) => !t.includes(','))), { maxLength: 10 }), fc.ipV4(), (written, real) => {
+    return resolve('10.0.0.2', [...written, real].join(', ')) === real;
+  }), { seed: 3 });
 });
 
 test('forwarded elements with ports and brackets are understood', () => {

@@ -14,6 +14,8 @@ import { InvalidOptionsError } from '../../core/errors.js';
  * - a predicate `(address, hop) => boolean`, hop 0 being the socket peer: same walk.
  * - `true`: trust every hop (the leftmost address wins). Only behind a proxy that overwrites
  *   the header; otherwise any client can choose its IP.
+ *
+ * An element that is not an IP address stops the walk at its right neighbour (see `walkForwardedFor`).
  */
 export type TrustProxy = boolean | number | readonly string[] | ((address: string, hop: number) => boolean);
 
@@ -53,21 +55,8 @@ export function parseForwardedElement(raw: string): string | undefined {
   return isIP(text) === 0 ? undefined : normalizeIp(text);
 }
 
+/** How far left the walk goes at most: no real proxy chain is longer. */
 const MAX_FORWARDED_HOPS = 64;
-
-/** The XFF chain, leftmost (claimed client) first; undefined when any element is malformed. */
-function parseForwardedFor(header: string | readonly string[]): string[] | undefined {
-  const text = typeof header === 'string' ? header : header.join(',');
-  const parts = text.split(',');
-  if (parts.length > MAX_FORWARDED_HOPS) return undefined;
-  const out: string[] = [];
-  for (const part of parts) {
-    const address = parseForwardedElement(part);
-    if (address === undefined) return undefined;
-    out.push(address);
-  }
-  return out;
-}
 
 const NAMED_RANGES: Record<string, readonly [string, number, 'ipv4' | 'ipv6'][]> = {
   loopback: [['127.0.0.0', 8, 'ipv4'], ['::1', 128, 'ipv6']],
@@ -129,14 +118,33 @@ export function clientIpResolver(trust: TrustProxy | undefined): ClientIpResolve
     if (socketAddress === undefined) return UNKNOWN_CLIENT;
     const socket = normalizeIp(socketAddress);
     if (forwardedFor === undefined || !trusted(socket, 0)) return socket;
-    const chain = parseForwardedFor(forwardedFor);
-    if (chain === undefined || chain.length === 0) return socket; // malformed XFF: believe only the socket
-    // Walk from the nearest hop (rightmost) towards the claimed client while hops are trusted.
-    let hop = 1;
-    for (let i = chain.length - 1; i >= 0; i--, hop++) {
-      const address = chain[i]!;
-      if (i === 0 || !trusted(address, hop)) return address;
-    }
-    return socket; // unreachable: the loop returns at i === 0
+    return walkForwardedFor(typeof forwardedFor === 'string' ? forwardedFor : forwardedFor.join(','), socket, trusted);
   };
+}
+
+/**
+ * Walks the `X-Forwarded-For` chain from the right (the hop nearest to us) while hops are
+ * trusted proxies, and returns the client: the first untrusted address, or the leftmost one when
+ * every hop to its right is trusted. An element that is not an address (`unknown`, an obfuscated
+ * identifier, garbage, an empty element) stops the walk too, and the answer is its right
+ * neighbour: the last address a trusted proxy reported (the socket peer when the rightmost element
+ * is malformed). One bad element thus costs only the hops to its left, which nobody trusted can
+ * vouch for anyway; it never throws the whole chain away (that would key the request by our own
+ * proxy's address: everyone behind it would share one budget). This is what nginx's realip module
+ * does with `real_ip_recursive on` (its walk from the right stops at an unparsable element and
+ * keeps the address found so far).
+ */
+function walkForwardedFor(header: string, socket: string, trusted: (address: string, hop: number) => boolean): string {
+  let client = socket; // the last address a trusted hop reported
+  let end = header.length;
+  for (let hop = 1; hop <= MAX_FORWARDED_HOPS && end >= 0; hop++) {
+    const comma = header.lastIndexOf(',', end - 1);
+    const address = parseForwardedElement(header.slice(comma + 1, end));
+    if (address === undefined) return client;
+    // The leftmost element is the answer once every hop to its right is trusted; it is not asked about.
+    if (comma < 0 || !trusted(address, hop)) return address;
+    client = address;
+    end = comma;
+  }
+  return client; // a chain longer than any real one: stop at the last hop walked
 }

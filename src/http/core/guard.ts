@@ -213,6 +213,27 @@ export class HttpGuard {
     return this.#protect(context, 0, this.#bodyProtections);
   }
 
+  /**
+   * Checks the steps' route lists (`rateLimit.limits[].routes`) against the routes an app
+   * registered (`name`: the route's Bulwark name, or its pattern) and describes each entry that
+   * matches none of them: such an entry never applies, which is almost always a typo. Adapters
+   * that know their routes at startup (Fastify) call it once, when the app is ready.
+   */
+  unmatchedRouteEntries(routes: readonly { method: string; url: string; name: string }[]): string[] {
+    const problems: string[] = [];
+    for (const step of this.#protections) {
+      if (!(step instanceof RateLimitProtection)) continue;
+      for (const { limit, filters } of step.routeLists) {
+        for (const filter of filters) {
+          if (!routes.some((r) => filter.matchesRoute(r.method, r.url, r.name))) {
+            problems.push(`rateLimit.limits[${JSON.stringify(limit)}].routes: ${JSON.stringify(filter.entry)} matches no route`);
+          }
+        }
+      }
+    }
+    return problems;
+  }
+
   /** Requests currently holding a deadline (for tests and telemetry; 0 when idle). */
   get pendingDeadlines(): number {
     return this.#queue.size;

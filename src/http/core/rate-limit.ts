@@ -8,6 +8,7 @@ import type { Protection, ProtectionVerdict } from './guard.js';
 import { problemResponse, rateLimitedResponse, type HttpResponse } from './problem.js';
 import { formatRetryAfter, rateLimitHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
 import type { RequestContext } from './request-context.js';
+import { compileRouteFilter, type RouteFilter } from './routes.js';
 
 /**
  * Who a limit counts against:
@@ -39,7 +40,14 @@ export interface HttpLimit {
    * not limited on another. `'server'`: one budget per key across every route it applies to.
    */
   scope?: 'route' | 'server';
-  /** Apply only to these routes (by route name: the pattern such as `/orders/:id`, or the table key) or where the predicate says. Default: every route. */
+  /**
+   * Apply only to these routes, or where the predicate says. Default: every route. Entries are
+   * written like route-table keys: `"POST /login"`, `"/admin/*"` (any method), `"GET /orders/:id"`
+   * (`:param` matches one segment, a trailing `*` the rest), matched against the request's method
+   * and path on every adapter; any other entry without spaces is a route's `name`. An entry that
+   * can never match (not a string, empty, spaces that are not `"METHOD /path"`) fails the build
+   * with INVALID_OPTIONS; the Fastify plugin also fails `ready()` on an entry no registered route matches.
+   */
   routes?: readonly string[] | ((request: RequestContext) => boolean);
   /** Cost of a request. Default 1. */
   cost?: number | ((request: RequestContext) => number);
@@ -97,6 +105,8 @@ export class RateLimitProtection implements Protection {
   readonly #onLimited = new EventEmitter<RateLimitedEvent>();
   /** Fires for every request denied (429) or failed closed (503). */
   readonly onLimited = this.#onLimited.event;
+  /** The `routes` lists of the limits that have one (for startup checks against the app's routes). */
+  readonly routeLists: readonly { limit: string; filters: readonly RouteFilter[] }[];
 
   constructor(options: RateLimitProtectionOptions) {
     const limits = options?.limits;
@@ -133,6 +143,11 @@ export class RateLimitProtection implements Protection {
     }
     this.#limits = compiled;
     this.composite = new CompositeRateLimiter(rules);
+    const lists: { limit: string; filters: readonly RouteFilter[] }[] = [];
+    for (const limit of limits) {
+      if (Array.isArray(limit.routes)) lists.push({ limit: limit.name, filters: routeFilters(limit.routes, `rateLimit.limits[${JSON.stringify(limit.name)}]`) });
+    }
+    this.routeLists = lists;
   }
 
   check(request: RequestContext): ProtectionVerdict | Promise<ProtectionVerdict> {
@@ -226,19 +241,34 @@ function keyFunction(
   const routes = limit.routes;
   if (routes === undefined) return withScope;
   if (typeof routes === 'function') return (r) => (routes(r) ? withScope(r) : undefined);
-  if (!Array.isArray(routes) || routes.some((x) => typeof x !== 'string')) throw new InvalidOptionsError(`${where}: routes must be route names or a predicate`);
-  const names = new Set(routes);
-  return (r) => (names.has(r.route.name) ? withScope(r) : undefined);
+  const filters = routeFilters(routes, where);
+  return (r) => {
+    const method = r.method;
+    const path = r.path;
+    const name = r.route.name;
+    for (let i = 0; i < filters.length; i++) if (filters[i]!.matchesRequest(method, path, name)) return withScope(r);
+    return undefined;
+  };
+}
+
+function routeFilters(routes: unknown, where: string): RouteFilter[] {
+  if (!Array.isArray(routes)) throw new InvalidOptionsError(`${where}: routes must be a list of "METHOD /path" entries or a predicate`);
+  return routes.map((entry) => compileRouteFilter(entry, `${where}.routes`));
 }
 
 /**
- * The route part of a route-scoped key: the route's name (framework pattern or table key), or,
- * for a route Bulwark has no settings for (Express and node:http only know configured routes
- * before routing), the method and path.
+ * The route part of a route-scoped key: the method and the route, so that `GET /orders` and
+ * `POST /orders` have separate budgets on every adapter. The route is its name (the framework
+ * pattern such as Fastify's `/orders/:id`, a table key, or a name you gave it), or, for a route
+ * Bulwark has no settings for (Express and node:http only know configured routes before
+ * routing), the path. A name that already starts with the method (`"GET /orders"`) is used as is.
  */
 function routeKey(request: RequestContext): string {
   const name = request.route.name;
-  return name === 'default' ? `${request.method} ${request.path}` : name;
+  const method = request.method;
+  if (name === 'default') return `${method} ${request.path}`;
+  const named = name.length > method.length && name.charCodeAt(method.length) === 32 /* space */ && name.startsWith(method);
+  return named ? name : `${method} ${name}`;
 }
 
 export function rateLimitProtection(options: RateLimitProtectionOptions): RateLimitProtection {

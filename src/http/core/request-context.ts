@@ -1,5 +1,5 @@
 import type { Clock } from '../../core/clock.js';
-import type { Priority } from '../../core/context.js';
+import { CALL_SOURCE, type Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../timeout/deadline-queue.js';
 import type { DeadlineSource } from './deadline.js';
@@ -134,6 +134,8 @@ export class RequestContext {
    * for key functions that need more than headers (e.g. `request.user` set by an auth hook).
    */
   readonly native: unknown;
+  /** Itself: a spread copy (`{ ...request.bulwark, safe: true }`) leads back here, signal included. */
+  readonly [CALL_SOURCE]: RequestContext;
 
   #phase: Phase = 'admitting';
   #controller: AbortController | undefined;
@@ -169,6 +171,7 @@ export class RequestContext {
     this.#channel = init.channel;
     this.#target = init.target;
     this.native = init.native;
+    this[CALL_SOURCE] = this;
   }
 
   /** Milliseconds left before the deadline (Infinity without one; negative once past). */

@@ -93,21 +93,35 @@ interface LiteralEntry {
 
 const METHOD = /^[A-Z]+$/;
 
+/** A `"METHOD /path"` or `"/path"` key, parsed (the shape of route-table keys). */
+interface ParsedRouteKey {
+  method: string | undefined;
+  path: string;
+  segments: string[];
+  rest: boolean;
+}
+
+/** Parses a route key, or returns undefined when it is not `"METHOD /path"` / `"/path"`. */
+function parseRouteKey(key: string): ParsedRouteKey | undefined {
+  const space = key.indexOf(' ');
+  const method = space > 0 ? key.slice(0, space).toUpperCase() : undefined;
+  const path = (space > 0 ? key.slice(space + 1) : key).trim();
+  if ((method !== undefined && !METHOD.test(method)) || !path.startsWith('/') || /\s/.test(path)) return undefined;
+  const segments = path.split('/').slice(1);
+  const rest = segments[segments.length - 1] === '*';
+  if (rest) segments.pop();
+  return { method, path, segments, rest };
+}
+
 /** Compiles a route table into a resolver; the matched key becomes the route's default name. */
 export function compileRouteTable(table: RouteTable): RouteResolver {
   const literal = new Map<string, LiteralEntry>();
   const patterns: CompiledPattern[] = [];
   for (const [key, config] of Object.entries(table)) {
     validateRouteConfig(`routes[${JSON.stringify(key)}]`, config);
-    const space = key.indexOf(' ');
-    const method = space > 0 ? key.slice(0, space).toUpperCase() : undefined;
-    const path = (space > 0 ? key.slice(space + 1) : key).trim();
-    if ((method !== undefined && !METHOD.test(method)) || !path.startsWith('/')) {
-      throw new InvalidOptionsError(`routes: ${JSON.stringify(key)} must look like "GET /path" or "/path"`);
-    }
-    const segments = path.split('/').slice(1);
-    const rest = segments[segments.length - 1] === '*';
-    if (rest) segments.pop();
+    const parsed = parseRouteKey(key);
+    if (parsed === undefined) throw new InvalidOptionsError(`routes: ${JSON.stringify(key)} must look like "GET /path" or "/path"`);
+    const { method, path, segments, rest } = parsed;
     // One stable object per entry, so the server can cache the resolved route per entry.
     const named: RouteConfig = Object.freeze({ ...config, name: config.name ?? key });
     if (!rest && segments.every((s) => !s.startsWith(':'))) {
@@ -150,4 +164,51 @@ function matches(pattern: CompiledPattern, path: string): boolean {
     pos = end + 1;
   }
   return pattern.rest || pos === path.length + 1;
+}
+
+/**
+ * One entry of a route list (`limits[].routes`): `"METHOD /path"` or `"/path"` in the route
+ * table's syntax (`:param`, trailing `*`), or the name of a route (`RouteConfig.name`).
+ */
+export interface RouteFilter {
+  readonly entry: string;
+  /** Does this request belong to the entry? (`name` is the request's route name.) */
+  matchesRequest(method: string, path: string, name: string): boolean;
+  /** Could the entry match requests of a framework route (`url` its pattern)? For startup checks. */
+  matchesRoute(method: string, url: string, name: string): boolean;
+}
+
+/**
+ * Compiles a route-list entry; throws INVALID_OPTIONS for one that can never match: not a
+ * string, empty, or with whitespace that is not the single space of `"METHOD /path"`.
+ */
+export function compileRouteFilter(entry: unknown, where: string): RouteFilter {
+  if (typeof entry !== 'string' || entry.trim().length === 0) {
+    throw new InvalidOptionsError(`${where}: route entries must be "METHOD /path", "/path" or a route name, got ${JSON.stringify(entry) ?? String(entry)}`);
+  }
+  const parsed = parseRouteKey(entry);
+  if (parsed === undefined) {
+    if (/\s/.test(entry)) throw new InvalidOptionsError(`${where}: ${JSON.stringify(entry)} is not "METHOD /path" (e.g. "POST /login"), "/path" or a route name`);
+    // Any other string is a route's name (`RouteConfig.name`).
+    return {
+      entry,
+      matchesRequest: (_method, _path, name) => name === entry,
+      matchesRoute: (_method, _url, name) => name === entry,
+    };
+  }
+  const pattern: CompiledPattern = { method: parsed.method, segments: parsed.segments, rest: parsed.rest, config: {} };
+  const methodFits = (method: string): boolean => parsed.method === undefined || parsed.method === method;
+  return {
+    entry,
+    // By the request's path (works before routing, on every adapter), or by the route's name
+    // (a table key or framework pattern written exactly as in the entry).
+    matchesRequest: (method, path, name) => methodFits(method) && (name === parsed.path || name === entry || matches(pattern, path)),
+    matchesRoute: (method, url, name) => {
+      if (!methodFits(method)) return false;
+      if (name === entry || url === parsed.path || matches(pattern, url)) return true;
+      // The entry names one concrete path of a parameterised route (`GET /orders/7` for `/orders/:id`).
+      const route = parseRouteKey(url);
+      return route !== undefined && matches({ method: undefined, segments: route.segments, rest: route.rest, config: {} }, parsed.path);
+    },
+  };
 }
