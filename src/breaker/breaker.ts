@@ -3,6 +3,7 @@ import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState } from './snapshot.js';
@@ -24,7 +25,8 @@ export interface HalfOpenOptions {
   /**
    * If no probe has started or settled for this long while every probe slot is taken (a probe hangs,
    * e.g. no timeout inside the breaker), the next rejected call reopens the breaker (reason
-   * `probe-timeout`), so a hung probe cannot keep it half-open for ever. Default 30 000.
+   * `probe-timeout`), so a hung probe cannot keep it half-open for ever. It also bounds the
+   * `retryAfterMs` of half-open rejections: set it near the probe's own timeout. Default 30 000.
    */
   maxWaitMs?: number;
 }
@@ -58,6 +60,8 @@ export interface CircuitBreakerOptions {
   /** Start from an exported snapshot (hydration). A malformed one fails with `INVALID_OPTIONS`. */
   initialState?: BreakerSnapshot;
   clock?: Clock;
+  /** Jitter of the half-open `retryAfterMs` (so rejected clients come back spread out). Default Math.random. */
+  random?: Random;
 }
 
 /** Why the state changed. */
@@ -218,6 +222,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   /** Read the clock when recording (time windows, or durations). */
   readonly #recordNeedsNow: boolean;
   readonly #slowMs: number;
+  readonly #random: Random;
 
   #state: State;
   #epoch = 0;
@@ -272,6 +277,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
     if (options.isResultFailure !== undefined && typeof options.isResultFailure !== 'function') throw new InvalidOptionsError('breaker.isResultFailure must be a function');
     this.#isFailure = options.isFailure ?? isDependencyFailure;
     this.#isResultFailure = options.isResultFailure;
+    if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('breaker.random must be a function returning [0, 1)');
+    this.#random = options.random ?? systemRandom;
 
     const slow = this.#strategy.slowCallDurationMs;
     this.#timed = slow !== undefined;
@@ -373,13 +380,28 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
           const open = this.#open(now, state.trips + 1, 'probe-timeout');
           return this.#reject('open', open.reopensAt - now);
         }
-        return this.#reject('half-open', 0);
+        return this.#reject('half-open', this.#halfOpenRetryAfter(state, now));
       case 'open':
         return this.#reject('open', state.reopensAt - now);
       case 'isolated':
         // No reopen time exists; the base open duration is a finite hint for Retry-After.
         return this.#reject('isolated', this.openMs);
     }
+  }
+
+  /**
+   * When a client rejected during half-open should come back. Not 0: that would send every
+   * rejected client back at once while the probe is still running. The probes' verdict is due,
+   * at the latest, when the breaker stops waiting for them (`maxWaitMs` after their last
+   * progress); a failed probe reopens it for the open duration, so neither bound is worth
+   * exceeding. Equal jitter (half fixed, half random) spreads the returns over the second half of
+   * that window, and keeps the hint above 0.
+   */
+  #halfOpenRetryAfter(state: HalfOpen, now: number): number {
+    const verdictDueIn = state.progressAt + this.#maxWaitMs - now; // > 0, or the breaker would have reopened
+    const openFor = this.#openDuration(state.trips);
+    const window = openFor > 0 && openFor < verdictDueIn ? openFor : verdictDueIn;
+    return Math.max(1, window * (0.5 + 0.5 * this.#random()));
   }
 
   #reject(state: 'open' | 'half-open' | 'isolated', retryAfterMs: number): CircuitOpenError {
