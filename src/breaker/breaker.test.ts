@@ -557,3 +557,23 @@ test('events: outcomes carry probe flags; no listener, no cost; stats count ever
   });
   assert.equal(clock.pendingTimers, 0, 'the breaker never uses timers');
 });
+
+test('a call aborted before it arrives is refused with ABORTED and never reaches the dependency; half-open keeps its probe for the next real call', async () => {
+  const clock = new VirtualClock();
+  const breaker = circuitBreaker({ clock, openMs: 1000 });
+  let ran = 0;
+  const op = () => { ran++; return 'ok'; };
+  await assert.rejects(breaker.execute(op, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  await assert.rejects(pipeline(breaker).execute(op, AbortSignal.abort()), { code: 'ABORTED' }, 'the fused path too');
+  assert.equal(ran, 0, 'closed: the operation never ran');
+
+  await fail(breaker, 5);
+  await clock.advance(1000);
+  await assert.rejects(breaker.execute(op, AbortSignal.abort()), { code: 'ABORTED' });
+  assert.equal(ran, 0);
+  assert.equal(kind(breaker), 'half-open');
+  assert.equal(breaker.stats().probesInFlight, 0, 'the aborted call took no probe');
+  assert.equal(await breaker.execute(op), 'ok', 'the next real call is the probe');
+  assert.equal(kind(breaker), 'closed');
+  assert.equal(breaker.stats().rejections, 0, 'an abort is not a breaker rejection');
+});

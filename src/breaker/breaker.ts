@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
@@ -301,6 +302,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   // ------------------------------------------------------------------------------ calls
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    // Before admission: an aborted call must not spend a half-open probe.
+    if (context.aborted) return rejectAborted(context);
     if (this.#state.kind === 'closed') return this.#call(context, next, this.#epoch);
     const admitted = this.#admitNotClosed();
     return typeof admitted === 'number' ? this.#call(context, next, admitted) : Promise.reject(admitted);
@@ -310,8 +313,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
    * @internal Pipeline fast path (see FusablePolicy): a closed breaker that needs no call
    * duration admits at once; the ticket is the epoch the call ran in.
    */
-  fusedEnter(): unknown {
-    return this.#state.kind === 'closed' && !this.#timed ? this.#epoch : NOT_FUSED;
+  fusedEnter(context: CallContext): unknown {
+    return this.#state.kind === 'closed' && !this.#timed && !context.aborted ? this.#epoch : NOT_FUSED;
   }
 
   /** @internal */

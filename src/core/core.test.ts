@@ -6,6 +6,15 @@ import { EventEmitter } from './events.js';
 import { CallContext } from './context.js';
 import { BulwarkError, CircuitOpenError, RetriesExhaustedError, hasCode, rootCause } from './errors.js';
 import { BasePolicy, pipeline, type Next, type PolicyDescription } from './policy.js';
+import { abortedError } from './abort.js';
+import { TimeoutError } from './errors.js';
+import type { Policy } from './policy.js';
+import { circuitBreaker } from '../breaker/breaker.js';
+import { bulkhead } from '../bulkhead/bulkhead.js';
+import { timeout } from '../timeout/timeout.js';
+import { hedge } from '../hedge/hedge.js';
+import { fallback } from '../fallback/fallback.js';
+import { retry } from '../retry/retry.js';
 
 test('virtual clock fires due timers in deadline order, ties in creation order', async () => {
   const clock = new VirtualClock(1000);
@@ -174,4 +183,38 @@ test('sleep: waits on the injected clock; an abort (even one that already happen
   await assert.rejects(waiting, { code: 'ABORTED' });
   await assert.rejects(sleep(clock, 1000, caller.signal), { code: 'ABORTED' }, 'an already aborted signal must not wait for the timer');
   assert.equal(clock.pendingTimers, 0, 'the timer is cleared on abort');
+});
+
+test('a pipeline refuses an aborted call with ABORTED before any policy takes anything or the operation runs', async () => {
+  const clock = new VirtualClock();
+  const cb = circuitBreaker({ clock, openMs: 1000 });
+  const bh = bulkhead({ clock, maxConcurrent: 1 });
+  const to = timeout({ clock, ms: 1000 });
+  const hd = hedge({ clock, delayMs: 10, idempotent: true });
+  const shapes: Policy[][] = [
+    [fallback({ clock, fallback: 'cached' }), retry({ clock }), cb, bh, to],
+    [cb, bh], // fused, no retry in front
+    [bh, to],
+    [fallback({ clock, fallback: 'cached' }), hd, to],
+  ];
+  let ran = 0;
+  for (const policies of shapes) {
+    const reason = new Error('client gone');
+    await assert.rejects(pipeline(...policies).execute(() => { ran++; return 'x'; }, AbortSignal.abort(reason)), (e: any) => e.code === 'ABORTED' && e.cause === reason);
+  }
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.deepEqual({ active: bh.active, admitted: bh.stats().admitted }, { active: 0, admitted: 0 });
+  assert.equal(clock.pendingTimers, 0, 'no timer armed');
+  assert.equal(hd.stats().calls, 0);
+  assert.equal(await pipeline(cb, bh, to).execute(() => 'ok'), 'ok');
+});
+
+test('abortedError: ABORTED with the reason as cause; a Bulwark error keeps its code', () => {
+  const reason = new Error('client gone');
+  const aborted = abortedError(reason);
+  assert.equal(aborted.code, 'ABORTED');
+  assert.equal(aborted.cause, reason);
+  const timedOut = new TimeoutError(100);
+  assert.equal(abortedError(timedOut), timedOut);
+  assert.equal(abortedError(undefined).code, 'ABORTED');
 });

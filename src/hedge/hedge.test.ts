@@ -347,3 +347,16 @@ test('latency tracker: percentiles within bucket error, window rotation forgets 
   assert.equal(tracker.count, 1000, 'negative and NaN samples are ignored');
   assert.throws(() => tracker.percentile(0), { code: 'INVALID_OPTIONS' });
 });
+
+test('a call aborted before it arrives is refused with ABORTED: no attempt, no hedge timer, nothing recorded in the budget', async () => {
+  const clock = new VirtualClock();
+  const budget = ratioBudget({ clock, ratio: 0.5, minRetriesPerSecond: 10 });
+  const policy = hedge({ clock, delayMs: 10, idempotent: true, budget });
+  const before = budget.snapshot();
+  let ran = 0;
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(clock.pendingTimers, 0, 'no hedge timer');
+  assert.deepEqual({ calls: policy.stats().calls, scheduled: policy.stats().scheduled }, { calls: 0, scheduled: 0 });
+  assert.deepEqual(budget.snapshot(), before, 'the budget saw no request');
+});

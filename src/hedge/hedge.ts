@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import type { RetryBudget } from '../core/budget.js';
@@ -184,6 +185,7 @@ export class HedgePolicy extends BasePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context);
     const tagged = context.tags.idempotent;
     if (tagged === false || (tagged !== true && !this.#idempotent)) {
       return Promise.reject(new NotIdempotentError(this.name ?? 'hedge'));

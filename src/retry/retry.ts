@@ -1,7 +1,8 @@
+import { abortedError, rejectAborted } from '../core/abort.js';
 import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
-import { AbortedError, BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
+import { BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
@@ -119,7 +120,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
-    if (context.aborted) return Promise.reject(asAbortError(context.abortReason));
+    if (context.aborted) return rejectAborted(context);
     const startedAt = this.#begin();
     const firstContext = context.attempt === 1 ? context : context.derive({ attempt: 1 });
     let first: Promise<T>;
@@ -176,7 +177,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
 
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1) {
-        if (context.aborted) throw asAbortError(context.abortReason);
+        if (context.aborted) throw abortedError(context.abortReason);
         try {
           result = await next(context.derive({ attempt }));
           failed = false;
@@ -257,7 +258,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
       }, ms);
       const stopListening = context.onAbort((reason) => {
         clock.clearTimeout(timer);
-        reject(asAbortError(reason));
+        reject(abortedError(reason));
       });
     });
   }
@@ -313,6 +314,3 @@ function checkDelay(ms: number): number {
   return ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms;
 }
 
-function asAbortError(reason: unknown): unknown {
-  return reason instanceof Error ? reason : new AbortedError(reason);
-}

@@ -118,3 +118,14 @@ test('bad options fail when the policy is built', () => {
   assert.throws(() => timeout({ ms: -5 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => timeout({ ms: 10, deadlineRatio: 2 }), { code: 'INVALID_OPTIONS' });
 });
+
+test('a call aborted before it arrives is refused with ABORTED and arms no timer', async () => {
+  const clock = new VirtualClock();
+  const policy = timeout({ clock, ms: 1000 });
+  let ran = 0;
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, { signal: AbortSignal.abort(), timeoutMs: 5000 }), { code: 'ABORTED' });
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(policy.inFlight, 0);
+  assert.equal(clock.pendingTimers, 0, 'no timer was armed');
+});
