@@ -225,6 +225,16 @@ export class HedgePolicy extends BasePolicy {
       (value) => this.#succeeded(call, index, value),
       (error) => this.#failed(call, index, error),
     );
+    // Every hedge was granted by the budget (in #expire): tell it when the attempt has really
+    // ended (a cancelled loser included), for budgets that count retries in flight.
+    const budget = this.#budget;
+    if (index > 0 && budget?.retryEnded !== undefined) work.then(() => budget.retryEnded!(), () => budget.retryEnded!());
+  }
+
+  /** The call has settled: budgets that count calls in flight release it. */
+  #ended<T>(call: HedgedCall<T>): void {
+    this.#unschedule(call);
+    if (this.#budget && this.#recordRequests) this.#budget.requestEnded?.();
   }
 
   /**
@@ -244,7 +254,7 @@ export class HedgePolicy extends BasePolicy {
     child.release();
     if (call.settled) return;
     call.settled = true;
-    this.#unschedule(call);
+    this.#ended(call);
     const now = this.clock.now();
     this.#tracker.record(now - call.startTimes[index]!);
     let cancelled = 0;
@@ -277,7 +287,7 @@ export class HedgePolicy extends BasePolicy {
     if (this.#budget && this.#recordRequests && !isNeverRetried(error) && isRetryableError(error)) this.#budget.recordOutcome(false);
     if (++call.failed < call.started) return; // others are still running; one may succeed
     call.settled = true; // no hedge may start after the call failed
-    this.#unschedule(call);
+    this.#ended(call);
     call.reject(error);
   }
 

@@ -164,13 +164,34 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   }
 
   readonly #firstSucceeded = (value: unknown): unknown => {
-    this.budget?.recordOutcome(true);
+    const budget = this.budget;
+    if (budget !== undefined) {
+      budget.recordOutcome(true);
+      budget.requestEnded?.();
+    }
     if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: 1 });
     return value;
   };
 
-  /** From the outcome of attempt 1 on: decide, wait, try again, until success or a limit. */
+  /** From the outcome of attempt 1 on: the loop, then the call's end told to the budget. */
   async #continue<T>(context: CallContext, next: Next<T>, startedAt: number, failed: boolean, error: unknown, result: T | undefined): Promise<T> {
+    const budget = this.budget;
+    if (budget === undefined) return this.#retryLoop(context, next, startedAt, failed, error, result, undefined);
+    const granted = { inFlight: false };
+    try {
+      return await this.#retryLoop(context, next, startedAt, failed, error, result, granted);
+    } finally {
+      // Concurrency budgets count calls and retries in flight: whatever ended the loop, release both.
+      if (granted.inFlight) budget.retryEnded?.();
+      budget.requestEnded?.();
+    }
+  }
+
+  /** Decide, wait, try again, until success or a limit. `granted` tracks a budget-granted retry not yet ended. */
+  async #retryLoop<T>(
+    context: CallContext, next: Next<T>, startedAt: number, failed: boolean, error: unknown, result: T | undefined,
+    granted: { inFlight: boolean } | undefined,
+  ): Promise<T> {
     const clock = this.clock;
     const budget = this.budget;
     let previousDelay = 0;
@@ -184,6 +205,10 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
         } catch (caught) {
           failed = true;
           error = caught;
+        }
+        if (granted !== undefined && granted.inFlight) {
+          granted.inFlight = false;
+          budget!.retryEnded?.();
         }
       }
       if (!failed && (this.#handleResult === undefined || !this.#handleResult(result))) {
@@ -216,7 +241,10 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
         const resumeAt = clock.now() + delay;
         if (resumeAt - startedAt > this.maxElapsedMs) reason = 'max-elapsed';
         else if (resumeAt >= context.deadline) reason = 'deadline';
-        else if (budget !== undefined && !budget.tryAcquire()) reason = 'budget'; // asked last: granting spends it
+        else if (budget !== undefined) {
+          if (budget.tryAcquire()) granted!.inFlight = true; // asked last: granting spends it
+          else reason = 'budget';
+        }
       }
       if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result as T);
 
@@ -301,7 +329,7 @@ function checkBudget(budget: RetryBudget | undefined): RetryBudget | undefined {
   if (budget === undefined) return undefined;
   if (typeof budget !== 'object' || budget === null || typeof budget.tryAcquire !== 'function'
     || typeof budget.recordRequest !== 'function' || typeof budget.recordOutcome !== 'function') {
-    throw new InvalidOptionsError('retry.budget must be a RetryBudget (ratioBudget() or tokenBudget())');
+    throw new InvalidOptionsError('retry.budget must be a RetryBudget (ratioBudget(), tokenBudget() or concurrencyBudget())');
   }
   return budget;
 }
