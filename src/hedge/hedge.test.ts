@@ -121,7 +121,7 @@ test('the winner resolves the call; losers see their signal aborted with HedgeLo
   assert.equal(clock.pendingTimers, 0);
 });
 
-test('fast primaries never start a hedge and share one timer that ends by itself', async () => {
+test('fast primaries never start a hedge, and no hedge timer stays armed once they settled', async () => {
   let armed = 0;
   class CountingClock extends VirtualClock {
     override setTimeout(callback: () => void, ms: number) {
@@ -139,9 +139,11 @@ test('fast primaries never start a hedge and share one timer that ends by itself
   }
   assert.equal(calls, 100);
   assert.equal(policy.stats().hedges, 0);
-  assert.ok(armed - 100 <= 3, `hedge timer armed ${armed - 100} times for 100 sequential calls`);
-  await clock.advance(50);
-  assert.equal(clock.pendingTimers, 0, 'nothing left once the last delay has passed');
+  // The entry left on an armed timer would hold the policy (its latency histograms, ~4 KB) until
+  // the delay passed: a policy built per request and dropped would live on. So the timer goes
+  // with the last pending hedge, and sequential calls arm one each.
+  assert.equal(armed - 100, 100, 'one hedge timer per sequential call, each cleared when its call settled');
+  assert.equal(clock.pendingTimers, 0, 'nothing armed once the last call settled');
   assert.equal(policy.stats().scheduled, 0);
   assert.equal(calls, 100);
 });

@@ -176,10 +176,7 @@ export class HedgePolicy extends BasePolicy {
     return this.#tracker;
   }
 
-  /**
-   * Counters for telemetry and tests. `scheduled`: entries on the shared hedge timer (calls
-   * waiting for their hedge delay, plus at most one settled entry left to keep the timer).
-   */
+  /** Counters for telemetry and tests. `scheduled`: calls waiting for their hedge delay on the shared timer. */
   stats(): { calls: number; hedges: number; hedgeWins: number; denied: number; scheduled: number } {
     return { calls: this.#calls, hedges: this.#hedges, hedgeWins: this.#hedgeWins, denied: this.#denied, scheduled: this.#queue.size };
   }
@@ -238,13 +235,11 @@ export class HedgePolicy extends BasePolicy {
   }
 
   /**
-   * Takes a settled call's pending hedge off the shared timer. The last entry is left in
-   * place: removing it would clear the timer and the next call would arm a new one, a
-   * setTimeout per call for sequential traffic. Left alone, it fires once, finds the call
-   * settled and does nothing; the timer is unref'd and ends by itself.
+   * Takes a settled call's pending hedge off the shared timer; the last one clears the timer,
+   * so an idle policy leaves nothing armed that would keep it reachable.
    */
   #unschedule<T>(call: HedgedCall<T>): void {
-    if (call.queued && this.#queue.size > 1) this.#queue.remove(call);
+    this.#queue.remove(call);
   }
 
   #succeeded<T>(call: HedgedCall<T>, index: number, value: T): void {
