@@ -171,12 +171,16 @@ test('open duration backs off across repeated trips (1 s, 2 s, 4 s, capped) and 
     durations.push(openFor());
   }
   assert.deepEqual(durations, [2000, 4000, 4000, 4000]);
-  assert.equal(breaker.stats().trips, 5);
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [5, 5]);
   await clock.advance(4000);
   await succeed(breaker, 1);
   assert.equal(kind(breaker), 'closed');
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [5, 0], 'the lifetime count survives the close');
   await fail(breaker, 5);
   assert.equal(openFor(), 1000, 'a successful close resets the backoff');
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [6, 1]);
+  breaker.reset();
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [6, 0], 'reset clears the episode, not the history');
 });
 
 test('a 50%/10 s rate breaker with minimum 20 calls does not trip at 40% failures and does trip at 60%', async () => {
@@ -553,7 +557,7 @@ test('events: outcomes carry probe flags; no listener, no cost; stats count ever
   assert.deepEqual(outcomes, ['ok:0', 'fail:down', 'ok(probe):0']);
   assert.deepEqual(breaker.stats(), {
     name: 'circuit-breaker', state: 'closed', window: { calls: 0, failures: 0, slowCalls: 0, failureRate: 0, slowCallRate: 0 },
-    trips: 0, probesInFlight: 0, successes: 2, failures: 1, ignored: 0, rejections: 0,
+    trips: 1, consecutiveTrips: 0, probesInFlight: 0, successes: 2, failures: 1, ignored: 0, rejections: 0,
   });
   assert.equal(clock.pendingTimers, 0, 'the breaker never uses timers');
 });

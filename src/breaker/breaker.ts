@@ -113,8 +113,10 @@ export interface BreakerStats {
   state: CircuitStateKind;
   /** What the trip strategy's window holds now (while open: the calls that tripped it; it restarts empty on close). */
   window: BreakerWindowStats;
-  /** Consecutive trips without a successful close (0 when closed). */
+  /** Times the breaker opened (a trip, or a failed or hung probe reopening it), over its lifetime. */
   trips: number;
+  /** Opens in the current episode, without a successful close in between (0 when closed); drives `openBackoff`. */
+  consecutiveTrips: number;
   probesInFlight: number;
   /** Lifetime counters. */
   successes: number;
@@ -231,6 +233,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   #failures = 0;
   #ignored = 0;
   #rejections = 0;
+  #trips = 0;
 
   readonly #onStateChange = new EventEmitter<BreakerStateChange>();
   readonly #onReject = new EventEmitter<BreakerRejection>();
@@ -504,6 +507,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   }
 
   #open(now: number, trips: number, reason: TransitionReason, window?: BreakerWindowStats): { reopensAt: number } {
+    this.#trips++;
     const state: State = { kind: 'open', openedAt: now, reopensAt: now + this.#openDuration(trips), trips };
     this.#transition(state, reason, now, window);
     return state;
@@ -554,7 +558,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
       name: this.name,
       state: state.kind,
       window: this.#strategy.stats(now),
-      trips: state.kind === 'open' || state.kind === 'half-open' ? state.trips : 0,
+      trips: this.#trips,
+      consecutiveTrips: state.kind === 'open' || state.kind === 'half-open' ? state.trips : 0,
       probesInFlight: state.kind === 'half-open' ? state.inFlight : 0,
       successes: this.#successes,
       failures: this.#failures,
