@@ -15,6 +15,13 @@ import { timeout } from '../timeout/timeout.js';
 import { hedge } from '../hedge/hedge.js';
 import { fallback } from '../fallback/fallback.js';
 import { retry } from '../retry/retry.js';
+import { rateLimit } from '../ratelimit/policy.js';
+import { memoryRateLimiter } from '../ratelimit/memory.js';
+import { adaptiveLimiter } from '../concurrency/limiter.js';
+import { aimd } from '../concurrency/limits/aimd.js';
+import { adaptiveThrottle } from '../throttle/throttle.js';
+import { reservationGate } from '../shedding/reservation.js';
+import { keyedBreaker } from '../breaker/keyed.js';
 
 test('virtual clock fires due timers in deadline order, ties in creation order', async () => {
   const clock = new VirtualClock(1000);
@@ -217,4 +224,29 @@ test('abortedError: ABORTED with the reason as cause; a Bulwark error keeps its 
   const timedOut = new TimeoutError(100);
   assert.equal(abortedError(timedOut), timedOut);
   assert.equal(abortedError(undefined).code, 'ABORTED');
+});
+
+test('the admission policies refuse an aborted call with ABORTED before taking a token, a slot or a sample', async () => {
+  const clock = new VirtualClock();
+  const limiter = memoryRateLimiter({ limit: 1, intervalMs: 60_000, clock });
+  const concurrency = adaptiveLimiter({ limit: aimd(), window: false, clock });
+  const throttle = adaptiveThrottle({ clock });
+  const gate = reservationGate({ total: 10, shares: { normal: 1 }, clock });
+  const breakers = keyedBreaker({ clock });
+  const policies: Policy[] = [rateLimit({ limiter }), concurrency, throttle, gate, breakers.policy((ctx) => String(ctx.tags.host))];
+  let ran = 0;
+  for (const policy of policies) {
+    const reason = new Error('client gone');
+    await assert.rejects(
+      policy.execute(() => { ran++; return 'x'; }, { signal: AbortSignal.abort(reason), tags: { host: 'a' } }),
+      (e: any) => e.code === 'ABORTED' && e.cause === reason,
+      policy.kind,
+    );
+  }
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(limiter.consume('global').allowed, true, 'no token taken: the one token of the minute is still there');
+  assert.equal(concurrency.inflight, 0);
+  assert.equal(throttle.snapshot().requests, 0, 'not counted as a request');
+  assert.equal(gate.stats().classes.normal!.inflight, 0);
+  assert.equal(breakers.size, 0, 'no breaker made for the key');
 });
