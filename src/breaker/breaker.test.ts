@@ -302,6 +302,16 @@ test('half-open rejections say when the probe verdict is due, jittered with the 
   }
   hung.resolve('ok');
 
+  // With openBackoff the cap is the longer open period a failed probe would bring back (2 s here).
+  const backingOff = circuitBreaker({ clock, openMs: 1000, openBackoff: { factor: 2 }, random: seededRandom(3) });
+  await fail(backingOff, 5);
+  await clock.advance(1000);
+  void backingOff.execute(() => deferred().promise);
+  for (let i = 0; i < 20; i++) {
+    const error = await backingOff.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+    assert.ok(error.retryAfterMs >= 1000 && error.retryAfterMs < 2000, String(error.retryAfterMs));
+  }
+
   // Same seed, same hints: reproducible.
   const again = circuitBreaker({ clock, openMs: 10_000, halfOpen: { maxWaitMs: 4000 }, random: seededRandom(1) });
   await fail(again, 5);

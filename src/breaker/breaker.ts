@@ -405,7 +405,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
    */
   #halfOpenRetryAfter(state: HalfOpen, now: number): number {
     const verdictDueIn = state.progressAt + this.#maxWaitMs - now; // > 0, or the breaker would have reopened
-    const openFor = this.#openDuration(state.trips);
+    const openFor = this.#openDuration(state.trips + 1); // what a failed probe would bring back
     const window = openFor > 0 && openFor < verdictDueIn ? openFor : verdictDueIn;
     return Math.max(1, window * (0.5 + 0.5 * this.#random()));
   }
