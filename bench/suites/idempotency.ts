@@ -40,12 +40,12 @@ export type RedisClient = ReturnType<typeof createClient>;
 function counted(store: IdempotencyStore): { store: IdempotencyStore; calls: () => number } {
   let n = 0;
   const wrap = <K extends 'claim' | 'complete' | 'release' | 'renew' | 'saveStep'>(name: K) => {
-    const fn = store[name].bind(store) as (input: never) => Promise<unknown>;
-    return ((input: never) => { n++; return fn(input); }) as IdempotencyStore[K];
+    const fn = store[name].bind(store) as (input: never, signal?: AbortSignal) => Promise<unknown>;
+    return ((input: never, signal?: AbortSignal) => { n++; return fn(input, signal); }) as IdempotencyStore[K];
   };
   return {
     store: {
-      name: store.name, remote: store.remote, inspect: (id) => store.inspect(id),
+      name: store.name, remote: store.remote, cancellable: store.cancellable, inspect: (id) => store.inspect(id),
       claim: wrap('claim'), complete: wrap('complete'), release: wrap('release'), renew: wrap('renew'), saveStep: wrap('saveStep'),
     },
     calls: () => n,

@@ -2,7 +2,8 @@
  * The demo's dependency: an HTTP server with a fixed capacity (a pool of workers, each request
  * holds one for WORK_MS) and an unbounded accept queue, like most real servers. It never checks
  * whether a queued client has already given up, so abandoned requests still cost work: the
- * ingredient of metastable failure (seed 000 §3).
+ * ingredient of metastable failure (Bronson et al., "Metastable Failures in Distributed
+ * Systems", HotOS 2021).
  *
  * Run by showdown.ts as a child process; reports counters over IPC.
  */

@@ -69,3 +69,19 @@ export function sendCancelRequest(target: CancelTarget, timeoutMs: number): Prom
     socket.resume(); // the server sends nothing back; drain anyway so 'close' is reached
   });
 }
+
+interface PgClientInternals {
+  processID?: unknown;
+  secretKey?: unknown;
+  host?: unknown;
+  port?: unknown;
+}
+
+/** Where to send a CancelRequest for a `pg` client's backend, if pg exposes it (pg >= 7; not pg-native). */
+export function cancelTargetOf(client: object): CancelTarget | undefined {
+  const c = client as PgClientInternals;
+  if (typeof c.processID !== 'number' || (typeof c.secretKey !== 'number' && !(c.secretKey instanceof Uint8Array))) return undefined;
+  const host = typeof c.host === 'string' && c.host !== '' ? c.host : 'localhost';
+  const port = typeof c.port === 'number' ? c.port : Number(c.port ?? 5432);
+  return { host, port, processID: c.processID, secretKey: c.secretKey };
+}

@@ -20,7 +20,7 @@ import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
 import { buildGuard, describeGuard, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
-import { sendCancelRequest } from './pg-cancel.js';
+import { cancelTargetOf, sendCancelRequest } from './pg-cancel.js';
 import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
 export { isPostgresFailure, isPostgresTransient, sqlStateOf, TRANSIENT_SQLSTATES } from './postgres-errors.js';
@@ -341,7 +341,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     this.#cancelsRequested++;
     const client = lease.client!;
     const why: QueryCancelEvent['reason'] = reason instanceof TimeoutError ? 'timeout' : 'aborted';
-    const target = cancelTarget(client);
+    const target = cancelTargetOf(client);
     const mode = this.#cancel;
     if (mode === 'destroy' || (mode === 'request' && target === undefined)) {
       this.#emitCancel(target?.processID, 'destroy', why, true);
@@ -429,20 +429,4 @@ function leftInTransaction(client: PgClientLike): boolean {
   if (typeof status !== 'function') return false;
   const s = status.call(client);
   return s === 'T' || s === 'E';
-}
-
-interface PgClientInternals {
-  processID?: unknown;
-  secretKey?: unknown;
-  host?: unknown;
-  port?: unknown;
-}
-
-/** Where to send a CancelRequest for this client's backend, if pg exposes it (pg >= 7; not pg-native). */
-function cancelTarget(client: PgClientLike): { host: string; port: number; processID: number; secretKey: number | Uint8Array } | undefined {
-  const c = client as PgClientInternals;
-  if (typeof c.processID !== 'number' || (typeof c.secretKey !== 'number' && !(c.secretKey instanceof Uint8Array))) return undefined;
-  const host = typeof c.host === 'string' && c.host !== '' ? c.host : 'localhost';
-  const port = typeof c.port === 'number' ? c.port : Number(c.port ?? 5432);
-  return { host, port, processID: c.processID, secretKey: c.secretKey };
 }

@@ -158,6 +158,24 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
       assert.equal(results.filter((r) => r.kind === 'busy').length, 49);
     });
 
+    test('calls given a signal that never fires behave as calls without one', async () => {
+      // The engine passes one with every guarded call to a `cancellable` store; any store may be given one.
+      const signal = new AbortController().signal;
+      const key = id();
+      const owner = randomUUID();
+      assert.equal((await h.store.claim(claimInput(key, { owner }), signal)).kind, 'acquired');
+      assert.equal((await h.store.claim(claimInput(key), signal)).kind, 'busy');
+      assert.equal(await h.store.saveStep({ id: key, owner, name: 'a', value: '1' }, signal), true);
+      assert.equal(await h.store.renew({ id: key, owner, leaseMs: h.leaseMs }, signal), true);
+      assert.equal(await h.store.complete({ id: key, owner, response: response('done'), ttlMs: 60_000 }, signal), true);
+      assert.equal(await h.store.renew({ id: key, owner, leaseMs: h.leaseMs }, signal), false, 'fencing still applies');
+      const other = id();
+      const otherOwner = randomUUID();
+      assert.equal((await h.store.claim(claimInput(other, { owner: otherOwner }), signal)).kind, 'acquired');
+      assert.equal(await h.store.release({ id: other, owner: otherOwner }, signal), true);
+      assert.equal(await h.store.inspect(other), undefined);
+    });
+
     test('inspect shows the record', async () => {
       const key = id();
       const owner = randomUUID();

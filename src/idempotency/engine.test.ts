@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VirtualClock, flushPromises } from '../core/clock.js';
 import { IdempotencyEngine, type Lease } from './engine.js';
+import { recordId } from './scope.js';
 import { MemoryIdempotencyStore } from './stores/memory.js';
 import type { ClaimResult, IdempotencyStore } from './types.js';
 
@@ -327,4 +328,81 @@ test("the claim's store version goes back to complete until the lease writes any
   renewFails = false;
   await background.complete({ status: 201 });
   assert.deepEqual(versions, ['v1', undefined, undefined, undefined]);
+});
+
+test('a claim that lands after the engine gave up on it is released at once, fenced by its owner token', async () => {
+  const clock = new VirtualClock(1_000_000);
+  const inner = new MemoryIdempotencyStore({ clock });
+  const signals: (AbortSignal | undefined)[] = [];
+  const released: string[] = [];
+  /** Claims sent while `hold` is set wait until `land()` runs them. */
+  let hold = true;
+  const held: Array<() => void> = [];
+  const land = async (): Promise<void> => {
+    for (const run of held.splice(0)) run();
+    await flushPromises();
+  };
+  const store: IdempotencyStore = {
+    name: 'slow-claims', remote: true, cancellable: true, inspect: (id) => inner.inspect(id),
+    claim: (input, signal) => {
+      signals.push(signal);
+      if (!hold) return inner.claim(input);
+      return new Promise((resolve) => held.push(() => resolve(inner.claim(input))));
+    },
+    complete: (input) => inner.complete(input),
+    release: (input) => { released.push(input.owner); return inner.release(input); },
+    renew: (input) => inner.renew(input),
+    saveStep: (input) => inner.saveStep(input),
+  };
+  let n = 0;
+  const engine = new IdempotencyEngine({ store, clock, storeTimeoutMs: 200, renewEveryMs: false, newOwnerToken: () => `owner-${++n}` });
+
+  // The claim outlives the engine's bound: the caller gets STORE_UNAVAILABLE, the store an aborted signal.
+  const gaveUp = assert.rejects(engine.claim(scope('late'), 'fp'), (e: any) => e.code === 'STORE_UNAVAILABLE' && e.cause?.code === 'TIMEOUT');
+  await clock.advance(200);
+  await gaveUp;
+  assert.equal(signals[0]?.aborted, true, 'the store is told that the caller gave up');
+  // Then it lands after all: nobody holds that lease, so it is released, and the retry runs.
+  await land();
+  assert.deepEqual(released, ['owner-1']);
+  assert.equal(await inner.inspect(recordId(scope('late'))), undefined);
+  hold = false;
+  assert.equal((await engine.claim(scope('late'), 'fp')).kind, 'new', 'the retry runs instead of waiting out the lease');
+
+  // A late claim that finds someone else's lease releases nothing.
+  hold = true;
+  const second = assert.rejects(engine.claim(scope('taken'), 'fp'), { code: 'STORE_UNAVAILABLE' });
+  await clock.advance(200);
+  await second;
+  hold = false;
+  const winner = await lease(engine, 'taken');
+  await land();
+  assert.deepEqual(released, ['owner-1'], 'the busy late claim releases nothing');
+  assert.equal((await inner.inspect(winner.id))?.owner, winner.owner);
+});
+
+test('only a cancellable store is handed the guard\'s signal (an AbortSignal per call would cost the others for nothing)', async () => {
+  const clock = new VirtualClock(1_000_000);
+  for (const cancellable of [true, undefined]) {
+    const inner = new MemoryIdempotencyStore({ clock });
+    const signals: unknown[] = [];
+    const store: IdempotencyStore = {
+      name: 'network', remote: true, ...(cancellable ? { cancellable } : {}), inspect: (id) => inner.inspect(id),
+      claim: (input, signal) => { signals.push(signal); return inner.claim(input); },
+      complete: (input, signal) => { signals.push(signal); return inner.complete(input); },
+      release: (input, signal) => { signals.push(signal); return inner.release(input); },
+      renew: (input, signal) => { signals.push(signal); return inner.renew(input); },
+      saveStep: (input, signal) => { signals.push(signal); return inner.saveStep(input); },
+    };
+    const engine = new IdempotencyEngine({ store, clock, renewEveryMs: false });
+    const l = await lease(engine);
+    await l.step('a', () => 1);
+    await l.renew();
+    await l.complete({ body: 'ok' });
+    const other = await lease(engine, 'k2');
+    await other.release();
+    assert.equal(signals.length, 6);
+    if (cancellable) assert.ok(signals.every((s) => s instanceof AbortSignal && !s.aborted), 'every guarded call carries a live signal');
+    else assert.deepEqual(signals, [undefined, undefined, undefined, undefined, undefined, undefined]);
+  }
 });

@@ -8,7 +8,7 @@ import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeRespon
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
 import { defaultStoreGuard, toStoreUnavailable } from './guard.js';
 import { recordId } from './scope.js';
-import type { IdempotencyScope, IdempotencyStore } from './types.js';
+import type { ClaimResult, IdempotencyScope, IdempotencyStore, OwnerInput } from './types.js';
 import { sleep } from '../core/abort.js';
 import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
 
@@ -240,6 +240,8 @@ export class IdempotencyEngine {
   readonly renewEveryMs: number | false;
   readonly clock: Clock;
   readonly #guard: Policy | undefined;
+  /** Whether store calls get the guard's signal (only stores that can use it: see `cancellable`). */
+  readonly #passSignal: boolean;
   readonly #completeAttempts: number;
   readonly #newOwner: () => string;
   /** Active leases in renewal order, one timer for all (an intrusive list: no per-request Set entry). */
@@ -274,6 +276,7 @@ export class IdempotencyEngine {
     if (options.guard === null) this.#guard = undefined;
     else if (options.guard !== undefined) this.#guard = options.guard;
     else this.#guard = store.remote ? defaultStoreGuard(store, { timeoutMs: storeTimeoutMs, clock: this.clock }) : undefined;
+    this.#passSignal = store.cancellable === true;
     if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
     this.#newOwner = options.newOwnerToken ?? randomUUID;
   }
@@ -297,9 +300,11 @@ export class IdempotencyEngine {
     const waitUntil = waitMs > 0 ? this.clock.now() + waitMs : 0;
     for (;;) {
       let result;
+      const sent: { claim?: Promise<ClaimResult> } = {};
       try {
-        result = await this.#call(() => this.store.claim(input));
+        result = await this.#call((signal) => (sent.claim = this.store.claim(input, signal)));
       } catch (error) {
+        if (sent.claim !== undefined) this.#releaseIfItLands(sent.claim, input);
         throw this.#storeError('claim', error);
       }
       switch (result.kind) {
@@ -344,7 +349,7 @@ export class IdempotencyEngine {
     let ok: boolean;
     for (let attempt = 1; ; attempt++) {
       try {
-        ok = await this.#call(() => this.store.complete(input));
+        ok = await this.#call((signal) => this.store.complete(input, signal));
         break;
       } catch (error) {
         const failure = this.#storeError('complete', error);
@@ -371,7 +376,7 @@ export class IdempotencyEngine {
     if (lease.status !== 'active') return;
     this.#end(lease, 'released');
     try {
-      await this.#call(() => this.store.release({ id: lease.id, owner: lease.owner }));
+      await this.#call((signal) => this.store.release({ id: lease.id, owner: lease.owner }, signal));
     } catch (error) {
       throw this.#storeError('release', error);
     }
@@ -384,7 +389,7 @@ export class IdempotencyEngine {
     lease.storeVersion = undefined; // the record changes (or may have, if the call fails)
     let ok: boolean;
     try {
-      ok = await this.#call(() => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }));
+      ok = await this.#call((signal) => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }, signal));
     } catch (error) {
       throw this.#storeError('renew', error);
     }
@@ -411,7 +416,7 @@ export class IdempotencyEngine {
     lease.storeVersion = undefined;
     let ok: boolean;
     try {
-      ok = await this.#call(() => this.store.saveStep({ id: lease.id, owner: lease.owner, name, value: encoded }));
+      ok = await this.#call((signal) => this.store.saveStep({ id: lease.id, owner: lease.owner, name, value: encoded }, signal));
     } catch (error) {
       throw this.#storeError('step', error);
     }
@@ -460,8 +465,25 @@ export class IdempotencyEngine {
 
   // ------------------------------------------------------------------------------------------
 
-  async #call<T>(operation: () => Promise<T>): Promise<T> {
-    return this.#guard === undefined ? operation() : this.#guard.execute(operation);
+  /** Runs a store call under the guard; for a cancellable store, `signal` aborts when the guard gives up on it (timeout). */
+  async #call<T>(operation: (signal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    if (this.#guard === undefined) return operation(undefined);
+    return this.#passSignal ? this.#guard.execute((ctx) => operation(ctx.signal)) : this.#guard.execute(() => operation(undefined));
+  }
+
+  /**
+   * A claim the engine gave up on may still succeed (a store that cannot cancel, or a cancel
+   * that lost the race with the commit). Nobody will use that lease, yet it would hold the key
+   * for a whole lease, answering every retry "in progress": release it as soon as it lands.
+   * The release is fenced by the claim's owner token, so it never touches anyone else's claim.
+   */
+  #releaseIfItLands(claim: Promise<ClaimResult>, owner: OwnerInput): void {
+    claim.then((result) => {
+      if (result.kind !== 'acquired') return;
+      this.#call((signal) => this.store.release({ id: owner.id, owner: owner.owner }, signal)).catch((error: unknown) => {
+        this.#storeError('release', error);
+      });
+    }, () => {}); // a claim that failed left nothing behind
   }
 
   #storeError(operation: StoreErrorEvent['operation'], error: unknown): StoreUnavailableError {
@@ -505,7 +527,7 @@ export class IdempotencyEngine {
   #renewInBackground(lease: Lease): void {
     const startedAt = this.clock.now();
     lease.storeVersion = undefined;
-    this.#call(() => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs })).then(
+    this.#call((signal) => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }, signal)).then(
       (ok) => {
         if (!lease.active) return;
         if (!ok) {

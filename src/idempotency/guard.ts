@@ -16,11 +16,12 @@ export interface StoreGuardOptions {
 }
 
 /**
- * The default protection around a network store (SPEC principle 4): a breaker outside a short
- * timeout, so a hung Redis/PostgreSQL costs at most `timeoutMs` per call, and after a few
- * failures requests are answered at once (503 + Retry-After) instead of piling up. The
- * timeout gives up on the call immediately (graceMs 0): store clients cannot be cancelled,
- * and the lease/fencing design makes an abandoned call harmless.
+ * The default protection around a network store: a breaker outside a short timeout, so a hung
+ * Redis/PostgreSQL costs at most `timeoutMs` per call, and after a few failures requests are
+ * answered at once (503 + Retry-After) instead of piling up. The timeout answers at once
+ * (graceMs 0) and aborts the signal a `cancellable` store's call was given: that store stops
+ * its work in the background (PostgreSQL cancels the statement); for one that cannot, fencing
+ * makes a late write harmless, and the engine releases a claim that lands late.
  */
 export function defaultStoreGuard(store: IdempotencyStore, options: StoreGuardOptions = {}): Policy {
   return pipeline(

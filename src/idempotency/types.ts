@@ -76,6 +76,11 @@ export interface RenewInput extends OwnerInput {
  * A store of idempotency records. Every method is atomic. Methods that take an owner
  * return false when the caller is not the current owner of an in-progress record (fencing):
  * the lease expired and was taken over, the record was released, or it is gone.
+ *
+ * The writes take an optional `signal`, aborted when the engine's bound on the call fires (the
+ * caller has given up), for stores that set `cancellable`. Such a store stops its work there
+ * (the PostgreSQL store cancels the statement and frees its connection). For any store, the
+ * engine has already answered by then, and it releases a claim that lands after it gave up.
  */
 export interface IdempotencyStore {
   /** For describe(), logs and errors. */
@@ -85,18 +90,24 @@ export interface IdempotencyStore {
    * short timeout (and a breaker) by default. In-process stores (memory, SQLite) cannot hang.
    */
   readonly remote: boolean;
-  claim(input: ClaimInput): Promise<ClaimResult>;
+  /**
+   * True when the store can stop a call whose `signal` aborts: the engine then passes one with
+   * every guarded call. Unset, it passes none, as creating an AbortSignal costs microseconds
+   * per call, a real share of a Redis round trip, for a store that would ignore it.
+   */
+  readonly cancellable?: boolean;
+  claim(input: ClaimInput, signal?: AbortSignal): Promise<ClaimResult>;
   /**
    * Records the response. Idempotent for the same owner: completing twice with the same token
    * returns true (so a completion whose reply was lost can be retried safely).
    */
-  complete(input: CompleteInput): Promise<boolean>;
+  complete(input: CompleteInput, signal?: AbortSignal): Promise<boolean>;
   /** Ends the lease without a response. The record is deleted unless steps were saved (then it is kept, ownerless, for the retry). */
-  release(input: OwnerInput): Promise<boolean>;
+  release(input: OwnerInput, signal?: AbortSignal): Promise<boolean>;
   /** Extends the lease to now + leaseMs on the store's clock. */
-  renew(input: RenewInput): Promise<boolean>;
+  renew(input: RenewInput, signal?: AbortSignal): Promise<boolean>;
   /** Saves one step's result on the in-progress record. */
-  saveStep(input: StepInput): Promise<boolean>;
+  saveStep(input: StepInput, signal?: AbortSignal): Promise<boolean>;
   /** Reads a record (diagnostics and tests). */
   inspect(id: string): Promise<StoredRecord | undefined>;
   /** Frees resources the store created itself (timers, connections it opened). Never closes a client you passed in. */

@@ -1,6 +1,8 @@
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../../core/clock.js';
 import { InvalidOptionsError } from '../../core/errors.js';
-import { positive, positiveInt } from '../../core/validate.js';
+import { nonNegative, positive, positiveInt } from '../../core/validate.js';
+import { cancelTargetOf, sendCancelRequest } from '../../clients/pg-cancel.js';
+import { isConnectionFatal } from '../../clients/postgres-errors.js';
 import { encodeResponse, normalizeResponse, type ResponseInput } from '../codec.js';
 import type { Lease } from '../engine.js';
 import { LeaseLostError } from '../errors.js';
@@ -18,6 +20,11 @@ import type {
  * transaction, next to the business write, fenced by the owner token. Either both commit or
  * neither does, so a crash at any point cannot leave an effect without its record (or the
  * reverse), and a worker whose lease was taken over cannot commit its effect.
+ *
+ * A call the engine gives up on (its store timeout) is stopped on the server, as `guardPool`
+ * does it: the statement is cancelled with a protocol CancelRequest and its connection
+ * discarded, so a statement stuck behind a lock neither holds a pool connection nor commits
+ * after the caller was told to retry.
  *
  * The table is created by `migratePostgresIdempotency(pool)` (or `sql/idempotency-postgres.sql`),
  * never implicitly.
@@ -57,7 +64,13 @@ export interface PostgresIdempotencyStoreOptions extends PostgresTableOptions {
   sweepEveryMs?: number | false;
   /** Rows deleted per sweep statement. Default 1000. */
   sweepBatch?: number;
-  /** Clock for the sweep timer only (records use the database clock). */
+  /**
+   * After cancelling a statement the engine gave up on, how long to wait for it to end before
+   * closing its connection anyway (the backstop when the CancelRequest cannot reach the
+   * server). Default 500.
+   */
+  cancelTimeoutMs?: number;
+  /** Clock for the sweep and cancel timers only (records use the database clock). */
   clock?: Clock;
 }
 
@@ -107,12 +120,14 @@ const EPOCH_MS = (column: string): string => `round(extract(epoch from ${column}
 export class PostgresIdempotencyStore implements IdempotencyStore {
   readonly name = 'postgres';
   readonly remote = true;
+  readonly cancellable = true;
   readonly table: string;
   readonly #pool: IdempotencyPgPool;
   readonly #sql: ReturnType<typeof statements>;
   readonly #sweepBatch: number;
   readonly #clock: Clock;
   readonly #sweepEveryMs: number | false;
+  readonly #cancelTimeoutMs: number;
   #sweepTimer: TimerHandle | undefined;
   #closed = false;
   /** The last background sweep failure, if any (diagnostics). */
@@ -126,16 +141,17 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     this.#sweepBatch = positiveInt('postgresIdempotencyStore.sweepBatch', options.sweepBatch, 1000);
     this.#clock = options.clock ?? systemClock;
     this.#sweepEveryMs = options.sweepEveryMs === false ? false : positive('postgresIdempotencyStore.sweepEveryMs', options.sweepEveryMs, 60_000);
+    this.#cancelTimeoutMs = nonNegative('postgresIdempotencyStore.cancelTimeoutMs', options.cancelTimeoutMs, 500);
     this.#armSweep();
   }
 
-  async claim(input: ClaimInput): Promise<ClaimResult> {
+  async claim(input: ClaimInput, signal?: AbortSignal): Promise<ClaimResult> {
     const values = [input.id, input.fingerprint, input.owner, input.leaseMs, Math.max(input.ttlMs, input.leaseMs)];
     // Under READ COMMITTED a row committed by a concurrent claim after this statement's
     // snapshot is seen by ON CONFLICT but not by the other parts: the statement then returns
     // nothing (or kind 0) and is simply run again with a fresh snapshot.
     for (let attempt = 0; attempt < 10; attempt++) {
-      const { rows } = await this.#pool.query(this.#sql.claim, values);
+      const { rows } = await this.#query(this.#sql.claim, values, signal);
       const row = rows[0];
       if (row === undefined) continue;
       switch (Number(row.kind)) {
@@ -149,8 +165,8 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     throw new Error(`postgres idempotency: claim of ${input.id} kept racing with concurrent writers`);
   }
 
-  async complete(input: CompleteInput): Promise<boolean> {
-    const { rows } = await this.#pool.query(this.#sql.complete, [input.id, input.owner, input.response, input.ttlMs]);
+  async complete(input: CompleteInput, signal?: AbortSignal): Promise<boolean> {
+    const { rows } = await this.#query(this.#sql.complete, [input.id, input.owner, input.response, input.ttlMs], signal);
     return rows[0]?.ok === true;
   }
 
@@ -208,18 +224,18 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     }
   }
 
-  async release(input: OwnerInput): Promise<boolean> {
-    const { rows } = await this.#pool.query(this.#sql.release, [input.id, input.owner]);
+  async release(input: OwnerInput, signal?: AbortSignal): Promise<boolean> {
+    const { rows } = await this.#query(this.#sql.release, [input.id, input.owner], signal);
     return Number(rows[0]?.n ?? 0) > 0;
   }
 
-  async renew(input: RenewInput): Promise<boolean> {
-    const result = await this.#pool.query(this.#sql.renew, [input.id, input.owner, input.leaseMs]);
+  async renew(input: RenewInput, signal?: AbortSignal): Promise<boolean> {
+    const result = await this.#query(this.#sql.renew, [input.id, input.owner, input.leaseMs], signal);
     return result.rowCount === 1;
   }
 
-  async saveStep(input: StepInput): Promise<boolean> {
-    const result = await this.#pool.query(this.#sql.saveStep, [input.id, input.owner, input.name, input.value]);
+  async saveStep(input: StepInput, signal?: AbortSignal): Promise<boolean> {
+    const result = await this.#query(this.#sql.saveStep, [input.id, input.owner, input.name, input.value], signal);
     return result.rowCount === 1;
   }
 
@@ -249,6 +265,86 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     this.#closed = true;
     if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
+  }
+
+  /**
+   * One statement. Without a signal, `pool.query`. With one, on a connection of its own, so
+   * that an abort can stop it: while waiting for a connection the call is rejected at once
+   * (a connection arriving later goes straight back, unused); while the statement runs it is
+   * cancelled (a CancelRequest to its backend, see `pg-cancel.ts`) and the connection
+   * discarded, as a late cancel could hit the next statement on it. If the statement has not
+   * ended `cancelTimeoutMs` after the cancel, its connection is closed anyway.
+   */
+  #query(text: string, values: unknown[], signal: AbortSignal | undefined): Promise<{ rows: any[]; rowCount: number | null }> {
+    if (signal === undefined) return this.#pool.query(text, values);
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      let phase: 'checkout' | 'running' | 'done' = 'checkout';
+      let client: PgPoolClientLike | undefined;
+      let done: ((release?: any) => void) | undefined;
+      let discard = false;
+      let backstop: TimerHandle | undefined;
+      const onClientError = (): void => { discard = true; }; // the statement fails too; without a listener pg would crash the process
+      const release = (): void => {
+        if (done === undefined) return;
+        const giveBack = done;
+        done = undefined;
+        if (backstop !== undefined) this.#clock.clearTimeout(backstop);
+        client!.removeListener?.('error', onClientError);
+        giveBack(discard ? true : undefined);
+      };
+      const onAbort = (): void => {
+        if (phase === 'checkout') {
+          phase = 'done';
+          reject(signal.reason);
+          return;
+        }
+        if (phase !== 'running') return;
+        discard = true;
+        const target = cancelTargetOf(client!);
+        if (target === undefined) {
+          release(); // no cancel key (pg-native): closing the connection is all that is left
+          return;
+        }
+        sendCancelRequest(target, this.#cancelTimeoutMs).catch(release);
+        backstop = unrefTimer(this.#clock.setTimeout(release, this.#cancelTimeoutMs));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#pool.connect((error, checkedOut, giveBack) => {
+        if (phase !== 'checkout') {
+          if (checkedOut !== undefined && checkedOut !== null) giveBack(); // abandoned while waiting: nothing ran on it
+          return;
+        }
+        if ((error !== undefined && error !== null) || checkedOut === undefined || checkedOut === null) {
+          phase = 'done';
+          signal.removeEventListener('abort', onAbort);
+          reject(error ?? new Error('postgres idempotency: the pool handed over no connection'));
+          return;
+        }
+        phase = 'running';
+        client = checkedOut;
+        done = giveBack;
+        client.on?.('error', onClientError);
+        client.query(text, values).then(
+          (result) => {
+            phase = 'done';
+            signal.removeEventListener('abort', onAbort);
+            release();
+            resolve(result);
+          },
+          (failure: unknown) => {
+            phase = 'done';
+            signal.removeEventListener('abort', onAbort);
+            if (isConnectionFatal(failure)) discard = true;
+            release();
+            reject(failure);
+          },
+        );
+      });
+    });
   }
 
   #armSweep(): void {

@@ -38,6 +38,12 @@ import type {
  * Durability is Redis's: with the default snapshotting a crash or restart can lose recent
  * records (a retry then runs again). Run Redis with `appendonly yes` and
  * `appendfsync always` (or `everysec` and accept up to a second) where that matters.
+ *
+ * The store is not `cancellable`: a command cannot be taken back once sent, and on a
+ * multiplexed connection an abandoned one holds no connection of its own, so the engine passes
+ * it no signal. A call the engine gave up on may therefore still run; a claim that lands that
+ * way is released by the engine as soon as its reply arrives (fenced by its owner token), and
+ * any other late write is fenced like every write.
  */
 
 /** Shared prelude: server time (read only where a decision needs it) and the header parser. */
