@@ -9,6 +9,7 @@ import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative } from '../core/validate.js';
 import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
 import { decideRetry, type RetryOutcome } from './classify.js';
+import { ConcurrencyRetryBudget } from './budget.js';
 
 export interface RetryOptions {
   /**
@@ -30,7 +31,7 @@ export interface RetryOptions {
   maxElapsedMs?: number;
   /** Cap on a server's Retry-After: a longer one waits this long. Default 60 000 ms. */
   maxRetryAfterMs?: number;
-  /** A retry budget shared with other pipelines (`ratioBudget()` / `tokenBudget()`). */
+  /** A retry budget shared with other pipelines (`ratioBudget()`, `tokenBudget()` or `concurrencyBudget()`). */
   budget?: RetryBudget;
   /**
    * Replaces or extends the default classification: true/false decides, undefined defers
@@ -316,6 +317,9 @@ export function retry(options: RetryOptions = {}): RetryPolicy {
 function checkMaxAttempts(value: number | undefined, maxElapsedMs: number, budget: RetryBudget | undefined): number {
   const v = value ?? RETRY_DEFAULTS.maxAttempts;
   if (v === Infinity) {
+    if (maxElapsedMs === Infinity && budget instanceof ConcurrencyRetryBudget) {
+      throw new InvalidOptionsError('retry.maxAttempts may not be Infinity with only a concurrencyBudget(): it always lets minConcurrency calls retry, so it never ends a retry loop; set maxElapsedMs');
+    }
     if (maxElapsedMs === Infinity && budget === undefined) {
       throw new InvalidOptionsError('retry.maxAttempts may be Infinity only with a finite maxElapsedMs or a budget (unbounded retries are the seed\'s "Sin 3")');
     }
