@@ -123,8 +123,8 @@ test('the usual pipeline takes the fused path, and falls back per policy when on
   // Watch the bulkhead's fast-path admission: what it answers, call by call.
   const answers: string[] = [];
   const enter = bh.fusedEnter.bind(bh);
-  bh.fusedEnter = () => {
-    const ticket = enter();
+  bh.fusedEnter = (context) => {
+    const ticket = enter(context);
     answers.push(ticket === NOT_FUSED ? 'not-fused' : 'admitted');
     return ticket;
   };

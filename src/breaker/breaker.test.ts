@@ -7,6 +7,8 @@ import { timeout } from '../timeout/timeout.js';
 import { circuitBreaker, type BreakerStateChange, type CircuitBreakerPolicy } from './breaker.js';
 import { countWindow, timeWindow } from './strategies.js';
 import { isDependencyFailure } from './classify.js';
+import { seededRandom } from '../core/random.js';
+import { problemForError } from '../http/core/problem.js';
 
 function deferred<T = string>() {
   let resolve!: (value: T) => void;
@@ -74,7 +76,7 @@ test('after the open duration exactly N probes pass concurrently, the N+1th is r
   let extraReached = false;
   await assert.rejects(
     breaker.execute(() => { extraReached = true; return 'x'; }),
-    (e: any) => e.code === 'CIRCUIT_OPEN' && e.state === 'half-open' && e.retryAfterMs === 0,
+    (e: any) => e.code === 'CIRCUIT_OPEN' && e.state === 'half-open' && e.retryAfterMs > 0,
   );
   assert.equal(extraReached, false, 'the fourth call was rejected without queueing');
 
@@ -169,12 +171,16 @@ test('open duration backs off across repeated trips (1 s, 2 s, 4 s, capped) and 
     durations.push(openFor());
   }
   assert.deepEqual(durations, [2000, 4000, 4000, 4000]);
-  assert.equal(breaker.stats().trips, 5);
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [5, 5]);
   await clock.advance(4000);
   await succeed(breaker, 1);
   assert.equal(kind(breaker), 'closed');
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [5, 0], 'the lifetime count survives the close');
   await fail(breaker, 5);
   assert.equal(openFor(), 1000, 'a successful close resets the backoff');
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [6, 1]);
+  breaker.reset();
+  assert.deepEqual([breaker.stats().trips, breaker.stats().consecutiveTrips], [6, 0], 'reset clears the episode, not the history');
 });
 
 test('a 50%/10 s rate breaker with minimum 20 calls does not trip at 40% failures and does trip at 60%', async () => {
@@ -230,7 +236,7 @@ test('slow-call rate trips the breaker, and a slow probe counts as a failed prob
   assert.equal(kind(breaker), 'closed');
 });
 
-test('rejections carry retryAfterMs, decreasing with time; half-open says 0', async () => {
+test('open rejections carry retryAfterMs, decreasing with time', async () => {
   const clock = new VirtualClock();
   const breaker = circuitBreaker({ clock, openMs: 30_000 });
   const rejections: number[] = [];
@@ -248,6 +254,71 @@ test('rejections carry retryAfterMs, decreasing with time; half-open says 0', as
   assert.equal(await retryAfter(), 5_000);
   assert.deepEqual(rejections, [30_000, 20_000, 5_000]);
   assert.equal(breaker.stats().rejections, 3);
+});
+
+test('half-open rejections say when the probe verdict is due, jittered with the injected random, never 0', async () => {
+  const clock = new VirtualClock();
+  const breaker = circuitBreaker({ clock, openMs: 10_000, halfOpen: { maxWaitMs: 4000 }, random: seededRandom(1) });
+  await fail(breaker, 5);
+  await clock.advance(10_000);
+  const probe = deferred();
+  const running = breaker.execute(() => probe.promise);
+  const rejection = () => breaker.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+  const hints = async (n: number) => {
+    const seen: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const error = await rejection();
+      assert.equal(error.state, 'half-open');
+      seen.push(error.retryAfterMs);
+    }
+    return seen;
+  };
+  // The probe started now; the breaker gives up on it 4 s later at the latest: hints in [2 s, 4 s).
+  const early = await hints(40);
+  assert.ok(early.every((ms) => ms >= 2000 && ms < 4000), `in [2000, 4000): ${early.join(', ')}`);
+  assert.ok(new Set(early).size > 35, 'spread, not one value for every client');
+  assert.ok(Math.max(...early) - Math.min(...early) > 1000, 'spread across the window');
+  const response = problemForError(await rejection());
+  assert.equal(response.status, 503);
+  assert.ok(Number(response.headers['retry-after']) >= 2, `Retry-After ${response.headers['retry-after']}`);
+
+  // Later in the probe's wait the window shrinks with it.
+  await clock.advance(3000);
+  const late = await hints(20);
+  assert.ok(late.every((ms) => ms >= 500 && ms < 1000), `in [500, 1000): ${late.join(', ')}`);
+  probe.resolve('ok');
+  await running;
+  assert.equal(kind(breaker), 'closed');
+
+  // A short open period bounds the hint: the breaker would let a fresh probe through by then.
+  const quick = circuitBreaker({ clock, openMs: 1000, random: seededRandom(2) });
+  await fail(quick, 5);
+  await clock.advance(1000);
+  const hung = deferred();
+  void quick.execute(() => hung.promise);
+  for (let i = 0; i < 20; i++) {
+    const error = await quick.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+    assert.ok(error.retryAfterMs >= 500 && error.retryAfterMs < 1000, String(error.retryAfterMs));
+  }
+  hung.resolve('ok');
+
+  // With openBackoff the cap is the longer open period a failed probe would bring back (2 s here).
+  const backingOff = circuitBreaker({ clock, openMs: 1000, openBackoff: { factor: 2 }, random: seededRandom(3) });
+  await fail(backingOff, 5);
+  await clock.advance(1000);
+  void backingOff.execute(() => deferred().promise);
+  for (let i = 0; i < 20; i++) {
+    const error = await backingOff.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+    assert.ok(error.retryAfterMs >= 1000 && error.retryAfterMs < 2000, String(error.retryAfterMs));
+  }
+
+  // Same seed, same hints: reproducible.
+  const again = circuitBreaker({ clock, openMs: 10_000, halfOpen: { maxWaitMs: 4000 }, random: seededRandom(1) });
+  await fail(again, 5);
+  await clock.advance(10_000);
+  void again.execute(() => deferred().promise);
+  const first = await again.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+  assert.equal(first.retryAfterMs, early[0]);
 });
 
 test('isFailure default: a 404-like error does not count (and proves the dependency is up); TIMEOUT does; ABORTED does not', async () => {
@@ -496,7 +567,27 @@ test('events: outcomes carry probe flags; no listener, no cost; stats count ever
   assert.deepEqual(outcomes, ['ok:0', 'fail:down', 'ok(probe):0']);
   assert.deepEqual(breaker.stats(), {
     name: 'circuit-breaker', state: 'closed', window: { calls: 0, failures: 0, slowCalls: 0, failureRate: 0, slowCallRate: 0 },
-    trips: 0, probesInFlight: 0, successes: 2, failures: 1, ignored: 0, rejections: 0,
+    trips: 1, consecutiveTrips: 0, probesInFlight: 0, successes: 2, failures: 1, ignored: 0, rejections: 0,
   });
   assert.equal(clock.pendingTimers, 0, 'the breaker never uses timers');
+});
+
+test('a call aborted before it arrives is refused with ABORTED and never reaches the dependency; half-open keeps its probe for the next real call', async () => {
+  const clock = new VirtualClock();
+  const breaker = circuitBreaker({ clock, openMs: 1000 });
+  let ran = 0;
+  const op = () => { ran++; return 'ok'; };
+  await assert.rejects(breaker.execute(op, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  await assert.rejects(pipeline(breaker).execute(op, AbortSignal.abort()), { code: 'ABORTED' }, 'the fused path too');
+  assert.equal(ran, 0, 'closed: the operation never ran');
+
+  await fail(breaker, 5);
+  await clock.advance(1000);
+  await assert.rejects(breaker.execute(op, AbortSignal.abort()), { code: 'ABORTED' });
+  assert.equal(ran, 0);
+  assert.equal(kind(breaker), 'half-open');
+  assert.equal(breaker.stats().probesInFlight, 0, 'the aborted call took no probe');
+  assert.equal(await breaker.execute(op), 'ok', 'the next real call is the probe');
+  assert.equal(kind(breaker), 'closed');
+  assert.equal(breaker.stats().rejections, 0, 'an abort is not a breaker rejection');
 });

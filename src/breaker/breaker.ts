@@ -1,8 +1,10 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState } from './snapshot.js';
@@ -24,7 +26,8 @@ export interface HalfOpenOptions {
   /**
    * If no probe has started or settled for this long while every probe slot is taken (a probe hangs,
    * e.g. no timeout inside the breaker), the next rejected call reopens the breaker (reason
-   * `probe-timeout`), so a hung probe cannot keep it half-open for ever. Default 30 000.
+   * `probe-timeout`), so a hung probe cannot keep it half-open for ever. It also bounds the
+   * `retryAfterMs` of half-open rejections: set it near the probe's own timeout. Default 30 000.
    */
   maxWaitMs?: number;
 }
@@ -58,6 +61,8 @@ export interface CircuitBreakerOptions {
   /** Start from an exported snapshot (hydration). A malformed one fails with `INVALID_OPTIONS`. */
   initialState?: BreakerSnapshot;
   clock?: Clock;
+  /** Jitter of the half-open `retryAfterMs` (so rejected clients come back spread out). Default Math.random. */
+  random?: Random;
 }
 
 /** Why the state changed. */
@@ -108,8 +113,10 @@ export interface BreakerStats {
   state: CircuitStateKind;
   /** What the trip strategy's window holds now (while open: the calls that tripped it; it restarts empty on close). */
   window: BreakerWindowStats;
-  /** Consecutive trips without a successful close (0 when closed). */
+  /** Times the breaker opened (a trip, or a failed or hung probe reopening it), over its lifetime. */
   trips: number;
+  /** Opens in the current episode, without a successful close in between (0 when closed); drives `openBackoff`. */
+  consecutiveTrips: number;
   probesInFlight: number;
   /** Lifetime counters. */
   successes: number;
@@ -218,6 +225,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   /** Read the clock when recording (time windows, or durations). */
   readonly #recordNeedsNow: boolean;
   readonly #slowMs: number;
+  readonly #random: Random;
 
   #state: State;
   #epoch = 0;
@@ -225,6 +233,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   #failures = 0;
   #ignored = 0;
   #rejections = 0;
+  #trips = 0;
 
   readonly #onStateChange = new EventEmitter<BreakerStateChange>();
   readonly #onReject = new EventEmitter<BreakerRejection>();
@@ -272,6 +281,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
     if (options.isResultFailure !== undefined && typeof options.isResultFailure !== 'function') throw new InvalidOptionsError('breaker.isResultFailure must be a function');
     this.#isFailure = options.isFailure ?? isDependencyFailure;
     this.#isResultFailure = options.isResultFailure;
+    if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('breaker.random must be a function returning [0, 1)');
+    this.#random = options.random ?? systemRandom;
 
     const slow = this.#strategy.slowCallDurationMs;
     this.#timed = slow !== undefined;
@@ -294,6 +305,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   // ------------------------------------------------------------------------------ calls
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    // Before admission: an aborted call must not spend a half-open probe.
+    if (context.aborted) return rejectAborted(context);
     if (this.#state.kind === 'closed') return this.#call(context, next, this.#epoch);
     const admitted = this.#admitNotClosed();
     return typeof admitted === 'number' ? this.#call(context, next, admitted) : Promise.reject(admitted);
@@ -303,8 +316,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
    * @internal Pipeline fast path (see FusablePolicy): a closed breaker that needs no call
    * duration admits at once; the ticket is the epoch the call ran in.
    */
-  fusedEnter(): unknown {
-    return this.#state.kind === 'closed' && !this.#timed ? this.#epoch : NOT_FUSED;
+  fusedEnter(context: CallContext): unknown {
+    return this.#state.kind === 'closed' && !this.#timed && !context.aborted ? this.#epoch : NOT_FUSED;
   }
 
   /** @internal */
@@ -373,13 +386,28 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
           const open = this.#open(now, state.trips + 1, 'probe-timeout');
           return this.#reject('open', open.reopensAt - now);
         }
-        return this.#reject('half-open', 0);
+        return this.#reject('half-open', this.#halfOpenRetryAfter(state, now));
       case 'open':
         return this.#reject('open', state.reopensAt - now);
       case 'isolated':
         // No reopen time exists; the base open duration is a finite hint for Retry-After.
         return this.#reject('isolated', this.openMs);
     }
+  }
+
+  /**
+   * When a client rejected during half-open should come back. Not 0: that would send every
+   * rejected client back at once while the probe is still running. The probes' verdict is due,
+   * at the latest, when the breaker stops waiting for them (`maxWaitMs` after their last
+   * progress); a failed probe reopens it for the open duration, so neither bound is worth
+   * exceeding. Equal jitter (half fixed, half random) spreads the returns over the second half of
+   * that window, and keeps the hint above 0.
+   */
+  #halfOpenRetryAfter(state: HalfOpen, now: number): number {
+    const verdictDueIn = state.progressAt + this.#maxWaitMs - now; // > 0, or the breaker would have reopened
+    const openFor = this.#openDuration(state.trips + 1); // what a failed probe would bring back
+    const window = openFor > 0 && openFor < verdictDueIn ? openFor : verdictDueIn;
+    return Math.max(1, window * (0.5 + 0.5 * this.#random()));
   }
 
   #reject(state: 'open' | 'half-open' | 'isolated', retryAfterMs: number): CircuitOpenError {
@@ -479,6 +507,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   }
 
   #open(now: number, trips: number, reason: TransitionReason, window?: BreakerWindowStats): { reopensAt: number } {
+    this.#trips++;
     const state: State = { kind: 'open', openedAt: now, reopensAt: now + this.#openDuration(trips), trips };
     this.#transition(state, reason, now, window);
     return state;
@@ -529,7 +558,8 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
       name: this.name,
       state: state.kind,
       window: this.#strategy.stats(now),
-      trips: state.kind === 'open' || state.kind === 'half-open' ? state.trips : 0,
+      trips: this.#trips,
+      consecutiveTrips: state.kind === 'open' || state.kind === 'half-open' ? state.trips : 0,
       probesInFlight: state.kind === 'half-open' ? state.inFlight : 0,
       successes: this.#successes,
       failures: this.#failures,

@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext, CallOptions, Operation } from '../core/context.js';
 import { InvalidOptionsError } from '../core/errors.js';
@@ -202,6 +203,7 @@ class KeyedBreakerPolicy<K> extends BasePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context); // before making (or evicting) a breaker
     let breaker: CircuitBreakerPolicy;
     try {
       breaker = this.keyed.get(this.keyOf(context));

@@ -40,7 +40,7 @@ const config = fc.record({
   queueTimeoutMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 100 }), fc.constant(Infinity)),
 });
 
-const EXPECTED_CODES = new Set(['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT', 'DEADLINE_EXCEEDED']);
+const EXPECTED_CODES = new Set(['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT', 'DEADLINE_EXCEEDED', 'ABORTED']);
 
 test('property: under random arrivals, durations, aborts, deadlines and queue timeouts the bulkhead never exceeds its limits, never leaks a permit, and every caller settles', async () => {
   await fc.assert(

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { VirtualClock, flushPromises } from '../core/clock.js';
-import type { CallContext, Priority } from '../core/context.js';
+import { CallContext, type Priority } from '../core/context.js';
 import { pipeline } from '../core/policy.js';
 import { timeout } from '../timeout/timeout.js';
 import { bulkhead, type BulkheadRejectEvent } from './bulkhead.js';
@@ -137,7 +137,7 @@ test('regression: a waiter that times out leaves the queue, and a later release 
   assert.equal(clock.pendingTimers, 0, 'the shared queue timer is gone once nobody waits');
 });
 
-test('abort while queued removes the waiter and rejects with the abort reason; no listener is left behind', async () => {
+test('abort while queued removes the waiter and rejects with ABORTED (the reason as cause); no listener is left behind', async () => {
   const clock = new VirtualClock();
   const h = harness(clock);
   const policy = bulkhead({ maxConcurrent: 1, maxQueue: 5, clock });
@@ -152,7 +152,8 @@ test('abort while queued removes the waiter and rejects with the abort reason; n
   await clock.advance(20);
   caller.abort(new Error('client gone'));
   await flushPromises();
-  assert.match(aborted.error?.message, /client gone/);
+  assert.equal(aborted.error?.code, 'ABORTED');
+  assert.match(aborted.error?.cause?.message, /client gone/);
   assert.equal(policy.queued, 1);
   assert.equal(getEventListeners(caller.signal, 'abort').length, 0);
   await clock.advance(80);
@@ -162,13 +163,13 @@ test('abort while queued removes the waiter and rejects with the abort reason; n
   assert.deepEqual(h.started, ['busy', 'served']);
   assert.deepEqual(reasons, ['aborted']);
 
-  // Already aborted on arrival at a full bulkhead: rejected at once (AbortedError when no reason).
+  // Already aborted on arrival at a full bulkhead: rejected at once.
   policy.execute(h.op('busy-2', 100));
   const gone = new AbortController();
   gone.abort();
   const late = outcome(policy.execute(h.op('never', 10), { signal: gone.signal }));
   await flushPromises();
-  assert.equal(late.error?.name, 'AbortError');
+  assert.equal(late.error?.code, 'ABORTED');
   assert.equal(policy.queued, 0);
   await clock.runAll();
   assert.equal(policy.active, 0);
@@ -276,7 +277,7 @@ test('an operation that throws synchronously or rejects still releases its slot'
   await assert.rejects(policy.execute(async () => { throw new Error('async boom'); }), /async boom/);
   assert.equal(policy.active, 0);
   // A `next` that throws synchronously (a broken inner policy) releases too.
-  await assert.rejects(policy.run(undefined as unknown as CallContext, () => { throw new Error('next threw'); }), /next threw/);
+  await assert.rejects(policy.run(CallContext.root(clock, () => 'unused'), () => { throw new Error('next threw'); }), /next threw/);
   assert.equal(policy.active, 0);
   // And a queued call whose operation throws hands the slot on.
   let release!: () => void;
@@ -351,4 +352,22 @@ test('bad options fail when the policy is built', () => {
   assert.throws(() => bulkhead(undefined as never), { code: 'INVALID_OPTIONS' });
   assert.equal(bulkhead(3).maxConcurrent, 3);
   assert.equal(bulkhead({ maxConcurrent: 1, maxQueue: Infinity }).maxQueue, Infinity);
+});
+
+test('a call aborted before it arrives is refused with ABORTED, even with a free slot, and takes no slot', async () => {
+  const clock = new VirtualClock();
+  const policy = bulkhead({ clock, maxConcurrent: 1 });
+  const rejects: BulkheadRejectEvent[] = [];
+  policy.onReject((e) => rejects.push(e));
+  let ran = 0;
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort()), { code: 'ABORTED' });
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.deepEqual({ active: policy.active, admitted: policy.stats().admitted, rejected: policy.stats().rejected }, { active: 0, admitted: 0, rejected: 2 });
+  assert.deepEqual(rejects.map((e) => e.reason), ['aborted', 'aborted']);
+  assert.equal(await policy.execute(() => 'next'), 'next', 'the slot is still free');
+  // Fused in a pipeline (the fast path) too.
+  await assert.rejects(pipeline(policy).execute(() => { ran++; return 'x'; }, AbortSignal.abort()), { code: 'ABORTED' });
+  assert.equal(ran, 0);
+  assert.equal(policy.active, 0);
 });

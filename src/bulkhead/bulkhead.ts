@@ -1,7 +1,7 @@
+import { abortedError } from '../core/abort.js';
 import { PRIORITIES, type CallContext, type Priority } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import {
-  AbortedError,
   BulkheadFullError,
   BulkheadQueueTimeoutError,
   BulwarkError,
@@ -151,6 +151,8 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    // An aborted call takes no slot, free or queued: nobody waits for its answer.
+    if (context.aborted) return this.#rejectOnArrival('aborted', context.priority, abortedError(context.abortReason));
     // Uncontended path: a counter and one `then`, no timer, no listener, no closure.
     if (this.#tryAdmit()) return this.#runHolding(context, next);
     return this.#waitThenRun(context, next);
@@ -166,8 +168,8 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
   }
 
   /** @internal Pipeline fast path (see FusablePolicy): a free slot is taken at once. */
-  fusedEnter(): unknown {
-    return this.#tryAdmit() ? undefined : NOT_FUSED;
+  fusedEnter(context: CallContext): unknown {
+    return !context.aborted && this.#tryAdmit() ? undefined : NOT_FUSED;
   }
 
   /** @internal */
@@ -222,7 +224,6 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
       return Promise.reject(new BulwarkError('INVALID_INPUT', `unknown priority ${JSON.stringify(priority)}; use one of ${PRIORITIES.join(', ')}`, { captureStack: false }));
     }
     if (this.maxQueue === 0) return this.#rejectOnArrival('full', priority, this.#fullError());
-    if (context.aborted) return this.#rejectOnArrival('aborted', priority, abortError(context.abortReason));
     const remaining = context.remaining();
     if (remaining <= 0) return this.#rejectOnArrival('deadline', priority, new DeadlineExceededError(context.deadline));
     if (this.queueTimeoutMs === 0) {
@@ -254,7 +255,7 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
       this.#waiters.remove(waiter);
       const at = this.clock.now();
       this.#leave(waiter, at);
-      this.#rejectWaiter(waiter, 'aborted', abortError(reason), at);
+      this.#rejectWaiter(waiter, 'aborted', abortedError(reason), at);
     });
     const queued = this.#waiters.size;
     if (queued > this.#peakQueued) this.#peakQueued = queued;
@@ -264,7 +265,7 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
       if (context.aborted) {
         // Aborted in the instant between the hand-over and now: pass the slot on unused.
         this.#release();
-        throw abortError(context.abortReason);
+        throw abortedError(context.abortReason);
       }
       return this.#runHolding(context, next);
     });
@@ -340,11 +341,6 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
       options: { maxConcurrent: this.maxConcurrent, maxQueue: this.maxQueue, queueTimeoutMs: this.queueTimeoutMs },
     };
   }
-}
-
-/** The caller's abort reason, or an AbortedError when the abort gave none. */
-function abortError(reason: unknown): unknown {
-  return reason === undefined ? new AbortedError() : reason;
 }
 
 /** `bulkhead({ maxConcurrent: 10, maxQueue: 20, queueTimeoutMs: 50 })`, or `bulkhead(10)`. */

@@ -130,7 +130,11 @@ test('the request path keeps serving while the background pool is saturated', as
   // Shutting the jobs down: the running sleepers are cancelled on the server, the queued ones leave the queue.
   stop.abort(new Error('shutting down background jobs'));
   const results = await jobOutcomes;
-  assert.deepEqual(results.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : 'ok')), Array(4).fill('shutting down background jobs'));
+  // Running or queued, every job ends the same way: ABORTED, the shutdown reason as cause.
+  assert.deepEqual(
+    results.map((r) => (r.status === 'rejected' ? `${(r.reason as any).code}: ${(r.reason as any).cause?.message}` : 'ok')),
+    Array(4).fill('ABORTED: shutting down background jobs'),
+  );
   assert.equal(background.breaker.stats().failures, 0, 'a caller abort does not count against the database');
   assert.equal(background.stats().cancels.requested, 2);
 });

@@ -9,8 +9,9 @@
  */
 import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { TimerHandle } from '../core/clock.js';
+import { abortedError } from '../core/abort.js';
 import type { CallContext, CallOptions } from '../core/context.js';
-import { AbortedError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
+import { InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { PolicyDescription } from '../core/policy.js';
 import { nonNegative, positive } from '../core/validate.js';
@@ -280,7 +281,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
    * signal, when there is one, through a listener the caller chose to pay for.
    */
   async #onClient<T>(ctx: CallContext, signal: AbortSignal | undefined, work: (client: C, ctx: CallContext) => Promise<T> | T): Promise<T> {
-    if (ctx.aborted) throw abortErrorOf(ctx.abortReason);
+    if (ctx.aborted) throw abortedError(ctx.abortReason);
     const lease: Lease<C> = { context: ctx, phase: 'checkout', client: undefined, rejectCheckout: undefined, released: false, cancelled: false, backstop: undefined };
     this.#leases.add(lease);
     const onCallerAbort = signal === undefined ? undefined : () => this.#abort(lease, ctx.abortReason);
@@ -290,7 +291,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
       if (ctx.aborted) {
         // Aborted while the connection was being handed over: nothing ran on it, give it back.
         this.#release(lease, false);
-        throw abortErrorOf(ctx.abortReason);
+        throw abortedError(ctx.abortReason);
       }
       lease.phase = 'running';
       let failed = false;
@@ -345,7 +346,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
   #abort(lease: Lease<C>, reason: unknown): void {
     if (lease.phase === 'checkout') {
       lease.phase = 'done';
-      lease.rejectCheckout?.(abortErrorOf(reason));
+      lease.rejectCheckout?.(abortedError(reason));
       return;
     }
     if (lease.phase !== 'running' || lease.cancelled) return;
@@ -399,23 +400,19 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
   /**
    * The error an attempt ends with. After the timeout's abort, the statement's own error
    * (57014 "canceling statement") goes up and the timeout wraps it as the TimeoutError's
-   * cause; after the caller's abort, the abort reason.
+   * cause; after the caller's abort, ABORTED with the abort reason as cause.
    */
   #errorAfter(ctx: CallContext, error: unknown): unknown {
     if (!ctx.aborted) return error;
     const reason = ctx.abortReason;
     if (reason instanceof TimeoutError) return error;
-    return abortErrorOf(reason);
+    return abortedError(reason);
   }
 }
 
 /** Wraps a `pg` Pool (or anything shaped like one). See `GuardPoolOptions` for the defaults. */
 export function guardPool<C extends PgClientLike = PoolClient>(pool: PgPoolLike<C>, options?: GuardPoolOptions): GuardedPool<C> {
   return new GuardedPool<C>(pool, options);
-}
-
-function abortErrorOf(reason: unknown): unknown {
-  return reason instanceof Error ? reason : new AbortedError(reason);
 }
 
 function safeRelease(client: PgClientLike, destroy: boolean): void {

@@ -1,3 +1,4 @@
+import { abortedError, rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions, type Operation } from '../core/context.js';
 import { AbortedError, BulwarkError } from '../core/errors.js';
@@ -135,7 +136,7 @@ export class CoalescePolicy extends KeyedPolicy {
    * block for other policies (the stale cache coalesces its loads through this).
    */
   runKeyed<T>(key: string, context: CallContext, next: Next<T>): Promise<T> {
-    if (context.aborted) return Promise.reject(toAbortError(context.abortReason));
+    if (context.aborted) return rejectAborted(context);
     if (this.#resultTtlMs > 0) {
       const kept = this.#results.get(key);
       if (kept !== undefined) {
@@ -203,7 +204,7 @@ export class CoalescePolicy extends KeyedPolicy {
       let left = false;
       const onAbort = (): void => {
         left = true;
-        reject(toAbortError(signal.reason));
+        reject(abortedError(signal.reason));
         if (--flight.waiters === 0 && !flight.pinned) this.#abandon(flight);
       };
       signal.addEventListener('abort', onAbort, { once: true });
@@ -241,11 +242,6 @@ export class CoalescePolicy extends KeyedPolicy {
 }
 
 const noop = (): void => {};
-
-/** A caller's abort surfaces as ABORTED (the caller's reason as cause), keeping library codes as they are. */
-export function toAbortError(reason: unknown): BulwarkError {
-  return reason instanceof BulwarkError ? reason : new AbortedError(reason);
-}
 
 /** `tags.key` when it is a string; a call without a key is a usage error (INVALID_INPUT). */
 export function coalesce(options?: CoalesceOptions): CoalescePolicy {

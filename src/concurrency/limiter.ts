@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { hasCode, InvalidOptionsError, ShedError } from '../core/errors.js';
@@ -222,6 +223,7 @@ export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePoli
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context); // before taking a slot
     const decision = this.tryAcquire();
     if (!decision.acquired) return Promise.reject(new ShedError('concurrency-limit', decision.retryAfterMs));
     let work: Promise<T>;

@@ -4,7 +4,7 @@ import { seededRandom } from '../core/random.js';
 import { aimd, aimdUpdate, type AimdState } from './limits/aimd.js';
 import { vegas, type VegasState } from './limits/vegas.js';
 import { gradient2, type Gradient2State } from './limits/gradient2.js';
-import type { LimitAlgorithm, LimitSample, LimitState } from './limits/types.js';
+import { log10Root, type LimitAlgorithm, type LimitSample, type LimitState } from './limits/types.js';
 
 const ok = (rttMs: number, inflight: number): LimitSample => ({ rttMs, inflight, dropped: false });
 const drop = (rttMs: number, inflight: number): LimitSample => ({ rttMs, inflight, dropped: true });
@@ -147,6 +147,48 @@ test('Vegas smoothing blends the new estimate; zero or negative RTTs are ignored
   const next = limit.update(base, ok(10, 20));
   assert.equal(next.estimate, 23, '(1 − 0.5)·20 + 0.5·26');
   assert.equal(limit.update(base, ok(0, 20)), base);
+});
+
+/*
+ * The scenarios and expected numbers of Netflix concurrency-limits' VegasLimitTest and
+ * Log10RootIntFunctionTest (https://github.com/Netflix/concurrency-limits), in our words: the
+ * reference implementation's own answers, so a drift from it shows up here.
+ */
+test('Vegas step function: max(1, floor(log10(limit))) at every size, 1 at 0, 2 at 100, 4 at 10 000', () => {
+  assert.equal(log10Root(0), 1);
+  assert.equal(log10Root(9), 1);
+  assert.equal(log10Root(100), 2);
+  assert.equal(log10Root(999), 2);
+  assert.equal(log10Root(1000), 3);
+  assert.equal(log10Root(10_000), 4, 'log10, not the square root (which would be 100)');
+  assert.equal(log10Root(1_000_000), 6);
+});
+
+test('Vegas (reference scenario): a 10 000 limit with no queueing grows by 6·log10 = 24, not by 6·√limit', () => {
+  const limit = vegas({ initialLimit: 10_000, maxLimit: 20_000, random: seededRandom(4) });
+  let state = limit.update(limit.initial(), ok(10_000, 5000));
+  assert.equal(state.limit, 10_000, 'the first sample only sets the baseline');
+  state = limit.update(state, ok(10_000, 6000));
+  assert.equal(state.limit, 10_024);
+});
+
+test('Vegas (reference scenarios): constant alpha 3 / beta 6 from a limit of 10: grow, shrink, hold', () => {
+  const make = () => vegas({ alpha: () => 3, beta: () => 6, smoothing: 1, initialLimit: 10, maxLimit: 20, random: seededRandom(5) });
+  const after = (samples: LimitSample[]) => {
+    const alg = make();
+    return samples.reduce((state, sample) => alg.update(state, sample), alg.initial()).limit;
+  };
+  assert.equal(after([ok(10, 10)]), 10, 'baseline only');
+  assert.equal(after([ok(10, 10), ok(10, 11)]), 16, 'no queueing: + beta');
+  assert.equal(after([ok(10, 10), ok(50, 11)]), 9, 'queue ⌈10 × (1 − 10/50)⌉ = 8 > beta: − log10(10)');
+  assert.equal(after([ok(10, 10), ok(14, 14)]), 10, 'queue ⌈10 × (1 − 10/14)⌉ = 3, between alpha and beta: unchanged');
+});
+
+test('Vegas (reference scenarios): a halving decrease from 100, with and without smoothing 0.5', () => {
+  const halving = (smoothing?: number) => vegas({ decrease: (l) => l / 2, initialLimit: 100, maxLimit: 200, random: seededRandom(6), ...(smoothing === undefined ? {} : { smoothing }) });
+  const limits = (alg: ReturnType<typeof halving>) => run(alg, () => ok(20, 100), 2, alg.update(alg.initial(), ok(10, 100))).map((s) => s.limit);
+  assert.deepEqual(limits(halving(0.5)), [75, 56], '(100 + 50) / 2, then (75 + 37.5) / 2');
+  assert.deepEqual(limits(halving()), [50, 25]);
 });
 
 test('Gradient2 grows while RTT stays at baseline, shrinks when RTT rises, never below min or by more than half', () => {

@@ -1,5 +1,6 @@
 import type { Clock } from './clock.js';
-import { AbortedError } from './errors.js';
+import type { CallContext } from './context.js';
+import { AbortedError, BulwarkError } from './errors.js';
 
 const noop = (): void => {};
 
@@ -36,4 +37,21 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
       reject(new AbortedError(signal.reason));
     });
   });
+}
+
+/**
+ * The error an aborted call ends with: ABORTED with the abort reason as `cause`, unless the
+ * reason is already a Bulwark error (an outer timeout's TIMEOUT, a lost hedge), which keeps its code.
+ */
+export function abortedError(reason: unknown): BulwarkError {
+  return reason instanceof BulwarkError ? reason : new AbortedError(reason);
+}
+
+/**
+ * Refuses a call whose caller has already aborted. Policies check `context.aborted` before taking
+ * anything for a call (a slot, a probe, a timer, a budget entry) or running the operation:
+ * nobody waits for the answer, so the work would be wasted and the resource denied to a real call.
+ */
+export function rejectAborted<T>(context: CallContext): Promise<T> {
+  return Promise.reject(abortedError(context.abortReason));
 }

@@ -10,6 +10,13 @@ export interface RetryBudget {
   recordOutcome(success: boolean): void;
   /** Asks to send one extra attempt (retry or hedge). True spends it; false means stop. */
   tryAcquire(): boolean;
+  /**
+   * The original call recorded by `recordRequest` has ended, all its attempts included. Only
+   * budgets that count calls in flight (`concurrencyBudget()`) need it; retry and hedge call it.
+   */
+  requestEnded?(): void;
+  /** An extra attempt that `tryAcquire` granted has ended (or was never sent). As `requestEnded`. */
+  retryEnded?(): void;
   /** Current state for telemetry and tests. */
   snapshot(): RetryBudgetSnapshot;
 }
@@ -18,8 +25,10 @@ export interface RetryBudgetSnapshot {
   kind: string;
   /** Original requests counted in the current window (ratio budgets). */
   requests?: number;
-  /** Retries and hedges granted in the current window (ratio budgets). */
+  /** Retries and hedges granted in the current window (ratio budgets), or in flight now (concurrency budgets). */
   retries?: number;
+  /** Original calls in flight now (concurrency budgets). */
+  active?: number;
   /** Tokens left (token budgets). */
   tokens?: number;
   /** Whether a retry would be granted right now. */

@@ -123,8 +123,8 @@ export class VirtualClock implements Clock {
 
   /**
    * Fires timers until none is left (or throws after `maxTimers`, to stop runaway loops).
-   * Returns how many fired: tests use it to prove that what is left after the work is only a
-   * shared guard timer that fires once with nothing to do (`<= 1`), not a leak or a loop.
+   * Returns how many fired: tests use it to prove that nothing is left once the work is done
+   * (0: shared guard timers are cleared with their last entry), not a leak or a loop.
    */
   async runAll(maxTimers = 100_000): Promise<number> {
     const firedBefore = this.#fired;

@@ -6,6 +6,22 @@ import { EventEmitter } from './events.js';
 import { CallContext } from './context.js';
 import { BulwarkError, CircuitOpenError, RetriesExhaustedError, hasCode, rootCause } from './errors.js';
 import { BasePolicy, pipeline, type Next, type PolicyDescription } from './policy.js';
+import { abortedError } from './abort.js';
+import { TimeoutError } from './errors.js';
+import type { Policy } from './policy.js';
+import { circuitBreaker } from '../breaker/breaker.js';
+import { bulkhead } from '../bulkhead/bulkhead.js';
+import { timeout } from '../timeout/timeout.js';
+import { hedge } from '../hedge/hedge.js';
+import { fallback } from '../fallback/fallback.js';
+import { retry } from '../retry/retry.js';
+import { rateLimit } from '../ratelimit/policy.js';
+import { memoryRateLimiter } from '../ratelimit/memory.js';
+import { adaptiveLimiter } from '../concurrency/limiter.js';
+import { aimd } from '../concurrency/limits/aimd.js';
+import { adaptiveThrottle } from '../throttle/throttle.js';
+import { reservationGate } from '../shedding/reservation.js';
+import { keyedBreaker } from '../breaker/keyed.js';
 
 test('virtual clock fires due timers in deadline order, ties in creation order', async () => {
   const clock = new VirtualClock(1000);
@@ -174,4 +190,63 @@ test('sleep: waits on the injected clock; an abort (even one that already happen
   await assert.rejects(waiting, { code: 'ABORTED' });
   await assert.rejects(sleep(clock, 1000, caller.signal), { code: 'ABORTED' }, 'an already aborted signal must not wait for the timer');
   assert.equal(clock.pendingTimers, 0, 'the timer is cleared on abort');
+});
+
+test('a pipeline refuses an aborted call with ABORTED before any policy takes anything or the operation runs', async () => {
+  const clock = new VirtualClock();
+  const cb = circuitBreaker({ clock, openMs: 1000 });
+  const bh = bulkhead({ clock, maxConcurrent: 1 });
+  const to = timeout({ clock, ms: 1000 });
+  const hd = hedge({ clock, delayMs: 10, idempotent: true });
+  const shapes: Policy[][] = [
+    [fallback({ clock, fallback: 'cached' }), retry({ clock }), cb, bh, to],
+    [cb, bh], // fused, no retry in front
+    [bh, to],
+    [fallback({ clock, fallback: 'cached' }), hd, to],
+  ];
+  let ran = 0;
+  for (const policies of shapes) {
+    const reason = new Error('client gone');
+    await assert.rejects(pipeline(...policies).execute(() => { ran++; return 'x'; }, AbortSignal.abort(reason)), (e: any) => e.code === 'ABORTED' && e.cause === reason);
+  }
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.deepEqual({ active: bh.active, admitted: bh.stats().admitted }, { active: 0, admitted: 0 });
+  assert.equal(clock.pendingTimers, 0, 'no timer armed');
+  assert.equal(hd.stats().calls, 0);
+  assert.equal(await pipeline(cb, bh, to).execute(() => 'ok'), 'ok');
+});
+
+test('abortedError: ABORTED with the reason as cause; a Bulwark error keeps its code', () => {
+  const reason = new Error('client gone');
+  const aborted = abortedError(reason);
+  assert.equal(aborted.code, 'ABORTED');
+  assert.equal(aborted.cause, reason);
+  const timedOut = new TimeoutError(100);
+  assert.equal(abortedError(timedOut), timedOut);
+  assert.equal(abortedError(undefined).code, 'ABORTED');
+});
+
+test('the admission policies refuse an aborted call with ABORTED before taking a token, a slot or a sample', async () => {
+  const clock = new VirtualClock();
+  const limiter = memoryRateLimiter({ limit: 1, intervalMs: 60_000, clock });
+  const concurrency = adaptiveLimiter({ limit: aimd(), window: false, clock });
+  const throttle = adaptiveThrottle({ clock });
+  const gate = reservationGate({ total: 10, shares: { normal: 1 }, clock });
+  const breakers = keyedBreaker({ clock });
+  const policies: Policy[] = [rateLimit({ limiter }), concurrency, throttle, gate, breakers.policy((ctx) => String(ctx.tags.host))];
+  let ran = 0;
+  for (const policy of policies) {
+    const reason = new Error('client gone');
+    await assert.rejects(
+      policy.execute(() => { ran++; return 'x'; }, { signal: AbortSignal.abort(reason), tags: { host: 'a' } }),
+      (e: any) => e.code === 'ABORTED' && e.cause === reason,
+      policy.kind,
+    );
+  }
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(limiter.consume('global').allowed, true, 'no token taken: the one token of the minute is still there');
+  assert.equal(concurrency.inflight, 0);
+  assert.equal(throttle.snapshot().requests, 0, 'not counted as a request');
+  assert.equal(gate.stats().classes.normal!.inflight, 0);
+  assert.equal(breakers.size, 0, 'no breaker made for the key');
 });

@@ -73,7 +73,7 @@ export class DeadlineExceededError extends BulwarkError {
 export class CircuitOpenError extends BulwarkError {
   constructor(
     readonly breaker: string,
-    /** Milliseconds until the breaker lets a probe through (0 in half-open). */
+    /** Milliseconds until the breaker lets a probe through; in half-open, a jittered wait for the probe's verdict (never 0). */
     readonly retryAfterMs: number,
     readonly state: 'open' | 'half-open' | 'isolated',
   ) {

@@ -164,3 +164,14 @@ test('bad options fail when the policy is built; describe() tells what is handle
     handle: 'predicate', handleResult: true, fallback: 'function',
   });
 });
+
+test('a call aborted before it arrives is refused with ABORTED: the operation does not run and nothing is substituted', async () => {
+  const clock = new VirtualClock();
+  const policy = fallback({ clock, fallback: 'cached' });
+  const served: FallbackEvent[] = [];
+  policy.onFallback((e) => served.push(e));
+  let ran = 0;
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(served.length, 0);
+});

@@ -1,3 +1,4 @@
+import { abortedError } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import { markDegraded } from '../core/degraded.js';
@@ -102,6 +103,7 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
   }
 
   async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) throw abortedError(context.abortReason); // nothing to run, nothing to replace
     let result: T;
     try {
       result = await next(context);

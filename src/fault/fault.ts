@@ -1,6 +1,7 @@
+import { abortedError } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
-import { AbortedError, BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
+import { BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
@@ -232,7 +233,7 @@ export class FaultInjectionPolicy extends BasePolicy {
   #sleep(ms: number, context: CallContext): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (context.aborted) {
-        reject(abortError(context.abortReason));
+        reject(abortedError(context.abortReason));
         return;
       }
       // The timer callback runs later, when `stopListening` is initialised.
@@ -242,7 +243,7 @@ export class FaultInjectionPolicy extends BasePolicy {
       }, ms);
       const stopListening = context.onAbort((reason) => {
         this.clock.clearTimeout(timer);
-        reject(abortError(reason));
+        reject(abortedError(reason));
       });
     });
   }
@@ -257,10 +258,6 @@ export class FaultInjectionPolicy extends BasePolicy {
       },
     };
   }
-}
-
-function abortError(reason: unknown): BulwarkError {
-  return reason instanceof BulwarkError ? reason : new AbortedError(reason);
 }
 
 function makeError(fault: ErrorFault, context: CallContext): unknown {

@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import type { RetryBudget } from '../core/budget.js';
@@ -175,15 +176,13 @@ export class HedgePolicy extends BasePolicy {
     return this.#tracker;
   }
 
-  /**
-   * Counters for telemetry and tests. `scheduled`: entries on the shared hedge timer (calls
-   * waiting for their hedge delay, plus at most one settled entry left to keep the timer).
-   */
+  /** Counters for telemetry and tests. `scheduled`: calls waiting for their hedge delay on the shared timer. */
   stats(): { calls: number; hedges: number; hedgeWins: number; denied: number; scheduled: number } {
     return { calls: this.#calls, hedges: this.#hedges, hedgeWins: this.#hedgeWins, denied: this.#denied, scheduled: this.#queue.size };
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context);
     const tagged = context.tags.idempotent;
     if (tagged === false || (tagged !== true && !this.#idempotent)) {
       return Promise.reject(new NotIdempotentError(this.name ?? 'hedge'));
@@ -223,16 +222,24 @@ export class HedgePolicy extends BasePolicy {
       (value) => this.#succeeded(call, index, value),
       (error) => this.#failed(call, index, error),
     );
+    // Every hedge was granted by the budget (in #expire): tell it when the attempt has really
+    // ended (a cancelled loser included), for budgets that count retries in flight.
+    const budget = this.#budget;
+    if (index > 0 && budget?.retryEnded !== undefined) work.then(() => budget.retryEnded!(), () => budget.retryEnded!());
+  }
+
+  /** The call has settled: budgets that count calls in flight release it. */
+  #ended<T>(call: HedgedCall<T>): void {
+    this.#unschedule(call);
+    if (this.#budget && this.#recordRequests) this.#budget.requestEnded?.();
   }
 
   /**
-   * Takes a settled call's pending hedge off the shared timer. The last entry is left in
-   * place: removing it would clear the timer and the next call would arm a new one, a
-   * setTimeout per call for sequential traffic. Left alone, it fires once, finds the call
-   * settled and does nothing; the timer is unref'd and ends by itself.
+   * Takes a settled call's pending hedge off the shared timer; the last one clears the timer,
+   * so an idle policy leaves nothing armed that would keep it reachable.
    */
   #unschedule<T>(call: HedgedCall<T>): void {
-    if (call.queued && this.#queue.size > 1) this.#queue.remove(call);
+    this.#queue.remove(call);
   }
 
   #succeeded<T>(call: HedgedCall<T>, index: number, value: T): void {
@@ -242,7 +249,7 @@ export class HedgePolicy extends BasePolicy {
     child.release();
     if (call.settled) return;
     call.settled = true;
-    this.#unschedule(call);
+    this.#ended(call);
     const now = this.clock.now();
     this.#tracker.record(now - call.startTimes[index]!);
     let cancelled = 0;
@@ -275,7 +282,7 @@ export class HedgePolicy extends BasePolicy {
     if (this.#budget && this.#recordRequests && !isNeverRetried(error) && isRetryableError(error)) this.#budget.recordOutcome(false);
     if (++call.failed < call.started) return; // others are still running; one may succeed
     call.settled = true; // no hedge may start after the call failed
-    this.#unschedule(call);
+    this.#ended(call);
     call.reject(error);
   }
 

@@ -13,6 +13,7 @@ import { hashSlot } from './crc16.js';
 import { HYBRID_SYNC_SCRIPT } from './redis-scripts.js';
 import type { StoreBreaker, StorePermit } from './redis.js';
 import type { AcquireOptions, Decision, RateLimiter } from './types.js';
+import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 
 /**
  * Where the hybrid limiter keeps the global balance. `redisHybridRemote` is the real one; tests
@@ -145,9 +146,16 @@ export class HybridRateLimiter implements RateLimiter {
   readonly #onSync = new EventEmitter<HybridSyncEvent>();
   /** Fires after each background sync (ok or not). */
   readonly onSync = this.#onSync.event;
+  readonly #health = new StoreHealth();
   readonly #onStoreError = new EventEmitter<{ store: 'hybrid'; error: unknown; keys: number }>();
-  /** Fires when a sync fails (the limiter goes on deciding on last-known state). */
+  readonly #onStoreRecovered = new EventEmitter<StoreRecoveredEvent>();
+  /**
+   * Fires when the remote becomes unavailable: the first failed sync after a good one (the
+   * limiter goes on deciding on last-known state), not every failed sync (see `storeHealth`).
+   */
   readonly onStoreError = this.#onStoreError.event;
+  /** Fires when a sync succeeds again after an outage. */
+  readonly onStoreRecovered = this.#onStoreRecovered.event;
 
   constructor(options: HybridRateLimiterOptions) {
     this.options = resolveAlgorithmOptions({ ...options, algorithm: 'token-bucket' }, 'hybridRateLimiter');
@@ -193,6 +201,11 @@ export class HybridRateLimiter implements RateLimiter {
   /** Sync script calls made so far. */
   get redisCalls(): number {
     return this.#calls;
+  }
+
+  /** Whether the remote answers now, failed sync calls and outages so far. */
+  get storeHealth(): StoreHealthSnapshot {
+    return this.#health.snapshot();
   }
 
   /** True while the last sync failed: decisions are made on last-known state. */
@@ -403,7 +416,15 @@ export class HybridRateLimiter implements RateLimiter {
     }));
     this.#syncing = false;
     this.#stale = failures > 0;
-    if (failures > 0 && this.#onStoreError.active) this.#onStoreError.emit({ store: 'hybrid', error: lastError, keys: batch.length });
+    const now = this.#clock.now();
+    if (failures > 0) {
+      let wentDown = false;
+      for (let i = 0; i < failures; i++) wentDown = this.#health.failed(now) || wentDown;
+      if (wentDown && this.#onStoreError.active) this.#onStoreError.emit({ store: 'hybrid', error: lastError, keys: batch.length });
+    } else if (groups.length > 0) {
+      const recovered = this.#health.succeeded(now, 'hybrid');
+      if (recovered !== undefined && this.#onStoreRecovered.active) this.#onStoreRecovered.emit(recovered);
+    }
     if (this.#onSync.active) this.#onSync.emit({ keys: batch.length, calls: groups.length, ok: failures === 0, ...(failures > 0 ? { error: lastError } : {}) });
   }
 

@@ -1,3 +1,4 @@
+import { abortedError } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { RateLimitedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
@@ -49,6 +50,7 @@ export class RateLimitPolicy extends BasePolicy {
   }
 
   async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) throw abortedError(context.abortReason); // before taking a token
     const key = this.#key(context);
     const decision = this.#maxWaitMs > 0
       ? await this.limiter.acquire(key, { cost: this.#cost, maxWaitMs: Math.min(this.#maxWaitMs, context.remaining()), signal: context.signal })

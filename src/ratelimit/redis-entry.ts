@@ -9,5 +9,6 @@ export {
   HybridRateLimiter, hybridRateLimiter, redisHybridRemote, memoryHybridRemote,
   type HybridRateLimiterOptions, type HybridRemote, type HybridSyncEvent,
 } from './hybrid.js';
+export type { StoreHealthSnapshot as RateLimitStoreHealth, StoreRecoveredEvent as RateLimitStoreRecoveredEvent } from './store-health.js';
 export { RATE_LIMIT_SCRIPTS, HYBRID_SYNC_SCRIPT } from './redis-scripts.js';
 export { hashSlot } from './crc16.js';

@@ -178,6 +178,9 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
   const events: { failMode: string; breakerOpen: boolean }[] = [];
   open.onStoreError((e) => events.push({ failMode: e.failMode, breakerOpen: e.breakerOpen }));
   closed.onStoreError((e) => events.push({ failMode: e.failMode, breakerOpen: e.breakerOpen }));
+  const recoveries: string[] = [];
+  open.onStoreRecovered(() => recoveries.push('open'));
+  closed.onStoreRecovered(() => recoveries.push('closed'));
   try {
     // Warm up (script load, connection) so the 20 ms timeout measures Redis, not start-up.
     await runRateLimitScript(client, { algorithm: 'token-bucket', limit: 3, intervalMs: 60_000 }, [{ keys: ['crash:{warm}'], op: 'p', amount: 0 }]);
@@ -195,6 +198,7 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
     events.length = 0;
 
     await server.kill();
+    const callsBefore = open.redisCalls;
     const slack = 500; // generous: the machine is shared; the point is that nothing waits for Redis
     for (let i = 0; i < 8; i++) {
       const started = performance.now();
@@ -207,8 +211,10 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
       assert.equal(b.allowed, false);
       assert.ok(b.retryAfterMs > 0);
     }
-    assert.ok(events.some((e) => e.failMode === 'open') && events.some((e) => e.failMode === 'closed'));
-    assert.ok(events.some((e) => e.breakerOpen), 'after repeated failures the breaker answers without trying Redis');
+    assert.deepEqual(events.map((e) => e.failMode).sort(), ['closed', 'open'], 'one event per limiter for the outage, not one per call');
+    assert.ok(open.redisCalls - callsBefore < 8, 'after repeated failures the breaker answers without trying Redis');
+    assert.equal(open.storeHealth.failures, 8, 'every failed call is counted');
+    assert.equal(open.storeHealth.available, false);
 
     await server.start();
     // Each limiter has its own breaker, so each recovers when its own half-open probe succeeds.
@@ -227,6 +233,8 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
     const back = await recovery(open, 'w');
     assert.ok(back, 'fail-open decisions come from Redis again');
     assert.equal(back.allowed, true);
+    assert.deepEqual(recoveries, ['closed', 'open'], 'one recovery event per limiter');
+    assert.equal(open.storeHealth.available, true);
   } finally {
     client.disconnect();
     await server.kill();

@@ -12,6 +12,7 @@ import { hashSlot } from './crc16.js';
 import { MemoryRateLimiter } from './memory.js';
 import { DELETE_SCRIPT, RATE_LIMIT_SCRIPTS, keysPerEntry } from './redis-scripts.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
+import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 
 /** A permit from a breaker, settled once the store call has ended. */
 export interface StorePermit {
@@ -135,9 +136,16 @@ export class RedisRateLimiter implements RateLimiter {
   #queue: Pending[] = [];
   #scheduled = false;
   #calls = 0;
+  readonly #health = new StoreHealth();
   readonly #onStoreError = new EventEmitter<StoreErrorEvent>();
-  /** Fires once per failed Redis call (timeout, error, breaker open), with how many decisions it affected. */
+  readonly #onStoreRecovered = new EventEmitter<StoreRecoveredEvent>();
+  /**
+   * Fires when Redis becomes unavailable: the first failed call (timeout, error, breaker open)
+   * after it answered, not every call of the outage (see `storeHealth` for the counts).
+   */
   readonly onStoreError = this.#onStoreError.event;
+  /** Fires when a Redis call succeeds again after an outage. */
+  readonly onStoreRecovered = this.#onStoreRecovered.event;
 
   constructor(options: RedisRateLimiterOptions) {
     this.options = resolveAlgorithmOptions(options, 'redisRateLimiter');
@@ -176,6 +184,11 @@ export class RedisRateLimiter implements RateLimiter {
   /** Script calls made so far (for tests and the benchmark). */
   get redisCalls(): number {
     return this.#calls;
+  }
+
+  /** Whether Redis answers now, failed calls and outages so far. */
+  get storeHealth(): StoreHealthSnapshot {
+    return this.#health.snapshot();
   }
 
   consume(key: string, cost = 1): Promise<Decision> {
@@ -347,6 +360,8 @@ export class RedisRateLimiter implements RateLimiter {
     this.#deadlines.remove(call);
     call.permit?.success();
     const now = this.clock.now();
+    const recovered = this.#health.succeeded(now, 'redis');
+    if (recovered !== undefined && this.#onStoreRecovered.active) this.#onStoreRecovered.emit(recovered);
     for (let i = 0; i < n; i++) {
       const entry = call.entries[i]!;
       if (entry.op === 'a') {
@@ -381,8 +396,10 @@ export class RedisRateLimiter implements RateLimiter {
 
   /** Answers every entry without Redis, per the fail mode. */
   #failAll(entries: Pending[], error: unknown, breakerOpen: boolean, retryAfterMs: number): void {
-    if (this.#onStoreError.active) this.#onStoreError.emit({ store: 'redis', error, failMode: this.failMode, affected: entries.length, breakerOpen });
     const now = this.clock.now();
+    if (this.#health.failed(now) && this.#onStoreError.active) {
+      this.#onStoreError.emit({ store: 'redis', error, failMode: this.failMode, affected: entries.length, breakerOpen });
+    }
     for (const entry of entries) {
       if (entry.op === 'a') {
         // Keep the local view consistent; a refund that cannot reach Redis is not an error for the caller.

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { seededRandom } from '../core/random.js';
 import { constantBackoff } from './backoff.js';
-import { ratioBudget, tokenBudget } from './budget.js';
+import { concurrencyBudget, ratioBudget, tokenBudget } from './budget.js';
+import { hedge } from '../hedge/hedge.js';
+import type { CallContext } from '../core/context.js';
 import { retry } from './retry.js';
 
 test('ratio budget: retries < ratio × requests + minRetriesPerSecond × window seconds', () => {
@@ -144,4 +146,81 @@ test('without a budget the same traffic would retry about 75% of requests (what 
   await clock.advance(100);
   await Promise.all(pending);
   assert.ok(calls / 1000 > 1.6 && calls / 1000 < 1.9, `amplification ${calls / 1000}`);
+});
+
+test('concurrency budget (Envoy): retries in flight <= max(minConcurrency, percent % of the calls in flight)', () => {
+  const budget = concurrencyBudget({ percent: 20, minConcurrency: 3 });
+  let granted = 0;
+  while (budget.tryAcquire()) granted++;
+  assert.equal(granted, 3, 'nothing in flight: the minimum');
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 0, retries: 3, allowance: 3, available: false });
+  budget.retryEnded();
+  assert.equal(budget.tryAcquire(), true, 'a retry that ended frees its place');
+  for (let i = 0; i < 50; i++) budget.recordRequest();
+  while (budget.tryAcquire()) granted++;
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 50, retries: 10, allowance: 10, available: false }, '20 % of 50 in flight');
+  budget.recordOutcome(false); // outcomes do not matter
+  for (let i = 0; i < 40; i++) budget.requestEnded();
+  assert.equal(budget.snapshot().allowance, 3, 'the load fell: back to the minimum');
+  for (let i = 0; i < 7; i++) budget.retryEnded();
+  assert.equal(budget.tryAcquire(), false, '3 retries still in flight');
+  budget.retryEnded();
+  assert.equal(budget.tryAcquire(), true);
+  // Unbalanced end signals never drive the counts negative.
+  for (let i = 0; i < 100; i++) { budget.requestEnded(); budget.retryEnded(); }
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 0, retries: 0, allowance: 3, available: true });
+  assert.throws(() => concurrencyBudget({ percent: 101 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => concurrencyBudget({ percent: -1 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => concurrencyBudget({ minConcurrency: 1.5 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => concurrencyBudget({ minConcurrency: Infinity }), { code: 'INVALID_OPTIONS' });
+});
+
+/** An attempt that fails with a 503 after `ms` of virtual time, or ends early when aborted. */
+function failsAfter(clock: VirtualClock, ms: number) {
+  return (ctx: CallContext) => new Promise<never>((_, reject) => {
+    const timer = clock.setTimeout(() => reject(Object.assign(new Error('unavailable'), { status: 503 })), ms);
+    ctx.signal.addEventListener('abort', () => { clock.clearTimeout(timer); reject(ctx.signal.reason); }, { once: true });
+  });
+}
+
+test('concurrency budget with retry: of 10 failing calls in flight, 20 % retry at once; every call and retry is released', async () => {
+  const clock = new VirtualClock();
+  const budget = concurrencyBudget({ percent: 20, minConcurrency: 1 });
+  const policy = retry({ clock, budget, maxAttempts: 3, backoff: constantBackoff(10, { jitter: 'none' }) });
+  const outcomes = Array.from({ length: 10 }, () => policy.execute(failsAfter(clock, 100)).then(() => 'ok', (e) => e.code as string));
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 10, retries: 0, allowance: 2, available: true });
+  await clock.advance(100);
+  // 2 granted while 10 were in flight; each of the other 8 ended with the budget spent, and with
+  // 2 calls left in flight the allowance is back to the minimum.
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 2, retries: 2, allowance: 1, available: false });
+  await clock.advance(110);
+  // The second attempts failed: the first to fail found the other retry still in flight (1 of 1)
+  // and stopped; the second found the place free and made a third attempt.
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 1, retries: 1, allowance: 1, available: false });
+  await clock.runAll();
+  const codes = await Promise.all(outcomes);
+  assert.equal(codes.filter((c) => c === 'RETRY_BUDGET_EXHAUSTED').length, 9);
+  assert.equal(codes.filter((c) => c === 'RETRIES_EXHAUSTED').length, 1);
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 0, retries: 0, allowance: 1, available: true });
+  // A call that succeeds at once (the fast path) releases its place too.
+  assert.equal(await policy.execute(() => 'ok'), 'ok');
+  assert.equal(budget.snapshot().active, 0);
+});
+
+test('concurrency budget with hedging: hedges count as retries in flight until they end, cancelled ones included', async () => {
+  const clock = new VirtualClock();
+  const budget = concurrencyBudget({ percent: 0, minConcurrency: 1 });
+  const policy = hedge({ clock, delayMs: 10, maxOutstanding: 3, idempotent: true, budget });
+  const slow = (ctx: CallContext) => new Promise<string>((resolve, reject) => {
+    const timer = clock.setTimeout(() => resolve(`attempt ${ctx.attempt}`), 100);
+    ctx.signal.addEventListener('abort', () => { clock.clearTimeout(timer); reject(ctx.signal.reason); }, { once: true });
+  });
+  const a = policy.execute(slow);
+  const b = policy.execute(slow);
+  await clock.advance(10);
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 2, retries: 1, allowance: 1, available: false }, 'one hedge in flight, the other denied');
+  assert.equal(policy.stats().denied, 1);
+  await clock.runAll();
+  assert.deepEqual(await Promise.all([a, b]), ['attempt 1', 'attempt 1']);
+  assert.deepEqual(budget.snapshot(), { kind: 'concurrency', active: 0, retries: 0, allowance: 1, available: true });
 });

@@ -1,7 +1,7 @@
 import type { RetryBudget, RetryBudgetSnapshot } from '../core/budget.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/validate.js';
 
 /**
  * Retry budgets bound the extra load retries (and hedges) add during an outage: with one
@@ -34,7 +34,7 @@ export interface RatioBudgetSnapshot extends RetryBudgetSnapshot {
 }
 
 /**
- * Finagle/Envoy-style budget: a retry is granted while
+ * Finagle's `RetryBudget` (percentCanRetry, minRetriesPerSec, ttl): a retry is granted while
  * retries-in-window < ratio × requests-in-window + minRetriesPerSecond × windowSeconds.
  * The window is a ring of buckets rotated lazily by clock time: O(1) per call, no timer.
  */
@@ -181,6 +181,75 @@ export class TokenRetryBudget implements RetryBudget {
   }
 }
 
+export interface ConcurrencyBudgetOptions {
+  /** Retries in flight allowed, as a percentage (0 to 100) of the original calls in flight. Default 20. */
+  percent?: number;
+  /** Retries in flight always allowed, however few calls are in flight. Default 3. */
+  minConcurrency?: number;
+}
+
+export interface ConcurrencyBudgetSnapshot extends RetryBudgetSnapshot {
+  kind: 'concurrency';
+  /** Original calls in flight. */
+  active: number;
+  /** Retries and hedges in flight. */
+  retries: number;
+  /** Retries allowed in flight right now: max(minConcurrency, ⌊percent % × active⌋). */
+  allowance: number;
+}
+
+/**
+ * Envoy's retry budget (cluster circuit breakers, `retry_budget`): retries in flight may be at
+ * most `percent` % of the calls in flight, and never fewer than `minConcurrency`. Unlike the
+ * ratio budget it has no memory: it bounds how many retries hit the dependency at once, now,
+ * relative to the load now. Needs the `requestEnded` / `retryEnded` signals (retry and hedge
+ * send them); every operation is a counter update.
+ */
+export class ConcurrencyRetryBudget implements RetryBudget {
+  readonly kind = 'concurrency';
+  readonly percent: number;
+  readonly minConcurrency: number;
+  #active = 0;
+  #retries = 0;
+
+  constructor(options: ConcurrencyBudgetOptions = {}) {
+    this.percent = nonNegative('concurrencyBudget.percent', options.percent, 20);
+    if (this.percent > 100) throw new InvalidOptionsError(`concurrencyBudget.percent must be between 0 and 100, got ${this.percent}`);
+    this.minConcurrency = nonNegativeInt('concurrencyBudget.minConcurrency', options.minConcurrency, 3);
+    if (!Number.isFinite(this.minConcurrency)) throw new InvalidOptionsError('concurrencyBudget.minConcurrency must be finite');
+  }
+
+  recordRequest(): void {
+    this.#active++;
+  }
+
+  requestEnded(): void {
+    if (this.#active > 0) this.#active--;
+  }
+
+  /** Concurrency budgets count calls and retries in flight, not outcomes. */
+  recordOutcome(_success: boolean): void {}
+
+  tryAcquire(): boolean {
+    if (!(this.#retries < this.#allowance())) return false;
+    this.#retries++;
+    return true;
+  }
+
+  retryEnded(): void {
+    if (this.#retries > 0) this.#retries--;
+  }
+
+  snapshot(): ConcurrencyBudgetSnapshot {
+    const allowance = this.#allowance();
+    return { kind: 'concurrency', active: this.#active, retries: this.#retries, allowance, available: this.#retries < allowance };
+  }
+
+  #allowance(): number {
+    return Math.max(this.minConcurrency, Math.floor((this.percent / 100) * this.#active));
+  }
+}
+
 /** Retries ≤ ratio × requests (+ a minimum rate) over a sliding window. Defaults: 10% over 10 s, 1/s. */
 export function ratioBudget(options: RatioBudgetOptions = {}): RatioRetryBudget {
   return new RatioRetryBudget(options);
@@ -189,6 +258,11 @@ export function ratioBudget(options: RatioBudgetOptions = {}): RatioRetryBudget 
 /** gRPC-style token budget. Defaults: maxTokens 10, tokenRatio 0.1. */
 export function tokenBudget(options: TokenBudgetOptions = {}): TokenRetryBudget {
   return new TokenRetryBudget(options);
+}
+
+/** Envoy-style budget: retries in flight ≤ max(minConcurrency, percent % of calls in flight). Defaults: 20 %, 3. */
+export function concurrencyBudget(options: ConcurrencyBudgetOptions = {}): ConcurrencyRetryBudget {
+  return new ConcurrencyRetryBudget(options);
 }
 
 function mod(a: number, n: number): number {

@@ -26,8 +26,12 @@ export {
 export {
   RatioRetryBudget,
   TokenRetryBudget,
+  ConcurrencyRetryBudget,
   ratioBudget,
   tokenBudget,
+  concurrencyBudget,
+  type ConcurrencyBudgetOptions,
+  type ConcurrencyBudgetSnapshot,
   type RatioBudgetOptions,
   type RatioBudgetSnapshot,
   type TokenBudgetOptions,

@@ -1,13 +1,15 @@
+import { abortedError, rejectAborted } from '../core/abort.js';
 import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
-import { AbortedError, BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
+import { BulwarkError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative } from '../core/validate.js';
 import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
 import { decideRetry, type RetryOutcome } from './classify.js';
+import { ConcurrencyRetryBudget } from './budget.js';
 
 export interface RetryOptions {
   /**
@@ -29,7 +31,7 @@ export interface RetryOptions {
   maxElapsedMs?: number;
   /** Cap on a server's Retry-After: a longer one waits this long. Default 60 000 ms. */
   maxRetryAfterMs?: number;
-  /** A retry budget shared with other pipelines (`ratioBudget()` / `tokenBudget()`). */
+  /** A retry budget shared with other pipelines (`ratioBudget()`, `tokenBudget()` or `concurrencyBudget()`). */
   budget?: RetryBudget;
   /**
    * Replaces or extends the default classification: true/false decides, undefined defers
@@ -119,7 +121,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
-    if (context.aborted) return Promise.reject(asAbortError(context.abortReason));
+    if (context.aborted) return rejectAborted(context);
     const startedAt = this.#begin();
     const firstContext = context.attempt === 1 ? context : context.derive({ attempt: 1 });
     let first: Promise<T>;
@@ -163,26 +165,51 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   }
 
   readonly #firstSucceeded = (value: unknown): unknown => {
-    this.budget?.recordOutcome(true);
+    const budget = this.budget;
+    if (budget !== undefined) {
+      budget.recordOutcome(true);
+      budget.requestEnded?.();
+    }
     if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: 1 });
     return value;
   };
 
-  /** From the outcome of attempt 1 on: decide, wait, try again, until success or a limit. */
+  /** From the outcome of attempt 1 on: the loop, then the call's end told to the budget. */
   async #continue<T>(context: CallContext, next: Next<T>, startedAt: number, failed: boolean, error: unknown, result: T | undefined): Promise<T> {
+    const budget = this.budget;
+    if (budget === undefined) return this.#retryLoop(context, next, startedAt, failed, error, result, undefined);
+    const granted = { inFlight: false };
+    try {
+      return await this.#retryLoop(context, next, startedAt, failed, error, result, granted);
+    } finally {
+      // Concurrency budgets count calls and retries in flight: whatever ended the loop, release both.
+      if (granted.inFlight) budget.retryEnded?.();
+      budget.requestEnded?.();
+    }
+  }
+
+  /** Decide, wait, try again, until success or a limit. `granted` tracks a budget-granted retry not yet ended. */
+  async #retryLoop<T>(
+    context: CallContext, next: Next<T>, startedAt: number, failed: boolean, error: unknown, result: T | undefined,
+    granted: { inFlight: boolean } | undefined,
+  ): Promise<T> {
     const clock = this.clock;
     const budget = this.budget;
     let previousDelay = 0;
 
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1) {
-        if (context.aborted) throw asAbortError(context.abortReason);
+        if (context.aborted) throw abortedError(context.abortReason);
         try {
           result = await next(context.derive({ attempt }));
           failed = false;
         } catch (caught) {
           failed = true;
           error = caught;
+        }
+        if (granted !== undefined && granted.inFlight) {
+          granted.inFlight = false;
+          budget!.retryEnded?.();
         }
       }
       if (!failed && (this.#handleResult === undefined || !this.#handleResult(result))) {
@@ -215,7 +242,10 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
         const resumeAt = clock.now() + delay;
         if (resumeAt - startedAt > this.maxElapsedMs) reason = 'max-elapsed';
         else if (resumeAt >= context.deadline) reason = 'deadline';
-        else if (budget !== undefined && !budget.tryAcquire()) reason = 'budget'; // asked last: granting spends it
+        else if (budget !== undefined) {
+          if (budget.tryAcquire()) granted!.inFlight = true; // asked last: granting spends it
+          else reason = 'budget';
+        }
       }
       if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result as T);
 
@@ -257,7 +287,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
       }, ms);
       const stopListening = context.onAbort((reason) => {
         clock.clearTimeout(timer);
-        reject(asAbortError(reason));
+        reject(abortedError(reason));
       });
     });
   }
@@ -287,6 +317,9 @@ export function retry(options: RetryOptions = {}): RetryPolicy {
 function checkMaxAttempts(value: number | undefined, maxElapsedMs: number, budget: RetryBudget | undefined): number {
   const v = value ?? RETRY_DEFAULTS.maxAttempts;
   if (v === Infinity) {
+    if (maxElapsedMs === Infinity && budget instanceof ConcurrencyRetryBudget) {
+      throw new InvalidOptionsError('retry.maxAttempts may not be Infinity with only a concurrencyBudget(): it always lets minConcurrency calls retry, so it never ends a retry loop; set maxElapsedMs');
+    }
     if (maxElapsedMs === Infinity && budget === undefined) {
       throw new InvalidOptionsError('retry.maxAttempts may be Infinity only with a finite maxElapsedMs or a budget (unbounded retries are the seed\'s "Sin 3")');
     }
@@ -300,7 +333,7 @@ function checkBudget(budget: RetryBudget | undefined): RetryBudget | undefined {
   if (budget === undefined) return undefined;
   if (typeof budget !== 'object' || budget === null || typeof budget.tryAcquire !== 'function'
     || typeof budget.recordRequest !== 'function' || typeof budget.recordOutcome !== 'function') {
-    throw new InvalidOptionsError('retry.budget must be a RetryBudget (ratioBudget() or tokenBudget())');
+    throw new InvalidOptionsError('retry.budget must be a RetryBudget (ratioBudget(), tokenBudget() or concurrencyBudget())');
   }
   return budget;
 }
@@ -313,6 +346,3 @@ function checkDelay(ms: number): number {
   return ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms;
 }
 
-function asAbortError(reason: unknown): unknown {
-  return reason instanceof Error ? reason : new AbortedError(reason);
-}

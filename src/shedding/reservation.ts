@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
@@ -255,6 +256,7 @@ export class ReservationGate extends BasePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context); // before taking a slot
     let decision: ReservationDecision;
     try {
       decision = this.tryAcquire(this.#classify(context));

@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
@@ -104,6 +105,7 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context); // not a request the backend will see
     this.#window.roll(this.clock.now());
     const probability = this.#probability();
     this.#window.addRequest();

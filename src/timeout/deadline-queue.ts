@@ -15,8 +15,8 @@ export class DeadlineEntry {
  * Many expiries, one timer (SPEC principle 3: no per-call setTimeout). Entries are kept in
  * deadline order. With a fixed timeout, each new deadline is the latest, so insertion is O(1)
  * at the tail; removal is always O(1). The one timer is re-armed only when it fires (or when a
- * new deadline is earlier than it), and is unref'd: it guards work, it never keeps an idle
- * process alive.
+ * new deadline is earlier than it), is cleared when the last entry leaves, and is unref'd: it
+ * guards work, it never keeps an idle process alive.
  */
 export class DeadlineQueue {
   #head: DeadlineEntry | undefined;
@@ -50,9 +50,15 @@ export class DeadlineQueue {
     if (entry.next) entry.next.prev = entry.prev; else this.#tail = entry.prev;
     entry.prev = entry.next = undefined;
     this.#size--;
-    // The timer stays armed when the list empties: sequential calls would otherwise arm and
-    // clear one timer each. It is unref'd, fires once with nothing to do and is not re-armed,
-    // so an idle policy holds nothing after its last deadline.
+    // Nothing left to guard: clear the timer. An armed timer keeps this queue (and whatever the
+    // owner hangs on it) reachable until it fires, so an owner built per request and dropped
+    // would outlive its work by the whole timeout. Sequential calls pay one timer each
+    // (a few hundred ns); concurrent ones keep sharing one.
+    if (this.#size === 0 && this.#timer !== undefined) {
+      this.clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+    }
   }
 
   #arm(at: number): void {

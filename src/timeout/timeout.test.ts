@@ -26,13 +26,25 @@ test('a slow call times out with TIMEOUT and its signal is aborted', async () =>
   assert.equal(clock.pendingTimers, 0, 'no timer left behind');
 });
 
-test('a fast call passes its value through and leaves no timer', async () => {
+test('a fast call passes its value through and leaves no timer: the shared timer goes with the last call', async () => {
   const clock = new VirtualClock();
   const policy = timeout({ ms: 100, clock });
   const p = policy.execute((ctx) => sleeper(clock)(30, ctx));
   await clock.advance(30);
   assert.equal(await p, 'done');
-  assert.ok((await clock.runAll()) <= 1, 'only the idle shared guard timer is left; it fires once and is not re-armed');
+  // An armed timer would keep the policy's queue reachable until it fired, for every policy
+  // built per request and dropped.
+  assert.equal(clock.pendingTimers, 0, 'nothing pending, nothing armed');
+  const a = policy.execute((ctx) => sleeper(clock)(10, ctx));
+  const b = policy.execute((ctx) => sleeper(clock)(20, ctx));
+  await clock.advance(10);
+  assert.equal(await a, 'done');
+  assert.equal(clock.pendingTimers, 2, 'one call still pending: its operation timer and the shared guard timer');
+  await clock.advance(10);
+  assert.equal(await b, 'done');
+  assert.equal(clock.pendingTimers, 0);
+  assert.equal(await policy.execute(() => 'sync'), 'sync');
+  assert.equal(clock.pendingTimers, 0, 'an operation that answers at once leaves nothing armed either');
 });
 
 test('work that ignores its signal is abandoned after the grace period, and says so', async () => {
@@ -117,4 +129,15 @@ test('bad options fail when the policy is built', () => {
   assert.throws(() => timeout({ ms: 0 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => timeout({ ms: -5 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => timeout({ ms: 10, deadlineRatio: 2 }), { code: 'INVALID_OPTIONS' });
+});
+
+test('a call aborted before it arrives is refused with ABORTED and arms no timer', async () => {
+  const clock = new VirtualClock();
+  const policy = timeout({ clock, ms: 1000 });
+  let ran = 0;
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, AbortSignal.abort(new Error('client gone'))), { code: 'ABORTED', message: /client gone/ });
+  await assert.rejects(policy.execute(() => { ran++; return 'x'; }, { signal: AbortSignal.abort(), timeoutMs: 5000 }), { code: 'ABORTED' });
+  assert.equal(ran, 0, 'the operation never ran');
+  assert.equal(policy.inFlight, 0);
+  assert.equal(clock.pendingTimers, 0, 'no timer was armed');
 });

@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { DeadlineExceededError, TimeoutError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
@@ -77,6 +78,7 @@ export class TimeoutPolicy extends BasePolicy {
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
+    if (context.aborted) return rejectAborted(context);
     const now = this.clock.now();
     let budget = this.ms;
     if (context.deadline !== Infinity) {

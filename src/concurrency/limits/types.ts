@@ -36,11 +36,12 @@ export function clamp(value: number, min: number, max: number): number {
 }
 
 /**
- * Netflix's `Log10RootFunction`: max(1, ⌊log10(limit)⌋) below 1000, ⌊√limit⌋ above. Vegas
- * scales its alpha / beta / step sizes with it so growth stays stable at high limits.
+ * Netflix's `Log10RootIntFunction`: max(1, ⌊log10(limit)⌋) at every size (its Javadoc says
+ * "sqrt", its code and tests say log10: 4 at 10 000). Vegas scales its alpha / beta / step sizes
+ * with it, so steps grow slowly with the limit: 24 at 10 000, where √ would give 600.
  */
 export function log10Root(limit: number): number {
-  return limit < 1000 ? Math.max(1, Math.floor(Math.log10(Math.max(1, limit)))) : Math.floor(Math.sqrt(limit));
+  return limit < 10 ? 1 : Math.floor(Math.log10(limit));
 }
 
 /** Netflix's `SquareRootFunction.create(baseline)`: max(baseline, ⌊√limit⌋ (≥ 1)). */

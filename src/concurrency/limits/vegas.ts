@@ -10,7 +10,7 @@ import { clamp, log10Root, type LimitAlgorithm, type LimitSample, type LimitStat
  *   queue = ⌈limit × (1 − rttNoLoad / rtt)⌉
  *
  * where rttNoLoad is the smallest RTT seen (the service's latency with no queueing). With
- * f(limit) = max(1, ⌊log10(limit)⌋) (√limit from 1000 up), Netflix's defaults are
+ * f(limit) = max(1, ⌊log10(limit)⌋) (Netflix's `Log10RootIntFunction`), Netflix's defaults are
  *
  *   alpha = 3·f, beta = 6·f, threshold = f
  *   dropped              → limit − f
