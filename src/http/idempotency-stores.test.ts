@@ -15,11 +15,12 @@ import { migrateSqliteIdempotency, SqliteIdempotencyStore } from '../idempotency
 import type { IdempotencyStore } from '../idempotency/types.js';
 import { IdempotencyProtection, type IdempotencyOutcomeEvent } from './core/idempotency.js';
 import { ADAPTERS, startApp, type AppResult, type AppRoute, type RunningApp } from './test/apps.js';
+import { post as postOrder, slowOrders } from './test/idempotency-app.js';
 
 /**
- * The transactional path: the handler writes its business row and the idempotency completion
- * in one database transaction (`request.idempotency.complete(client, response)`), on every
- * adapter, with the real PostgreSQL store and SQLite.
+ * Idempotency keys through every adapter with the real stores: a key stays held while its
+ * handler runs past a 504, and the transactional path, where the handler writes its business
+ * row and the completion in one database transaction (`request.idempotency.complete(...)`).
  */
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -180,6 +181,32 @@ for (const kind of ADAPTERS) {
         assert.equal(runs(), 2);
         assert.equal(await backend.orders(key), 1);
       });
+    });
+  }
+
+  const stores: [string, () => IdempotencyStore][] = [
+    ['postgres', () => new PostgresIdempotencyStore({ pool, schema, sweepEveryMs: false })],
+    ['sqlite', () => new SqliteIdempotencyStore({ database: join(dir, `${kind}-deadline.db`), sweepEveryMs: false })],
+    ['redis', () => new RedisIdempotencyStore({ client: redis, prefix: `bw:test:${randomUUID()}` })],
+  ];
+  for (const [name, makeStore] of stores) {
+    test(`${kind} + ${name}: a 504 at the deadline leaves the key held until the handler settles; its result replays`, async () => {
+      const slow = await slowOrders(kind, { store: makeStore() });
+      running.push(slow.app);
+      const { app, clock, outcomes, release, entered, state } = slow;
+      const key = `deadline-${randomUUID()}`;
+      const first = postOrder(app, key, '{"sku":"a"}', { 'x-request-timeout-ms': '200' });
+      await entered.wait;
+      await clock.advance(200);
+      assert.equal((await first).status, 504);
+      assert.equal((await postOrder(app, key, '{"sku":"a"}')).status, 409);
+      release.open();
+      await eventually(() => outcomes.some((o) => o.kind === 'stored'), 'the handler\'s result to be stored');
+      const replay = await postOrder(app, key, '{"sku":"a"}');
+      assert.equal(replay.status, 201);
+      assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+      assert.deepEqual(await replay.json(), { order: 1 });
+      assert.equal(state.runs, 1);
     });
   }
 
