@@ -26,7 +26,7 @@ function inboundRequest(clock: VirtualClock, budgetMs = 800): RequestContext {
     startedAt: clock.now(),
     deadline: clock.now() + budgetMs,
     deadlineSource: 'route-default',
-    channel: { started: () => false, send: () => {}, watch: () => {}, capture: () => {} },
+    channel: { started: () => false, send: () => {}, watch: () => {}, capture: () => {}, hold: () => {} },
     target: undefined,
   });
 }

@@ -1,11 +1,13 @@
-import { unrefTimer } from '../../core/clock.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import { positiveInt } from '../../core/validate.js';
+import type { ResponseInput } from '../../idempotency/codec.js';
+import type { Lease } from '../../idempotency/engine.js';
 import type { FingerprintBody } from '../../idempotency/fingerprint.js';
 import {
-  defaultShouldStore, IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
+  IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
 } from '../../idempotency/http.js';
+import type { IdempotencyStore } from '../../idempotency/types.js';
 import type { Protection, ProtectionVerdict } from './guard.js';
 import type { HttpResponse } from './problem.js';
 import type { ProducedResponse, RequestContext } from './request-context.js';
@@ -26,7 +28,19 @@ export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
   name?: string;
 }
 
-export type IdempotencyOutcomeKind = 'stored' | 'released' | 'not-stored-too-large' | 'abandoned' | 'store-error';
+/**
+ * What became of a first execution's key:
+ * - `stored`: the handler's response was stored (duplicates replay it), then sent.
+ * - `released`: a 5xx (or another unstorable status) or a thrown error; a retry runs again.
+ * - `not-stored-too-large`: over `maxResponseBytes` (or a stream): sent, key released.
+ * - `store-error`: the completion could not be stored after a few attempts; the response was
+ *   sent anyway and the key stays in progress until its lease runs out.
+ * - `lease-lost`: another worker took the key over; the client got 409 and retries.
+ * - `detached`: the response closed before the handler settled (the 504 at the deadline, with
+ *   `status`, or a client that left): the key stays held, renewed, until the handler settles;
+ *   one of the outcomes above follows.
+ */
+export type IdempotencyOutcomeKind = 'stored' | 'released' | 'not-stored-too-large' | 'store-error' | 'lease-lost' | 'detached';
 
 export interface IdempotencyOutcomeEvent {
   route: string;
@@ -39,13 +53,55 @@ export interface IdempotencyOutcomeEvent {
 const DEFAULT_METHODS = ['POST', 'PATCH'];
 
 /**
+ * The first execution of an idempotency key, as the handler sees it (`request.idempotency`).
+ * For exactly-once effects, write the completion in the same transaction as the business
+ * write: `complete(client, response)` inside it, COMMIT, then answer with that same response
+ * (duplicates replay the stored one). The adapter then does not store the answer again; a
+ * handler that rolls back throws (or answers 5xx) and the key is released.
+ */
+export interface IdempotentRun {
+  readonly key: string;
+  readonly lease: Lease;
+  /**
+   * Writes the completion inside your open transaction. PostgreSQL: `client` is the pg
+   * client that ran BEGIN; await the promise before COMMIT. SQLite: `client` is the store's
+   * Database; call it inside `db.transaction(...)` (synchronous). Throws LEASE_LOST when
+   * another worker owns the key now (roll back), INVALID_OPTIONS on a store that cannot
+   * write inside your transaction (memory, Redis).
+   */
+  complete(client: unknown, response: ResponseInput): Promise<void> | void;
+}
+
+/** `request.idempotency` for a first execution the protection holds. */
+class FirstExecution implements IdempotentRun {
+  /** True once the handler's transactional completion succeeded (its commit is the handler's). */
+  completed = false;
+
+  constructor(readonly key: string, readonly lease: Lease, readonly store: IdempotencyStore) {}
+
+  complete(client: unknown, response: ResponseInput): Promise<void> | void {
+    const store = this.store;
+    if (typeof store.completeWithin !== 'function') {
+      throw new InvalidOptionsError(`idempotency: the ${store.name} store cannot write a completion inside your transaction (PostgreSQL and SQLite can); answer normally and the response is stored for you`);
+    }
+    const written = store.completeWithin(client, this.lease, response);
+    if (written === undefined) {
+      this.completed = true;
+      return;
+    }
+    return written.then(() => { this.completed = true; });
+  }
+}
+
+/**
  * Idempotency keys as the last step before the handler (it needs the request body for the
  * fingerprint, so adapters run it once the body is available). A duplicate is answered from
  * the store through the framework's own reply path, with `Idempotent-Replayed: true`; a
  * duplicate in progress gets 409 + Retry-After, a reused key with another body 422, a bad key
  * 400. The first request runs the handler; the response it produces (status, allow-listed
- * headers, body) is stored when it is complete, even if the client has already gone: that
- * is the case keys exist for. 5xx answers and thrown errors release the key.
+ * headers, body) is held by the adapter, stored, and only then sent, even if the client has
+ * already gone or the core has answered 504 at the deadline meanwhile: the key stays held
+ * until the handler settles. 5xx answers and thrown errors release the key.
  */
 export class IdempotencyProtection implements Protection {
   readonly name: string;
@@ -57,9 +113,6 @@ export class IdempotencyProtection implements Protection {
   readonly #routes: ((request: RequestContext) => boolean) | undefined;
   readonly #maxBytes: number;
   readonly #wait: boolean;
-  readonly #shouldStore: (status: number) => boolean;
-  /** First executions whose response has been produced (stored or released). */
-  readonly #recorded = new WeakSet<BeginRun>();
   readonly #onOutcome = new EventEmitter<IdempotencyOutcomeEvent>();
   /** Fires when a first execution's outcome is recorded (stored, released, or could not be). */
   readonly onOutcome = this.#onOutcome.event;
@@ -85,7 +138,6 @@ export class IdempotencyProtection implements Protection {
     }
     this.#maxBytes = positiveInt('idempotency.maxResponseBytes', options.maxResponseBytes, 1_048_576);
     this.#wait = options.onInProgress === 'wait';
-    this.#shouldStore = options.http === undefined ? options.shouldStore ?? defaultShouldStore : defaultShouldStore;
     this.name = options.name ?? 'idempotency';
   }
 
@@ -115,19 +167,56 @@ export class IdempotencyProtection implements Protection {
       await this.http.abort(begun);
       return undefined;
     }
-    request.captureResponse(this.#maxBytes, (response) => this.#record(begun, response, request));
-    request.onEnd(() => this.#watchAbandoned(begun, request));
+    // Held until the completion is stored: a client must never see an answer that a retry
+    // could execute again. Only the handler settling decides the key; an answer the core gave
+    // (the 504 at the deadline) or a client that left does not.
+    let settled = false;
+    const run = new FirstExecution(begun.key!, begun.lease, this.http.engine.store);
+    request.idempotency = run;
+    request.holdResponse(this.#maxBytes, {
+      produced: (response) => {
+        settled = true;
+        return run.completed ? this.#completedByHandler(begun, response, request) : this.#record(begun, response, request);
+      },
+      failed: () => {
+        settled = true;
+        this.#emit(request, begun, 'released', undefined);
+        void this.http.abort(begun).catch(() => {});
+      },
+    });
+    request.onEnd((outcome) => {
+      if (!settled) this.#emit(request, begun, 'detached', outcome.completed ? outcome.status : undefined);
+    });
     return undefined;
   }
 
-  /** The handler's complete response: store it (or release the key for 5xx, as the module decides). */
-  #record(begun: BeginRun, response: ProducedResponse, request: RequestContext): void {
-    this.#recorded.add(begun);
+  /**
+   * The handler wrote the completion in its own transaction: its answer is not stored again.
+   * A 5xx says the transaction rolled back: the key is released (a no-op, fenced by the owner
+   * token, if the completion committed after all).
+   */
+  async #completedByHandler(begun: BeginRun, response: ProducedResponse, request: RequestContext): Promise<undefined> {
+    if (response.status >= 500) {
+      this.#emit(request, begun, 'released', response.status);
+      await this.http.abort(begun).catch(() => {});
+      return undefined;
+    }
+    begun.lease!.markCompleted();
+    this.#emit(request, begun, 'stored', response.status);
+    return undefined;
+  }
+
+  /**
+   * The handler's complete response: store it (or release the key for 5xx, as the module
+   * decides), then let the adapter send it (or the 409 when this owner was fenced off).
+   */
+  async #record(begun: BeginRun, response: ProducedResponse, request: RequestContext): Promise<HttpResponse | undefined> {
     if (response.body === undefined) {
-      // Larger than maxResponseBytes, or a stream the adapter does not buffer: cannot replay it.
+      // Larger than maxResponseBytes, or a stream the adapter does not buffer: it is already
+      // on its way to the client and cannot be replayed.
       this.#emit(request, begun, 'not-stored-too-large', response.status);
-      void this.http.abort(begun).catch(() => {});
-      return;
+      await this.http.abort(begun).catch(() => {});
+      return undefined;
     }
     const headers: Record<string, string> = {};
     for (const name in response.headers) {
@@ -135,26 +224,24 @@ export class IdempotencyProtection implements Protection {
       headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
     }
     const input = { status: response.status, headers, body: response.body };
-    this.http.finish(begun, input).then(
-      // finish() answers another response (409) only when this owner was fenced off.
-      (sent) => this.#emit(request, begun, sent !== input ? 'store-error' : this.#shouldStore(response.status) ? 'stored' : 'released', response.status),
-      (error: unknown) => this.#emit(request, begun, 'store-error', response.status, error),
-    );
-  }
-
-  /**
-   * The response closed without the handler producing one (the client left mid-handler). The
-   * handler may still finish (then its response is stored as usual); if it has not after one
-   * lease period, the key is released so the client's retry can run.
-   */
-  #watchAbandoned(begun: BeginRun, request: RequestContext): void {
-    if (this.#recorded.has(begun)) return;
-    const lease = begun.lease!;
-    unrefTimer(request.clock.setTimeout(() => {
-      if (this.#recorded.has(begun) || !lease.active) return;
-      this.#emit(request, begun, 'abandoned', undefined);
-      void this.http.abort(begun).catch(() => {});
-    }, lease.leaseMs));
+    let sent: IdempotencyHttpResponse;
+    try {
+      // finish() retries a failing store a few times (each call under the store's timeout).
+      sent = await this.http.finish(begun, input);
+    } catch (error) {
+      this.#emit(request, begun, 'store-error', response.status, error);
+      return undefined;
+    }
+    const status = begun.lease!.status;
+    if (status === 'lost') {
+      // Another worker owns the key now: the client retries and gets the canonical answer.
+      this.#emit(request, begun, 'lease-lost', response.status);
+      return sent === input ? undefined : toHttpResponse(sent);
+    }
+    // 'abandoned': the store kept failing. The work has run, so the key is not given back;
+    // the client still gets the answer.
+    this.#emit(request, begun, status === 'completed' ? 'stored' : status === 'released' ? 'released' : 'store-error', response.status);
+    return undefined;
   }
 
   #emit(request: RequestContext, begun: BeginRun, kind: IdempotencyOutcomeKind, status: number | undefined, error?: unknown): void {
