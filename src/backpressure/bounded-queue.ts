@@ -10,7 +10,8 @@ import { WaitList, type WaitNode } from './wait-list.js';
 import { onSignalAbort } from '../core/abort.js';
 
 /**
- * What a full queue does with a new item (seed 000 §6 "Backpressure Implementation Strategies"):
+ * What a full queue does with a new item (backpressure: the feedback that slows a producer to its
+ * consumer's pace, or an explicit choice of what to lose):
  * - 'block': the producer waits for space (abortable, optional timeout): true backpressure.
  * - 'reject': refused at once (`offer` → value, `push` → `QueueFullError`, code QUEUE_FULL).
  * - 'drop-oldest': the oldest item is evicted to make room (fresh data matters most: telemetry, prices).

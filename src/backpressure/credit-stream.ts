@@ -34,8 +34,8 @@ interface Pending<T> {
 const DONE: IteratorResult<never, undefined> = Object.freeze({ done: true, value: undefined });
 
 /**
- * Credit-based pull over an async iterable (Reactive Streams' `request(n)`, seed 000 §6
- * "Reactive Streams Backpressure"): the consumer grants credits and the source is advanced only
+ * Credit-based pull over an async iterable (Reactive Streams' `request(n)`, the Reactive Streams
+ * specification, reactive-streams.org): the consumer grants credits and the source is advanced only
  * once per credit, so a fast producer can never run ahead of what the consumer asked for, and
  * the buffer between them never holds more than the credits granted. Consume with `for await`
  * (breaking out cancels the source) or `next()`.

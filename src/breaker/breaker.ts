@@ -193,8 +193,9 @@ export class BreakerPermit {
 }
 
 /**
- * A circuit breaker (SPEC capability 1): stops calling a dependency that is failing, lets a
- * bounded number of probes test it after an open period, and closes when they succeed.
+ * A circuit breaker (Michael Nygard, *Release It!*; Martin Fowler, "CircuitBreaker", 2014): stops
+ * calling a dependency that is failing, lets a bounded number of probes test it after an open
+ * period, and closes when they succeed.
  *
  * Hot path: in the closed state a call costs a state check, the await of `next`, and an O(1)
  * window update; the clock is read only when the strategy is time-based or a slow-call

@@ -89,7 +89,8 @@ class Waiter extends DeadlineEntry implements PriorityNode {
 
 /**
  * Limits concurrent calls to one dependency so that, when it slows down, it can only tie up its
- * own slots (seed 003: the recommendations pool fills up, the database pool is untouched).
+ * own slots: a slow recommendations service fills its own pool and the database pool is untouched
+ * (the bulkhead pattern, Michael Nygard, *Release It!*, 2nd ed., 2018).
  *
  * Invariants: `active <= maxConcurrent` and `queued <= maxQueue` at every instant; a waiter
  * exists only while every slot is busy; a freed slot is handed directly to the next waiter

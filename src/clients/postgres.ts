@@ -175,10 +175,10 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     this.bulkhead = this.#guard.bulkhead;
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
-    // How a timeout reaches the running statement without a per-call abort listener (adding
-    // and removing one costs ~10 µs, SPEC principle 3): the timeout aborts the attempt's
-    // context and then emits onTimeout synchronously; one subscription per guard then finds
-    // the aborted attempts among the few in flight (at most the pool size).
+    // How a timeout reaches the running statement without a per-call abort listener (adding and
+    // removing one costs ~10 µs, too much to pay on every call): the timeout aborts the attempt's
+    // context and then emits onTimeout synchronously; one subscription per guard then finds the
+    // aborted attempts among the few in flight (at most the pool size).
     this.timeout.onTimeout(() => {
       for (const lease of this.#leases) {
         if (lease.context.aborted) this.#abort(lease, lease.context.abortReason);

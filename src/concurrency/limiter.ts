@@ -16,7 +16,7 @@ export interface AdaptiveLimiterOptions<S extends LimitState = LimitState> {
   limit: LimitAlgorithm<S>;
   /**
    * Sampling window (default: ≥ 10 samples and ≥ 1000 ms, average RTT). `false` feeds every
-   * request straight to the algorithm (the seed's per-request AIMD).
+   * request straight to the algorithm (per-request AIMD).
    */
   window?: SampleWindowOptions | false;
   /**

@@ -19,7 +19,7 @@ function run<S extends LimitState>(algorithm: LimitAlgorithm<S>, samples: (state
   return states;
 }
 
-test('AIMD seed 000 §6 defaults: min 1, max 1000, initial 10, target 100 ms', () => {
+test('AIMD defaults: min 1, max 1000, initial 10, target 100 ms, backoff x0.5 on a drop, x0.9 on latency', () => {
   const limit = aimd();
   assert.deepEqual(limit.initial(), { limit: 10 });
   assert.equal(limit.minLimit, 1);
@@ -66,12 +66,12 @@ test('AIMD deterministic sawtooth: grows by one per fast sample, halves on a dro
   assert.deepEqual(limits, [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 12, 13, 14, 15, 16, 14, 15, 16, 17, 18]);
 });
 
-test('AIMD grows only while the limit is used (inflight x 2 >= limit); the seed behaviour is opt-in', () => {
+test('AIMD grows only while the limit is used (inflight x 2 >= limit); growOnlyWhenUsed: false grows on every fast sample', () => {
   const limit = aimd();
   assert.equal(limit.update({ limit: 10 }, ok(10, 4)).limit, 10, 'idle: no drift upwards');
   assert.equal(limit.update({ limit: 10 }, ok(10, 5)).limit, 11);
-  const seed = aimd({ growOnlyWhenUsed: false });
-  assert.equal(seed.update({ limit: 10 }, ok(10, 1)).limit, 11);
+  const plain = aimd({ growOnlyWhenUsed: false });
+  assert.equal(plain.update({ limit: 10 }, ok(10, 1)).limit, 11);
   // decreases apply whatever the in-flight count
   assert.equal(limit.update({ limit: 10 }, drop(10, 1)).limit, 5);
 });

@@ -1,7 +1,8 @@
 /**
  * A shared allowance for extra load: retries and hedges both draw from it, so that under an
- * outage neither can multiply traffic (SPEC capability 1, "Retry budget"). Implementations live
- * in `src/retry/budget.ts`; hedging and the HTTP client only use this interface.
+ * outage neither can multiply traffic (the Google SRE book, "Handling Overload", on retry
+ * budgets). Implementations live in `src/retry/budget.ts`; hedging and the HTTP client only use
+ * this interface.
  */
 export interface RetryBudget {
   /** An original call (not a retry or a hedge) is starting. */

@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 
 /**
- * Time is injected everywhere (SPEC principle 1): policies never call Date.now() or
- * setTimeout directly, so tests and the simulator run them on a VirtualClock.
+ * Time is injected everywhere: policies never call Date.now() or setTimeout directly, so tests
+ * and the simulator run them on a VirtualClock and are deterministic.
  */
 
 /** An opaque timer handle. Real handles are Node `Timeout`s; virtual ones are plain objects. */

@@ -1,4 +1,4 @@
-/** Stable error codes (SPEC "Error codes"). Code on these, never on messages. */
+/** Stable error codes, part of the public API. Code on these, never on messages. */
 export type ErrorCode =
   | 'TIMEOUT'
   | 'DEADLINE_EXCEEDED'

@@ -50,10 +50,10 @@ export interface FallbackEvent {
 }
 
 /**
- * Replaces a failure with a degraded but useful answer (seed 003: a cached list, a default, a
- * partial response). The value returned is marked with `degradation(value)` (objects) and an
- * `onFallback` event fires (for every value, primitives included), so a fallback never hides a
- * failure from telemetry.
+ * Replaces a failure with a degraded but useful answer: a cached list, a default, a partial
+ * response (graceful degradation; the Google SRE book, "Addressing Cascading Failures"). The
+ * value returned is marked with `degradation(value)` (objects) and an `onFallback` event fires
+ * (for every value, primitives included), so a fallback never hides a failure from telemetry.
  */
 export class FallbackPolicy<R = unknown> extends BasePolicy {
   readonly kind = 'fallback';

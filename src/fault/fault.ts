@@ -99,10 +99,11 @@ export function connectionResetError(): Error & { code: 'ECONNRESET'; syscall: s
 const MAX_FAULTS = 32;
 
 /**
- * Failure injection as a policy (seed 002 Part 12): put it innermost, next to the call, to
- * test how the policies outside it (timeouts, retries, breakers, fallbacks, caches) behave.
- * Off by default; `enable()`/`disable()` switch it at run time. Each fault has a rate and an
- * optional allow-list; with a seeded `random` the injected calls are reproducible.
+ * Failure injection as a policy, for chaos experiments run on purpose and in a controlled way (the
+ * "Principles of Chaos Engineering", principlesofchaos.org): put it innermost, next to the call, to
+ * test how the policies outside it (timeouts, retries, breakers, fallbacks, caches) behave. Off by
+ * default; `enable()`/`disable()` switch it at run time. Each fault has a rate and an optional
+ * allow-list; with a seeded `random` the injected calls are reproducible.
  */
 export class FaultInjectionPolicy extends BasePolicy {
   readonly kind = 'fault-injection';

@@ -4,12 +4,13 @@ import { RateLimitInputError, type AcquireOptions, type Decision } from './types
 import { sleep } from '../core/abort.js';
 
 /**
- * Blocking acquire on top of any limiter's consume. The seed's version slept for the computed
- * time and then subtracted without checking again, so concurrent waiters drove the bucket
- * negative (SPEC known defect). Here a waiter sleeps exactly the computed time on the injected
- * clock and then asks again; if someone else took the tokens meanwhile it waits again, as long as
- * the total stays within `maxWaitMs`, so the limit is never exceeded. Waiters are not queued FIFO
- * (a steady stream of non-blocking consumers can outpace a waiter until its maxWaitMs runs out).
+ * Blocking acquire on top of any limiter's consume. An acquire that sleeps for the computed time
+ * and then subtracts without checking again lets concurrent waiters drive the bucket negative: they
+ * all computed their wait from the same balance. Here a waiter sleeps exactly the computed time on
+ * the injected clock and then asks again; if someone else took the tokens meanwhile it waits again,
+ * as long as the total stays within `maxWaitMs`, so the limit is never exceeded. Waiters are not
+ * queued FIFO (a steady stream of non-blocking consumers can outpace a waiter until its maxWaitMs
+ * runs out).
  */
 export async function acquireFrom(
   consume: (key: string, cost: number) => Decision | Promise<Decision>,

@@ -6,7 +6,7 @@ import { ALGORITHMS, createAlgorithm, decide, TokenBucket } from './algorithms/i
 import { MemoryRateLimiter } from './memory.js';
 import type { AlgorithmKind } from './types.js';
 
-test('seed numbers: token bucket capacity 10, 2 tokens/s, exact fractional refill', async () => {
+test('token bucket capacity 10 at 2 tokens/s: exact fractional refill, a denial says wait 700 ms, acquire waits exactly that', async () => {
   const clock = new VirtualClock();
   const limiter = new MemoryRateLimiter({ algorithm: 'token-bucket', capacity: 10, limit: 2, intervalMs: 1000, clock });
   const algo = limiter.algorithm as TokenBucket;
@@ -25,7 +25,8 @@ test('seed numbers: token bucket capacity 10, 2 tokens/s, exact fractional refil
   clock.advanceSync(100);
   assert.ok(Math.abs(tokens() - 1.6) < 1e-9, `1.6 tokens at 0.3 s, got ${tokens()}`);
 
-  // Non-blocking: denied at once, as a value, with the exact wait (the seed table's "1 s" ignores refill).
+  // Non-blocking: denied at once, as a value, with the exact wait: not "1 s for 2 more", as a table
+  // that ignores the refill would say; 0.6 tokens have refilled by 0.3 s, so 1.4 more take 0.7 s.
   d = limiter.consume('k', 3);
   assert.equal(d.allowed, false);
   assert.equal(d.retryAfterMs, 700);

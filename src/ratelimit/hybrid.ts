@@ -95,11 +95,12 @@ class HybridEntry {
 }
 
 /**
- * Local-first global rate limiting (seed 002 "Global Rate Limiter"): every decision is made
- * locally and synchronously from the last-known global state, and a single background timer
- * reconciles with Redis every `syncIntervalMs`, sending each key's local consumption in one
- * batched script call and receiving the global balance. Redis being slow or down never slows a
- * request: the limiter keeps deciding on last-known state (decisions say `degraded: 'stale'`).
+ * Local-first global rate limiting (one limit shared by the fleet, without a Redis round trip per
+ * request): every decision is made locally and synchronously from the last-known global state, and
+ * a single background timer reconciles with Redis every `syncIntervalMs`, sending each key's local
+ * consumption in one batched script call and receiving the global balance. Redis being slow or down
+ * never slows a request: the limiter keeps deciding on last-known state (decisions say
+ * `degraded: 'stale'`).
  *
  * Overshoot bound (per key): an instance admits, between syncs, at most 1/S of the global
  * availability it last saw (S = instances that synced the key in the last 3 intervals, counted by Redis) plus 1/S of the

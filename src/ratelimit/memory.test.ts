@@ -48,14 +48,15 @@ test('an idle key is brought up to date lazily, with no timer per key', () => {
   }
 });
 
-test('regression (SPEC known defect): concurrent blocking acquires never drive the bucket negative', async () => {
+test('regression: concurrent blocking acquires never drive the bucket negative, and every admission is paid for', async () => {
   const clock = new VirtualClock();
   const limiter = new MemoryRateLimiter({ algorithm: 'token-bucket', limit: 2, intervalMs: 1000, capacity: 10, clock });
   limiter.consume('k', 9); // 1 token left
   let minTokens = Infinity;
   const sample = () => { minTokens = Math.min(minTokens, limiter.inspect('k')![0]!); };
   const admittedAt: number[] = [];
-  // The seed's acquire: ten waiters all compute "wait 1 s" and then all subtract → −26 tokens.
+  // An acquire that sleeps and then subtracts without checking again: ten waiters all compute
+  // "wait 1 s" and then all subtract → −26 tokens.
   const waiters = Array.from({ length: 10 }, () => limiter.acquire('k', { cost: 3, maxWaitMs: 60_000 }).then((d) => {
     sample();
     if (d.allowed) admittedAt.push(clock.now());

@@ -14,7 +14,7 @@ export type Degraded = 'fail-open' | 'fail-closed' | 'stale';
 
 /**
  * The answer to "may this request go ahead?". A denial is a value, never a rejected promise or a
- * thrown error (SPEC capability 2).
+ * thrown error: being over a limit is an expected outcome, and rejecting must stay cheap.
  */
 export interface Decision {
   allowed: boolean;

@@ -75,7 +75,7 @@ test('every jitter kind stays within its band over many samples and never exceed
 });
 
 test('regression: jitter is applied before the cap, so a delay never exceeds maxDelayMs', () => {
-  // The seed computed min(delay, max) and then multiplied by (0.5 + random): up to 1.5 × max.
+  // Computing min(delay, max) and then multiplying by (0.5 + random) would give up to 1.5 × max.
   const random = seededRandom(7);
   const b = exponentialBackoff({ baseDelayMs: 100, maxDelayMs: 1000, jitter: 'proportional', jitterRatio: 0.5 });
   let atCap = 0;

@@ -93,7 +93,8 @@ export class ScheduleBackoff implements Backoff {
     const n = retry >= 1 ? Math.floor(retry) : 1;
     const scheduled = Math.min(this.maxDelayMs, scheduleDelay(this.kind, this.baseDelayMs, this.factor, n));
     const jittered = applyJitter(this.jitter, scheduled, this.baseDelayMs, previousDelayMs, this.jitterRatio, random);
-    // The cap comes last (the seed's defect was jitter after the cap: delays up to 1.5 × max).
+    // The cap comes last: capping the schedule and jittering afterwards would give delays up to
+    // 1.5 × max.
     return jittered > this.maxDelayMs ? this.maxDelayMs : jittered > 0 ? jittered : 0;
   }
 
@@ -112,8 +113,8 @@ export class ScheduleBackoff implements Backoff {
 /**
  * The deterministic schedule before jitter and cap, for retry n >= 1:
  * constant base; linear base × n; exponential base × factor^(n−1); fibonacci base × 1, 2, 3,
- * 5, 8, ... (the seed's fib(n+1), so the wait grows from the first retry); decorrelated has no
- * schedule (base, the jitter does the rest). May return Infinity (the caller caps it).
+ * 5, 8, ... (fib(n+1), so the wait grows from the first retry); decorrelated has no schedule
+ * (base, the jitter does the rest). May return Infinity (the caller caps it).
  */
 export function scheduleDelay(kind: BackoffKind, baseDelayMs: number, factor: number, retry: number): number {
   if (baseDelayMs === 0) return 0; // 0 × Infinity would be NaN for huge retry numbers
@@ -174,7 +175,8 @@ type Shorthand = Omit<BackoffOptions, 'kind'>;
 
 /**
  * The same delay every time, jittered like every other kind unless `jitter: 'none'` is given
- * (a fixed interval synchronises clients: the seed's "Sin 2").
+ * (a fixed interval keeps clients that failed together retrying together: Marc Brooker,
+ * "Exponential Backoff And Jitter", AWS Architecture Blog, 2015).
  */
 export function constantBackoff(delayMs: number, options: Omit<Shorthand, 'baseDelayMs' | 'factor'> = {}): ScheduleBackoff {
   return new ScheduleBackoff({ ...options, kind: 'constant', baseDelayMs: delayMs });

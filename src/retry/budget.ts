@@ -5,9 +5,9 @@ import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/vali
 
 /**
  * Retry budgets bound the extra load retries (and hedges) add during an outage: with one
- * shared budget, three tiers × three attempts stays near 1.1× instead of 27× (seed 000 §3).
- * One budget object is meant to be shared by every retry policy (and hedge) that calls the
- * same dependency.
+ * shared budget, three tiers × three attempts stays near 1.1× instead of 27× (the Google SRE book,
+ * "Handling Overload", on per-client retry budgets; Finagle's `RetryBudget`). One budget object is
+ * meant to be shared by every retry policy (and hedge) that calls the same dependency.
  */
 
 export interface RatioBudgetOptions {

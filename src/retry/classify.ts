@@ -1,5 +1,7 @@
 /**
- * Which failures are worth another call (seed 000 §2 "Sin 4": retrying non-retryable errors).
+ * Which failures are worth another call: a permanent error or a malformed request never succeeds
+ * however often it is sent, and retrying a local rejection only adds load (the Google SRE book,
+ * "Addressing Cascading Failures", on separating retriable from non-retriable errors).
  *
  * Retried by default: network errors, Bulwark TIMEOUT, HTTP 500/502/503/504 and 429 (after its
  * Retry-After), and unknown errors (a plain Error with neither code nor status is usually

@@ -13,7 +13,7 @@ import { ConcurrencyRetryBudget } from './budget.js';
 
 export interface RetryOptions {
   /**
-   * Total calls including the first (SPEC principle 5): 3 means one call and at most two
+   * Total calls including the first, not retries after it: 3 means one call and at most two
    * retries; 1 means no retry. Default 3. `Infinity` only together with `maxElapsedMs` or
    * a `budget`, so something always ends the loop.
    */
@@ -321,7 +321,7 @@ function checkMaxAttempts(value: number | undefined, maxElapsedMs: number, budge
       throw new InvalidOptionsError('retry.maxAttempts may not be Infinity with only a concurrencyBudget(): it always lets minConcurrency calls retry, so it never ends a retry loop; set maxElapsedMs');
     }
     if (maxElapsedMs === Infinity && budget === undefined) {
-      throw new InvalidOptionsError('retry.maxAttempts may be Infinity only with a finite maxElapsedMs or a budget (unbounded retries are the seed\'s "Sin 3")');
+      throw new InvalidOptionsError('retry.maxAttempts may be Infinity only with a finite maxElapsedMs or a budget (something must end the retry loop)');
     }
     return v;
   }

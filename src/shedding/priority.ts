@@ -2,9 +2,10 @@ import { PRIORITIES, type Priority } from '../core/context.js';
 import { InvalidOptionsError } from '../core/errors.js';
 
 /**
- * Utilisation thresholds per priority class (seed 000 §7 "Priority-Based Load Shedding"):
- * a class is admitted while utilisation < its threshold. Critical work (health checks, auth,
- * payments) is never shed for load, so its threshold is 1.0 only for documentation.
+ * Utilisation thresholds per priority class (shedding by criticality, as in the Google SRE book,
+ * "Handling Overload"): a class is admitted while utilisation < its threshold. Critical work
+ * (health checks, auth, payments) is never shed for load, so its threshold is 1.0 only for
+ * documentation.
  */
 export const DEFAULT_SHED_THRESHOLDS: Readonly<Record<Priority, number>> = Object.freeze({
   critical: 1.0,
@@ -20,11 +21,11 @@ export function priorityAdmits(utilisation: number, priority: Priority, threshol
 }
 
 /**
- * Random Early Detection (Floyd & Jacobson 1993; seed 000 §7): below `min` nothing is dropped,
- * from `max` up everything is, and in between the drop probability rises linearly:
- * p = (u − min) / (max − min). With the seed's 0.5 / 0.9, p(0.7) = 0.5. Dropping a growing
- * fraction early, instead of everything at a cliff, keeps the load near the knee and avoids
- * synchronised retries.
+ * Random Early Detection (Floyd & Jacobson, "Random Early Detection Gateways for Congestion
+ * Avoidance", 1993): below `min` nothing is dropped, from `max` up everything is, and in between
+ * the drop probability rises linearly: p = (u − min) / (max − min). With min 0.5 and max 0.9,
+ * p(0.7) = 0.5. Dropping a growing fraction early, instead of everything at a cliff, keeps the load
+ * near the knee and avoids synchronised retries.
  */
 export function redDropProbability(utilisation: number, min: number, max: number): number {
   if (utilisation < min) return 0;

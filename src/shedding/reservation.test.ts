@@ -5,15 +5,15 @@ import { VirtualClock } from '../core/clock.js';
 import { ShedError } from '../core/errors.js';
 import { allocateCapacity, reservationGate, type ReservationPermit, type ReservationPlan } from './reservation.js';
 
-const seedPlan: ReservationPlan = {
+const examplePlan: ReservationPlan = {
   total: 1000,
   shares: { critical: 0.2, normal: 0.6, batch: 0.1 },
   lending: [{ from: 'batch', to: 'critical' }],
 };
 
-test('seed 002 Part 14: 200 / 600 / 100 / 100, and 300 / 600 / 0 / 100 in failure mode', () => {
-  assert.deepEqual(allocateCapacity(seedPlan), { classes: { critical: 200, normal: 600, batch: 100 }, headroom: 100, failureMode: false });
-  assert.deepEqual(allocateCapacity(seedPlan, true), { classes: { critical: 300, normal: 600, batch: 0 }, headroom: 100, failureMode: true });
+test('1000 split 20% / 60% / 10%: critical 200, normal 600, batch 100, headroom 100; in failure mode batch lends to critical: 300 / 600 / 0 / 100', () => {
+  assert.deepEqual(allocateCapacity(examplePlan), { classes: { critical: 200, normal: 600, batch: 100 }, headroom: 100, failureMode: false });
+  assert.deepEqual(allocateCapacity(examplePlan, true), { classes: { critical: 300, normal: 600, batch: 0 }, headroom: 100, failureMode: true });
 });
 
 test('allocation: partial lending, rounding leftovers go to headroom, validation', () => {
@@ -35,7 +35,7 @@ test('allocation: partial lending, rounding leftovers go to headroom, validation
 });
 
 test('the gate enforces each class at its reservation; classes cannot take each other\'s share', () => {
-  const gate = reservationGate({ ...seedPlan, total: 10 }); // critical 2, normal 6, batch 1, headroom 1
+  const gate = reservationGate({ ...examplePlan, total: 10 }); // critical 2, normal 6, batch 1, headroom 1
   const take = (cls: string, n: number) => Array.from({ length: n }, () => gate.tryAcquire(cls));
   const critical = take('critical', 3);
   assert.deepEqual(critical.map((d) => d.acquired), [true, true, false]);
@@ -53,7 +53,7 @@ test('the gate enforces each class at its reservation; classes cannot take each 
 });
 
 test('failure mode: batch lends its share to critical; borrowed slots become usable as batch drains, and come back the same way', () => {
-  const gate = reservationGate(seedPlan);
+  const gate = reservationGate(examplePlan);
   const modes: boolean[] = [];
   gate.onModeChange((e) => modes.push(e.failureMode));
   const held = (cls: string, n: number) => {
@@ -102,7 +102,7 @@ test('property: total in flight never exceeds total − headroom, and no class e
     fc.record({ kind: fc.constant('mode' as const), on: fc.boolean() }),
   );
   fc.assert(fc.property(fc.array(op, { maxLength: 400 }), (ops) => {
-    const gate = reservationGate({ ...seedPlan, total: 20 }); // 4 / 12 / 2 / headroom 2
+    const gate = reservationGate({ ...examplePlan, total: 20 }); // 4 / 12 / 2 / headroom 2
     const held: ReservationPermit[] = [];
     for (const o of ops) {
       if (o.kind === 'acquire') {

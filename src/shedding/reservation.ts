@@ -8,19 +8,18 @@ import { nonNegative, positive } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 
 /**
- * Capacity reservation per class (seed 002 Part 14 "Capacity Reservation Strategies"): each
- * class owns a share of the capacity that the others cannot take, and whatever is not shared out
- * is headroom that nobody uses (it absorbs spikes and retry storms). In failure mode (a host
- * down, a dependency degraded) lenders hand their share to borrowers: the seed pauses batch work
- * and gives its 10% to critical requests.
+ * Capacity reservation per class: each class owns a share of the capacity that the others cannot
+ * take, and whatever is not shared out is headroom that nobody uses (it absorbs spikes and retry
+ * storms). In failure mode (a host down, a dependency degraded) lenders hand their share to
+ * borrowers, e.g. batch work pauses and gives its 10% to critical requests.
  *
  *   1000 total, critical 20% / normal 60% / batch 10% (headroom the remaining 10%)
  *   normal mode:  critical 200, normal 600, batch 100, headroom 100
  *   failure mode: critical 300, normal 600, batch 0,   headroom 100   (batch → critical)
  *
- * Differences from the seed code, on purpose: critical does not also draw on normal's pool (the
- * seed's `critical + normal` makes normal's reservation a fiction), usage is per class, and the
- * units are whatever `total` counts (the enforcing gate counts concurrent requests).
+ * Critical does not also draw on normal's pool (a `critical + normal` limit would make normal's
+ * reservation a fiction), usage is per class, and the units are whatever `total` counts (the
+ * enforcing gate counts concurrent requests).
  */
 export interface LendingRule {
   /** The class that gives up capacity in failure mode. */

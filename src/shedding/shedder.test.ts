@@ -29,7 +29,7 @@ function admittedClasses(shedder: LoadShedder): Priority[] {
   });
 }
 
-test('seed 000 §7 thresholds are the defaults: critical 1.0 / high 0.9 / normal 0.75 / low 0.5 / best-effort 0.25', () => {
+test('default thresholds: critical 1.0 / high 0.9 / normal 0.75 / low 0.5 / best-effort 0.25, and loadShedder uses them', () => {
   assert.deepEqual({ ...DEFAULT_SHED_THRESHOLDS }, { critical: 1, high: 0.9, normal: 0.75, low: 0.5, 'best-effort': 0.25 });
   assert.deepEqual({ ...loadShedder({ capacity: 10 }).thresholds }, { ...DEFAULT_SHED_THRESHOLDS });
 });

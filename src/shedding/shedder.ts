@@ -150,9 +150,10 @@ type Decision = Admission | typeof QUEUE;
 const SHED_REASONS: readonly ShedReason[] = ['deadline', 'priority', 'red', 'capacity', 'queue-full', 'queue-timeout', 'codel', 'aborted'];
 
 /**
- * Priority load shedding for inbound work (seed 000 §7): admits or sheds each request from its
- * priority class, the current utilisation and its deadline, optionally holding it briefly in a
- * CoDel / adaptive-LIFO queue when every slot is busy. Usable three ways:
+ * Priority load shedding for inbound work (the Google SRE book, "Handling Overload"; David Yanacek,
+ * "Using load shedding to avoid overload", Amazon Builders' Library): admits or sheds each request
+ * from its priority class, the current utilisation and its deadline, optionally holding it briefly
+ * in a CoDel / adaptive-LIFO queue when every slot is busy. Usable three ways:
  *
  * - `tryAdmit(priority, deadline?)`: synchronous, never waits → a permit or a rejection value;
  * - `admit(priority, deadline?, signal?)`: may wait in the queue → Promise of the same;

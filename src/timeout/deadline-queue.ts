@@ -12,11 +12,11 @@ export class DeadlineEntry {
 }
 
 /**
- * Many expiries, one timer (SPEC principle 3: no per-call setTimeout). Entries are kept in
- * deadline order. With a fixed timeout, each new deadline is the latest, so insertion is O(1)
- * at the tail; removal is always O(1). The one timer is re-armed only when it fires (or when a
- * new deadline is earlier than it), is cleared when the last entry leaves, and is unref'd: it
- * guards work, it never keeps an idle process alive.
+ * Many expiries, one timer: a setTimeout + clearTimeout pair per call would be a large part of a
+ * policy's per-call cost. Entries are kept in deadline order. With a fixed timeout, each new
+ * deadline is the latest, so insertion is O(1) at the tail; removal is always O(1). The one timer
+ * is re-armed only when it fires (or when a new deadline is earlier than it), is cleared when the
+ * last entry leaves, and is unref'd: it guards work, it never keeps an idle process alive.
  */
 export class DeadlineQueue {
   #head: DeadlineEntry | undefined;

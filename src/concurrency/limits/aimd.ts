@@ -4,7 +4,8 @@ import { clamp, type LimitAlgorithm, type LimitSample, type LimitState } from '.
 
 /**
  * AIMD (additive increase, multiplicative decrease), TCP Reno's sawtooth applied to request
- * concurrency. Seed 000 §6 "Adaptive Concurrency Limits" numbers are the defaults:
+ * concurrency (Van Jacobson, "Congestion Avoidance and Control", SIGCOMM 1988; Netflix's
+ * `concurrency-limits`). The defaults:
  *
  *   dropped                          → limit × 0.5   (multiplicative decrease)
  *   rtt > target × 2                 → limit × 0.9   (latency backoff)
@@ -15,10 +16,10 @@ import { clamp, type LimitAlgorithm, type LimitSample, type LimitState } from '.
  * and always remove at least one slot (Netflix `AIMDLimit`), so 1 × 0.9 can never round back to 1
  * and stall a shrinking limit above its floor.
  *
- * One deliberate difference from the seed pseudocode: like Netflix, the limit only grows while
+ * One deliberate difference from a plain AIMD: like Netflix, the limit only grows while
  * it is actually used (`inflight × 2 ≥ limit`). Without that guard an idle or lightly loaded
  * service grows its limit +1 per sample up to the maximum, and the limiter no longer protects
- * anything when the burst comes (set `growOnlyWhenUsed: false` for the seed's behaviour).
+ * anything when the burst comes (set `growOnlyWhenUsed: false` for the plain rule).
  */
 export interface AimdOptions {
   /** Default 10. */

@@ -53,7 +53,8 @@ export class TokenBucket implements RateAlgorithm {
   decide(state: Float64Array, o: number, now: number, cost: number, out: KernelResult): void {
     let tokens = this.#refill(state, o, now);
     if (cost <= tokens + EPSILON) {
-      // max(0, …): the tolerance must never leave a negative balance (SPEC known defect).
+      // max(0, …): the tolerance must never leave a negative balance, not even by a rounding
+      // error: tokens always stay within [0, capacity].
       tokens = Math.max(0, tokens - cost);
       state[o + TOKENS] = tokens;
       out.allowed = true;
