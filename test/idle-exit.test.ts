@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-// SPEC principle 2: a process whose policies are idle exits on its own (no leaked timers).
+// A process whose policies are idle exits on its own (no leaked timers).
 test('a process with idle policies exits by itself', () => {
   const script = fileURLToPath(new URL('./fixtures/idle-policies.ts', import.meta.url));
   const started = Date.now();

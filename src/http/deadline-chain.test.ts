@@ -5,7 +5,7 @@ import { HttpGuard } from './core/guard.js';
 import { sleep, startApp, type AdapterKind, type RunningApp } from './test/apps.js';
 
 /**
- * Deadline propagation over real HTTP (seed 000 §12, seed 001 "Deadline Propagation"):
+ * Deadline propagation over real HTTP (as gRPC propagates deadlines, and as "The Tail at Scale" argues for cancelling work nobody waits for):
  * client → service A → service B with a 1 s budget. B must see less than A; A's handler must be
  * aborted at the deadline and the client answered 504 then, not when A's work would finish.
  * Each chain mixes two adapters, so the wire format is checked between them.

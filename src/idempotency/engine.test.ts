@@ -47,7 +47,7 @@ test('bad input at call time is a clear INVALID_INPUT error', async () => {
   assert.equal(l.status, 'active', 'a bad response does not end the lease');
 });
 
-test('SPEC defect: one lease expiry, no double execution — property over lease lengths and arrival times', async () => {
+test('one lease expiry, no double execution — property over lease lengths and arrival times', async () => {
   // The seed treated a lock as stale at 60 s but let it expire at 5 min: between the two, a
   // duplicate ran the handler while the first was still running. Here the lease expiry is the
   // only threshold: a duplicate before it is refused; after it, it takes over and the first

@@ -1,4 +1,4 @@
-// Idempotency keys (SPEC capability 3). The core entry exports the engine, the HTTP
+// Idempotency keys. The core entry exports the engine, the HTTP
 // semantics, fingerprints and the memory store; the Redis, PostgreSQL and SQLite stores have
 // their own entry points (bulwark/redis, bulwark/postgres, bulwark/sqlite).
 export * from './errors.js';

@@ -5,8 +5,8 @@ import type { Lease } from './engine.js';
  * The contract between the idempotency engine and its stores. Stores are deliberately dumb
  * about HTTP and encoding: they keep opaque strings (the engine encodes responses and step
  * results), and each operation is one atomic step on the store's own clock, so the lease
- * expiry has exactly one source of truth (the seed's "stale at 60 s, expires at 5 min" race
- * cannot exist: there is no second threshold anywhere).
+ * expiry has exactly one source of truth (a design with a "stale" threshold and a separate expiry
+ * has a window where both workers believe they own the key; there is no second threshold here).
  */
 
 /** Who is asking and for what: one caller can never read or replay another caller's record. */

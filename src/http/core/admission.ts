@@ -42,7 +42,7 @@ const RANK: Readonly<Record<Priority, number>> = Object.freeze({ critical: 0, hi
  * Admission control (load shedding) as a step of the request pipeline: each request asks the
  * shedder for a slot with its priority and deadline; the slot is released when the response
  * ends (or the client leaves). Shed requests get 503 + `Retry-After` + `Bulwark-Retry: no`
- * (SPEC: retries happen at one layer only). Critical routes (`critical: true` or priority
+ * (retries happen at one layer only: retrying at every tier multiplies the load). Critical routes (`critical: true` or priority
  * `critical`: health, auth) are never shed; they still count towards utilisation.
  *
  * Synchronous (no promise) when the shedder has no wait queue.

@@ -11,7 +11,7 @@ export const DEADLINE_HEADER = 'x-request-deadline';
 export const MAX_HEADER_TIMEOUT_MS = 86_400_000;
 /**
  * Epoch-ms values below this (2001-09-09) are rejected as malformed: they are almost always
- * epoch *seconds* (the seed's `X-Deadline: time.time()`), which would otherwise read as "expired
+ * epoch *seconds* (a Python `time.time()` sent as is), which would otherwise read as "expired
  * in 1970" and turn a unit bug into silent 504s.
  */
 export const MIN_EPOCH_MS = 1_000_000_000_000;
@@ -141,9 +141,9 @@ export interface DeadlineHeadersOptions {
 /**
  * Headers that propagate the caller's remaining budget to a downstream HTTP call:
  * `X-Request-Timeout-Ms: floor(remaining − margin)`. With no deadline it returns `{}`: never a
- * placeholder such as the seed's `X-Deadline: None` (SPEC known defect). When nothing is left
+ * placeholder such as `X-Deadline: None`, which a downstream could parse as anything. When nothing is left
  * after the margin it throws `DeadlineExceededError` (code DEADLINE_EXCEEDED) so the call is
- * not made at all (SPEC: an expired deadline fails before any I/O).
+ * not made at all (an expired deadline fails before any I/O).
  */
 export function deadlineHeaders(carrier: DeadlineCarrier | undefined, options: DeadlineHeadersOptions = {}): Record<string, string> {
   if (carrier === undefined) return {};

@@ -82,9 +82,9 @@ interface CheckState {
 const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' } as const;
 
 /**
- * Health endpoints (seed 001 "Health Checks"):
+ * Health endpoints (liveness, readiness and a deep check, as Kubernetes probes separate them):
  * - live: the process answers. Never consults dependencies: a failing database must not get
- *   every pod restarted (the seed's death spiral).
+ *   every pod restarted, turning one slow dependency into a fleet-wide restart loop.
  * - ready: dependency checks (with time limits) and warm-up; 503 with per-check detail, so the
  *   load balancer stops sending traffic while the process stays up.
  * - deep: every check including `deepOnly`, rate-limited, for dashboards.

@@ -16,7 +16,7 @@ export interface ProblemDetails {
   title: string;
   status: number;
   detail?: string;
-  /** The stable Bulwark error code (SPEC "Error codes"), so clients can branch without parsing text. */
+  /** The stable Bulwark error code, so clients can branch without parsing text. */
   code?: string;
   instance?: string;
   [extension: string]: unknown;

@@ -3,7 +3,7 @@
  * adapter and every limiter writes the same bytes.
  */
 
-/** What a limiter knows after a decision (all durations in ms, SPEC principle 5). */
+/** What a limiter knows after a decision (all durations in ms). */
 export interface RateLimitInfo {
   /** The quota: requests allowed per window (or the bucket capacity). */
   limit: number;
