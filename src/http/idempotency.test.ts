@@ -299,12 +299,33 @@ for (const kind of ADAPTERS) {
       assert.equal(missing.status, 400);
       assert.equal((await missing.json() as any).code, 'IDEMPOTENCY_KEY_INVALID');
     });
+
+    test('routes written like route-table keys ("POST /orders") select the guarded routes', async () => {
+      let orders = 0;
+      let payments = 0;
+      const routes: AppRoute[] = [
+        { method: 'POST', path: '/orders', handler: () => ({ status: 201, body: { order: ++orders } }) },
+        { method: 'POST', path: '/payments', handler: () => ({ status: 201, body: { payment: ++payments } }) },
+      ];
+      const app = await start(kind, routes, { idempotency: { store: new MemoryIdempotencyStore(), principal, routes: ['POST /orders'] } });
+      for (let i = 0; i < 2; i++) assert.equal((await post(app, 'same', '{}')).status, 201);
+      assert.equal(orders, 1, 'POST /orders is guarded: the duplicate replays');
+      const pay = () => fetch(`${app.url}/payments`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': 'same' }, body: '{}' });
+      for (let i = 0; i < 2; i++) assert.equal((await pay()).status, 201);
+      assert.equal(payments, 2, 'POST /payments is not in the list: both run');
+    });
   });
 }
 
+test('idempotency routes entries that can never match fail at build with INVALID_OPTIONS', () => {
+  for (const entry of ['POST orders', '', 42]) {
+    assert.throws(() => new IdempotencyProtection({ store: new MemoryIdempotencyStore(), principal: () => null, routes: [entry as string] }), { code: 'INVALID_OPTIONS' });
+  }
+});
+
 test('the protection needs the body only for guarded methods on its routes with a key (or a required one)', () => {
   const protection = new IdempotencyProtection({ store: new MemoryIdempotencyStore(), principal: () => null, routes: ['orders'] });
-  const request = (method: string, route: string, key?: string) => ({ method, route: { name: route }, headers: key ? { 'idempotency-key': key } : {} }) as never;
+  const request = (method: string, route: string, key?: string) => ({ method, path: `/${route}`, route: { name: route }, headers: key ? { 'idempotency-key': key } : {} }) as never;
   assert.equal(protection.needsBody(request('POST', 'orders', 'k')), true);
   assert.equal(protection.needsBody(request('POST', 'orders')), false);
   assert.equal(protection.needsBody(request('GET', 'orders', 'k')), false);

@@ -11,6 +11,7 @@ import type { IdempotencyStore } from '../../idempotency/types.js';
 import type { Protection, ProtectionVerdict } from './guard.js';
 import type { HttpResponse } from './problem.js';
 import type { ProducedResponse, RequestContext } from './request-context.js';
+import { compileRouteFilter } from './routes.js';
 
 export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
   /** A prebuilt handler from `idempotencyHttp(...)` (its options then replace the ones here). */
@@ -21,7 +22,11 @@ export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
    * endpoints (all anonymous callers then share one key space).
    */
   principal: (request: RequestContext) => string | number | null | undefined;
-  /** Only these routes (by route name) or where the predicate says. Default: every route (with a guarded method). */
+  /**
+   * Only these routes or where the predicate says. Entries as in a rate limit's `routes`:
+   * `"POST /orders"`, `"/orders/*"` (route-table syntax) or a route's name; one that can never
+   * match fails at build. Default: every route (with a guarded method).
+   */
   routes?: readonly string[] | ((request: RequestContext) => boolean);
   /** Largest response body recorded for replay (bytes); a larger one is not stored (the key is released). Default 1 MiB. */
   maxResponseBytes?: number;
@@ -130,11 +135,12 @@ export class IdempotencyProtection implements Protection {
     const routes = options.routes;
     if (routes === undefined || typeof routes === 'function') {
       this.#routes = routes;
-    } else if (Array.isArray(routes) && routes.every((r) => typeof r === 'string')) {
-      const names = new Set(routes);
-      this.#routes = (r) => names.has(r.route.name);
+    } else if (Array.isArray(routes)) {
+      // The same entries as a rate limit's `routes` ("POST /orders", "/orders/*", a route name).
+      const filters = routes.map((entry: unknown) => compileRouteFilter(entry, 'idempotency.routes'));
+      this.#routes = (r) => filters.some((filter) => filter.matchesRequest(r.method, r.path, r.route.name));
     } else {
-      throw new InvalidOptionsError('idempotency.routes must be route names or a predicate');
+      throw new InvalidOptionsError('idempotency.routes must be a list of "METHOD /path" entries (or route names) or a predicate');
     }
     this.#maxBytes = positiveInt('idempotency.maxResponseBytes', options.maxResponseBytes, 1_048_576);
     this.#wait = options.onInProgress === 'wait';
