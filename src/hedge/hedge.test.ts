@@ -121,7 +121,7 @@ test('the winner resolves the call; losers see their signal aborted with HedgeLo
   assert.equal(clock.pendingTimers, 0);
 });
 
-test('fast primaries never start a hedge, and no hedge timer stays armed once they settled', async () => {
+test('fast primaries never start a hedge and share one timer that ends by itself', async () => {
   let armed = 0;
   class CountingClock extends VirtualClock {
     override setTimeout(callback: () => void, ms: number) {
@@ -139,12 +139,11 @@ test('fast primaries never start a hedge, and no hedge timer stays armed once th
   }
   assert.equal(calls, 100);
   assert.equal(policy.stats().hedges, 0);
-  // The entry left on an armed timer would hold the policy (its latency histograms, ~4 KB) until
-  // the delay passed: a policy built per request and dropped would live on. So the timer goes
-  // with the last pending hedge, and sequential calls arm one each.
-  assert.equal(armed - 100, 100, 'one hedge timer per sequential call, each cleared when its call settled');
-  assert.equal(clock.pendingTimers, 0, 'nothing armed once the last call settled');
-  assert.equal(policy.stats().scheduled, 0);
+  // One shared timer; an idle one no longer reaches the policy (deadline-queue.test.ts).
+  assert.ok(armed - 100 <= 3, `hedge timer armed ${armed - 100} times for 100 sequential calls`);
+  assert.equal(policy.stats().scheduled, 0, 'no settled call is left on the timer');
+  await clock.advance(50);
+  assert.equal(clock.pendingTimers, 0, 'nothing left once the last delay has passed');
   assert.equal(calls, 100);
 });
 
@@ -306,7 +305,7 @@ test('composes with a per-attempt timeout inside: a hung primary is cut off whil
   const p = policy.execute((ctx) => sleep(clock, ++n === 1 ? 10_000 : 10, ctx, n));
   await clock.advance(60);
   assert.equal(await p, 2);
-  assert.equal(await clock.runAll(), 0, 'the primary was aborted, its timeout entry removed, the shared timer cleared with it');
+  assert.ok((await clock.runAll()) <= 1, 'the primary was aborted, its timeout entry removed: only the idle shared timer is left');
 });
 
 test('bad options fail when the policy is built', () => {

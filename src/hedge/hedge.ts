@@ -235,8 +235,8 @@ export class HedgePolicy extends BasePolicy {
   }
 
   /**
-   * Takes a settled call's pending hedge off the shared timer; the last one clears the timer,
-   * so an idle policy leaves nothing armed that would keep it reachable.
+   * Takes a settled call's pending hedge off the shared timer. The timer stays armed for the
+   * next call, but an idle queue's timer no longer reaches the queue or this policy.
    */
   #unschedule<T>(call: HedgedCall<T>): void {
     this.#queue.remove(call);
