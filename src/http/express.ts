@@ -161,6 +161,7 @@ export interface BulwarkErrorHandlerOptions {
  */
 export function bulwarkErrorHandler(options: BulwarkErrorHandlerOptions = {}): ErrorRequestHandler {
   return function bulwarkErrors(error: unknown, req: Request, res: Response, next: NextFunction): void {
+    req.bulwark?.handlerFailed(error); // the error page that follows is not the handler's answer
     if (options.onError) {
       try {
         options.onError(error, req);

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
 import type { HealthChecks } from './core/health.js';
-import { attachContext, captureOf, ensureCapture, produced, watchNodeResponse } from './core/node-io.js';
+import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, watchNodeResponse } from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
 import type { RequestContext, ResponseChannel } from './core/request-context.js';
 import type { RouteConfig } from './core/routes.js';
@@ -48,10 +48,17 @@ function sendReply(reply: FastifyReply, response: HttpResponse): void {
 
 const fastifyChannel: ResponseChannel<FastifyReply> = {
   started: (reply) => reply.sent || reply.raw.headersSent,
-  send: sendReply,
+  send: (reply, response) => {
+    // A held response is answered past Fastify's reply, which stays the handler's to use.
+    const held = heldResponseOf(reply.raw);
+    if (held === undefined) sendReply(reply, response);
+    else held.answer(response);
+  },
   watch: (reply, context) => watchNodeResponse(reply.raw, context),
   // Filled by the onSend hook, which sees Fastify's final payload and headers.
   capture: (reply, _context, maxBytes) => { ensureCapture(reply.raw, maxBytes); },
+  // Fastify writes through `reply.raw` (writeHead, write, end): the hold records it there.
+  hold: (reply, context, maxBytes) => { holdNodeResponse(reply.raw, context, maxBytes); },
 };
 
 const CRITICAL_BYPASS: RouteConfig = Object.freeze({ bypass: true, critical: true, priority: 'critical' });
@@ -128,6 +135,15 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
       const admission = guard.admitBody(context);
       if (admission instanceof Promise) admission.then((a) => act(a, request, reply, next), next);
       else act(admission, request, reply, next);
+    });
+  }
+
+  if (guard.hasBodyPhase) {
+    // A handler that threw: the error page that follows is not its answer (a held response
+    // must not be stored as one).
+    fastify.addHook('onError', (request, _reply, error, next) => {
+      request.bulwark?.handlerFailed(error);
+      next();
     });
   }
 

@@ -1,8 +1,13 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { systemClock, VirtualClock, type Clock } from '../core/clock.js';
+import { StoreUnavailableError } from '../core/errors.js';
+import { eventually } from '../fetch/test/server.js';
 import { MemoryIdempotencyStore } from '../idempotency/stores/memory.js';
-import { IdempotencyProtection } from './core/idempotency.js';
-import { ADAPTERS, startApp, type AppRoute, type RunningApp } from './test/apps.js';
+import type { CompleteInput } from '../idempotency/types.js';
+import { HttpGuard } from './core/guard.js';
+import { IdempotencyProtection, type IdempotencyOutcomeEvent } from './core/idempotency.js';
+import { ADAPTERS, gate, sleep, startApp, type AppRoute, type Gate, type RunningApp } from './test/apps.js';
 
 const running: RunningApp[] = [];
 after(async () => {
@@ -25,8 +30,170 @@ function post(app: RunningApp, key: string | undefined, body: string, headers: R
   });
 }
 
+/** A memory store whose completions wait for a gate, or fail, as a test needs. */
+class ControlledStore extends MemoryIdempotencyStore {
+  completeGate: Gate | undefined;
+  failCompletions = 0;
+  completeCalls = 0;
+
+  override async complete(input: CompleteInput): Promise<boolean> {
+    this.completeCalls++;
+    if (this.completeGate !== undefined) await this.completeGate.wait;
+    if (this.failCompletions > 0) {
+      this.failCompletions--;
+      throw new StoreUnavailableError(this.name, new Error('injected store failure'), 1000);
+    }
+    return super.complete(input);
+  }
+}
+
+/** A guarded /orders app on a virtual clock whose first run waits for `release` (runs are counted). */
+async function slowOrders(kind: (typeof ADAPTERS)[number], options: { leaseMs?: number; honourSignal?: boolean; store?: MemoryIdempotencyStore; realClock?: boolean } = {}) {
+  const virtualClock = new VirtualClock(Date.now());
+  const clock: Clock = options.realClock ? systemClock : virtualClock;
+  const store = options.store ?? new MemoryIdempotencyStore({ clock });
+  const protection = new IdempotencyProtection({ store, principal, clock, ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }) });
+  const outcomes: IdempotencyOutcomeEvent[] = [];
+  protection.onOutcome((event) => outcomes.push(event));
+  const guard = new HttpGuard({ clock, idempotency: protection });
+  const release = gate();
+  const entered = gate();
+  const state = { runs: 0, settled: 0 };
+  const routes: AppRoute[] = [{
+    method: 'POST', path: '/orders', config: { name: 'orders' },
+    handler: async (request) => {
+      const run = ++state.runs;
+      if (run > 1) return { status: 201, body: { order: run } }; // a second run is the bug under test: do not block it
+      entered.open();
+      try {
+        if (options.honourSignal) await Promise.race([release.wait, new Promise((_, reject) => request!.signal.addEventListener('abort', () => reject(request!.signal.reason)))]);
+        else await release.wait;
+      } finally {
+        state.settled++;
+      }
+      return { status: 201, body: { order: run } };
+    },
+  }];
+  const app = await start(kind, routes, { guard });
+  return { app, clock: virtualClock, store, guard, outcomes, release, entered, state };
+}
+
 for (const kind of ADAPTERS) {
   describe(`${kind}: idempotency keys`, () => {
+    test('a 504 at the deadline does not free the key: a duplicate gets 409 until the handler settles, then its own result replays', async () => {
+      const { app, clock, outcomes, release, entered, state } = await slowOrders(kind);
+      const first = post(app, 'deadline-key', '{"sku":"a"}', { 'x-request-timeout-ms': '200' });
+      await entered.wait;
+      await clock.advance(200);
+      const answered = await first;
+      assert.equal(answered.status, 504);
+      assert.equal((await answered.json() as any).code, 'DEADLINE_EXCEEDED');
+      await clock.advance(300);
+      const duplicate = await post(app, 'deadline-key', '{"sku":"a"}');
+      assert.equal(duplicate.status, 409, 'the handler still runs: the key is still held');
+      assert.equal(duplicate.headers.get('retry-after'), '1');
+      assert.equal(state.runs, 1);
+      release.open();
+      await eventually(() => outcomes.some((o) => o.kind === 'stored'), 'the handler\'s own result to be stored');
+      const replay = await post(app, 'deadline-key', '{"sku":"a"}');
+      assert.equal(replay.status, 201);
+      assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+      assert.deepEqual(await replay.json(), { order: 1 });
+      assert.equal(state.runs, 1);
+      assert.deepEqual(outcomes.map((o) => [o.kind, o.status]), [['detached', 504], ['stored', 201]]);
+    });
+
+    test('a handler that gives up at the deadline (throws) releases the key once it has settled', async () => {
+      const { app, clock, outcomes, entered, state } = await slowOrders(kind, { honourSignal: true });
+      const first = post(app, 'gives-up', '{"sku":"a"}', { 'x-request-timeout-ms': '200' });
+      await entered.wait;
+      await clock.advance(200);
+      assert.equal((await first).status, 504);
+      await eventually(() => outcomes.some((o) => o.kind === 'released'), 'the key to be released');
+      assert.equal(state.settled, 1);
+      assert.equal(outcomes.at(-1)!.kind, 'released');
+    });
+
+    test('a client that leaves while a slow handler runs past several lease periods: the key stays held, then the result is stored', async () => {
+      const { app, clock, guard, outcomes, release, entered, state } = await slowOrders(kind, { leaseMs: 300 });
+      const controller = new AbortController();
+      const first = fetch(`${app.url}/orders`, {
+        method: 'POST', signal: controller.signal,
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'gone-key', 'x-request-timeout-ms': '60000' },
+        body: '{"sku":"a"}',
+      }).catch(() => 'aborted');
+      await entered.wait;
+      controller.abort();
+      assert.equal(await first, 'aborted');
+      await eventually(() => guard.pendingDeadlines === 0, 'the server to see the client leave');
+      for (let i = 0; i < 5; i++) await clock.advance(300); // five lease periods, renewed meanwhile
+      const duplicate = await post(app, 'gone-key', '{"sku":"a"}');
+      assert.equal(duplicate.status, 409);
+      assert.equal(state.runs, 1);
+      release.open();
+      await eventually(() => outcomes.some((o) => o.kind === 'stored'), 'the result to be stored');
+      const replay = await post(app, 'gone-key', '{"sku":"a"}');
+      assert.equal(replay.status, 201);
+      assert.deepEqual(await replay.json(), { order: 1 });
+      assert.equal(state.runs, 1);
+    });
+
+    test('the handler\'s response is held until its completion is stored', async () => {
+      const store = new ControlledStore();
+      const { app, outcomes, release } = await slowOrders(kind, { store });
+      release.open();
+      store.completeGate = gate();
+      const first = post(app, 'held-key', '{"sku":"a"}');
+      await eventually(() => store.completeCalls === 1, 'the completion to be written');
+      const early = await Promise.race([first.then(() => 'answered'), sleep(200).then(() => 'held')]);
+      assert.equal(early, 'held', 'no answer before the completion is stored');
+      store.completeGate.open();
+      const answered = await first;
+      assert.equal(answered.status, 201);
+      assert.deepEqual(await answered.json(), { order: 1 });
+      assert.deepEqual(outcomes.map((o) => o.kind), ['stored']);
+    });
+
+    test('a completion the store keeps failing: the response is still sent, store-error is reported and the key is not released', async () => {
+      const store = new ControlledStore();
+      // The real clock: the engine waits between its attempts.
+      const { app, outcomes, release, state } = await slowOrders(kind, { store, realClock: true });
+      release.open();
+      store.failCompletions = 100;
+      const first = await post(app, 'failing-store', '{"sku":"a"}');
+      assert.equal(first.status, 201);
+      assert.deepEqual(await first.json(), { order: 1 });
+      assert.ok(store.completeCalls >= 2, `the completion was retried (${store.completeCalls} attempts)`);
+      await eventually(() => outcomes.length > 0, 'the outcome');
+      assert.deepEqual(outcomes.map((o) => o.kind), ['store-error']);
+      const duplicate = await post(app, 'failing-store', '{"sku":"a"}');
+      assert.equal(duplicate.status, 409, 'its work has run: the key is not given back');
+      assert.equal(state.runs, 1);
+      // One failure then success: retried within the bound, stored, replayed.
+      store.failCompletions = 1;
+      assert.equal((await post(app, 'flaky-store', '{"sku":"b"}')).status, 201);
+      const replay = await post(app, 'flaky-store', '{"sku":"b"}');
+      assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+      assert.equal(state.runs, 2);
+    });
+
+    test('a response larger than maxResponseBytes is sent whole and the key released', async () => {
+      let runs = 0;
+      const big = 'x'.repeat(5000);
+      const routes: AppRoute[] = [{ method: 'POST', path: '/orders', handler: () => ({ status: 201, body: { n: ++runs, big } }) }];
+      const protection = new IdempotencyProtection({ store: new MemoryIdempotencyStore(), principal, maxResponseBytes: 1000 });
+      const outcomes: IdempotencyOutcomeEvent[] = [];
+      protection.onOutcome((event) => outcomes.push(event));
+      const app = await start(kind, routes, { idempotency: protection });
+      const first = await post(app, 'big', '{}');
+      assert.equal(first.status, 201);
+      assert.deepEqual(await first.json(), { n: 1, big });
+      await eventually(() => outcomes.length > 0, 'the outcome');
+      assert.equal(outcomes[0]!.kind, 'not-stored-too-large');
+      const again = await post(app, 'big', '{}');
+      assert.deepEqual(await again.json(), { n: 2, big });
+    });
+
     test('a sequential duplicate POST is replayed through the reply path with Idempotent-Replayed: true; the handler runs once', async () => {
       let runs = 0;
       const routes: AppRoute[] = [{

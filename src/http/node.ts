@@ -43,6 +43,7 @@ export function bulwarkHandler(handler: BulwarkNodeHandler, options: BulwarkNode
   const onError = options.onError;
 
   const fail = (error: unknown, req: IncomingMessage, res: ServerResponse): void => {
+    contextOf(req)?.handlerFailed(error); // the error page that follows is not the handler's answer
     if (!res.headersSent && !res.writableEnded) sendNodeResponse(res, problemForError(error));
     else if (!res.writableEnded) res.destroy(); // half-sent: cut it rather than pass a truncated body as complete
     if (onError) {

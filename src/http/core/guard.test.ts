@@ -27,6 +27,7 @@ const channel: ResponseChannel<FakeResponse> = {
   send: (r, response) => { r.started = true; r.sent = response; },
   watch: (r, context) => { r.context = context; },
   capture: (r) => { r.capturing = true; },
+  hold: (r) => { r.capturing = true; },
 };
 
 function view(overrides: Partial<RequestView> = {}): RequestView {

@@ -1,10 +1,9 @@
-import { unrefTimer } from '../../core/clock.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import { positiveInt } from '../../core/validate.js';
 import type { FingerprintBody } from '../../idempotency/fingerprint.js';
 import {
-  defaultShouldStore, IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
+  IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
 } from '../../idempotency/http.js';
 import type { Protection, ProtectionVerdict } from './guard.js';
 import type { HttpResponse } from './problem.js';
@@ -26,7 +25,19 @@ export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
   name?: string;
 }
 
-export type IdempotencyOutcomeKind = 'stored' | 'released' | 'not-stored-too-large' | 'abandoned' | 'store-error';
+/**
+ * What became of a first execution's key:
+ * - `stored`: the handler's response was stored (duplicates replay it), then sent.
+ * - `released`: a 5xx (or another unstorable status) or a thrown error; a retry runs again.
+ * - `not-stored-too-large`: over `maxResponseBytes` (or a stream): sent, key released.
+ * - `store-error`: the completion could not be stored after a few attempts; the response was
+ *   sent anyway and the key stays in progress until its lease runs out.
+ * - `lease-lost`: another worker took the key over; the client got 409 and retries.
+ * - `detached`: the response closed before the handler settled (the 504 at the deadline, with
+ *   `status`, or a client that left): the key stays held, renewed, until the handler settles;
+ *   one of the outcomes above follows.
+ */
+export type IdempotencyOutcomeKind = 'stored' | 'released' | 'not-stored-too-large' | 'store-error' | 'lease-lost' | 'detached';
 
 export interface IdempotencyOutcomeEvent {
   route: string;
@@ -57,9 +68,6 @@ export class IdempotencyProtection implements Protection {
   readonly #routes: ((request: RequestContext) => boolean) | undefined;
   readonly #maxBytes: number;
   readonly #wait: boolean;
-  readonly #shouldStore: (status: number) => boolean;
-  /** First executions whose response has been produced (stored or released). */
-  readonly #recorded = new WeakSet<BeginRun>();
   readonly #onOutcome = new EventEmitter<IdempotencyOutcomeEvent>();
   /** Fires when a first execution's outcome is recorded (stored, released, or could not be). */
   readonly onOutcome = this.#onOutcome.event;
@@ -85,7 +93,6 @@ export class IdempotencyProtection implements Protection {
     }
     this.#maxBytes = positiveInt('idempotency.maxResponseBytes', options.maxResponseBytes, 1_048_576);
     this.#wait = options.onInProgress === 'wait';
-    this.#shouldStore = options.http === undefined ? options.shouldStore ?? defaultShouldStore : defaultShouldStore;
     this.name = options.name ?? 'idempotency';
   }
 
@@ -115,19 +122,38 @@ export class IdempotencyProtection implements Protection {
       await this.http.abort(begun);
       return undefined;
     }
-    request.captureResponse(this.#maxBytes, (response) => this.#record(begun, response, request));
-    request.onEnd(() => this.#watchAbandoned(begun, request));
+    // Held until the completion is stored: a client must never see an answer that a retry
+    // could execute again. Only the handler settling decides the key; an answer the core gave
+    // (the 504 at the deadline) or a client that left does not.
+    let settled = false;
+    request.holdResponse(this.#maxBytes, {
+      produced: (response) => {
+        settled = true;
+        return this.#record(begun, response, request);
+      },
+      failed: () => {
+        settled = true;
+        this.#emit(request, begun, 'released', undefined);
+        void this.http.abort(begun).catch(() => {});
+      },
+    });
+    request.onEnd((outcome) => {
+      if (!settled) this.#emit(request, begun, 'detached', outcome.completed ? outcome.status : undefined);
+    });
     return undefined;
   }
 
-  /** The handler's complete response: store it (or release the key for 5xx, as the module decides). */
-  #record(begun: BeginRun, response: ProducedResponse, request: RequestContext): void {
-    this.#recorded.add(begun);
+  /**
+   * The handler's complete response: store it (or release the key for 5xx, as the module
+   * decides), then let the adapter send it (or the 409 when this owner was fenced off).
+   */
+  async #record(begun: BeginRun, response: ProducedResponse, request: RequestContext): Promise<HttpResponse | undefined> {
     if (response.body === undefined) {
-      // Larger than maxResponseBytes, or a stream the adapter does not buffer: cannot replay it.
+      // Larger than maxResponseBytes, or a stream the adapter does not buffer: it is already
+      // on its way to the client and cannot be replayed.
       this.#emit(request, begun, 'not-stored-too-large', response.status);
-      void this.http.abort(begun).catch(() => {});
-      return;
+      await this.http.abort(begun).catch(() => {});
+      return undefined;
     }
     const headers: Record<string, string> = {};
     for (const name in response.headers) {
@@ -135,26 +161,24 @@ export class IdempotencyProtection implements Protection {
       headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
     }
     const input = { status: response.status, headers, body: response.body };
-    this.http.finish(begun, input).then(
-      // finish() answers another response (409) only when this owner was fenced off.
-      (sent) => this.#emit(request, begun, sent !== input ? 'store-error' : this.#shouldStore(response.status) ? 'stored' : 'released', response.status),
-      (error: unknown) => this.#emit(request, begun, 'store-error', response.status, error),
-    );
-  }
-
-  /**
-   * The response closed without the handler producing one (the client left mid-handler). The
-   * handler may still finish (then its response is stored as usual); if it has not after one
-   * lease period, the key is released so the client's retry can run.
-   */
-  #watchAbandoned(begun: BeginRun, request: RequestContext): void {
-    if (this.#recorded.has(begun)) return;
-    const lease = begun.lease!;
-    unrefTimer(request.clock.setTimeout(() => {
-      if (this.#recorded.has(begun) || !lease.active) return;
-      this.#emit(request, begun, 'abandoned', undefined);
-      void this.http.abort(begun).catch(() => {});
-    }, lease.leaseMs));
+    let sent: IdempotencyHttpResponse;
+    try {
+      // finish() retries a failing store a few times (each call under the store's timeout).
+      sent = await this.http.finish(begun, input);
+    } catch (error) {
+      this.#emit(request, begun, 'store-error', response.status, error);
+      return undefined;
+    }
+    const status = begun.lease!.status;
+    if (status === 'lost') {
+      // Another worker owns the key now: the client retries and gets the canonical answer.
+      this.#emit(request, begun, 'lease-lost', response.status);
+      return sent === input ? undefined : toHttpResponse(sent);
+    }
+    // 'abandoned': the store kept failing. The work has run, so the key is not given back;
+    // the client still gets the answer.
+    this.#emit(request, begun, status === 'completed' ? 'stored' : status === 'released' ? 'released' : 'store-error', response.status);
+    return undefined;
   }
 
   #emit(request: RequestContext, begun: BeginRun, kind: IdempotencyOutcomeKind, status: number | undefined, error?: unknown): void {

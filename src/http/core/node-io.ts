@@ -12,10 +12,12 @@ import {
 
 const kContext = Symbol.for('bulwark.requestContext');
 const kCapture = Symbol.for('bulwark.responseCapture');
+const kHeld = Symbol.for('bulwark.heldResponse');
 
 interface Carrier {
   [kContext]?: RequestContext;
   [kCapture]?: ResponseCapture;
+  [kHeld]?: HeldResponse;
 }
 
 /** The Bulwark context of a request or response handled by an adapter (undefined for skipped routes). */
@@ -136,7 +138,9 @@ function sentHeaders(res: ServerResponse, capture: ResponseCapture): Record<stri
 /** The outcome of a closed response. */
 export function outcomeOf(res: ServerResponse, context: RequestContext): RequestOutcome {
   const completed = res.writableFinished;
-  const outcome: RequestOutcome = { status: res.statusCode, completed, durationMs: context.clock.now() - context.startedAt };
+  // A held response keeps the handler's status on the object; the wire may have carried another.
+  const status = (res as Carrier)[kHeld]?.sentStatus ?? res.statusCode;
+  const outcome: RequestOutcome = { status, completed, durationMs: context.clock.now() - context.startedAt };
   const capture = captureOf(res);
   if (capture) {
     outcome.headers = sentHeaders(res, capture);
@@ -190,10 +194,289 @@ export function applyNodeHeaders(res: ServerResponse, headers: Readonly<Record<s
 /** The channel for adapters whose response object is a Node `ServerResponse` (node:http, Express). */
 export const nodeResponseChannel: ResponseChannel<ServerResponse> = {
   started: (res) => res.headersSent || res.writableEnded,
-  send: sendNodeResponse,
+  send: (res, response) => {
+    const held = (res as Carrier)[kHeld];
+    if (held === undefined) sendNodeResponse(res, response);
+    else held.answer(response);
+  },
   watch: watchNodeResponse,
   capture: (res, context, maxBytes) => { captureNodeResponse(res, maxBytes, context); },
+  hold: (res, context, maxBytes) => { holdNodeResponse(res, context, maxBytes); },
 };
+
+// ---- Held responses ------------------------------------------------------------------------
+
+type HeaderValue = number | string | readonly string[];
+
+/** What a held response replaces on the `ServerResponse` instance while it records. */
+const HELD_METHODS = ['setHeader', 'appendHeader', 'getHeader', 'getHeaders', 'getHeaderNames', 'hasHeader', 'removeHeader', 'writeHead', 'flushHeaders', 'write', 'end'] as const;
+const HELD_GETTERS = ['headersSent', 'writableEnded'] as const;
+const HELD_NAMES: readonly string[] = [...HELD_METHODS, ...HELD_GETTERS];
+
+type Method = (this: ServerResponse, ...args: any[]) => any;
+
+function heldOf(res: ServerResponse): HeldResponse {
+  return (res as Carrier)[kHeld]!;
+}
+
+function toList(value: HeaderValue): string[] {
+  return Array.isArray(value) ? value.map(String) : [String(value)];
+}
+
+/**
+ * The replacements, shared by every held response (`this` is the response: no per-request
+ * closures). They keep the `ServerResponse` contract as a handler, Express or Fastify use it,
+ * but write into the recording instead of the socket.
+ */
+const heldMethods: Record<(typeof HELD_METHODS)[number], Method> = {
+  setHeader(name: string, value: HeaderValue) {
+    heldOf(this).headers.set(String(name).toLowerCase(), [String(name), value]);
+    return this;
+  },
+  appendHeader(name: string, value: HeaderValue) {
+    const headers = heldOf(this).headers;
+    const lower = String(name).toLowerCase();
+    const previous = headers.get(lower);
+    headers.set(lower, previous === undefined ? [String(name), value] : [previous[0], [...toList(previous[1]), ...toList(value)]]);
+    return this;
+  },
+  getHeader(name: string) {
+    return heldOf(this).headers.get(String(name).toLowerCase())?.[1];
+  },
+  getHeaders() {
+    const out: Record<string, HeaderValue> = Object.create(null) as Record<string, HeaderValue>;
+    for (const [lower, entry] of heldOf(this).headers) out[lower] = entry[1];
+    return out;
+  },
+  getHeaderNames() {
+    return [...heldOf(this).headers.keys()];
+  },
+  hasHeader(name: string) {
+    return heldOf(this).headers.has(String(name).toLowerCase());
+  },
+  removeHeader(name: string) {
+    heldOf(this).headers.delete(String(name).toLowerCase());
+  },
+  writeHead(status: number, reason?: unknown, headers?: unknown) {
+    const held = heldOf(this);
+    this.statusCode = status;
+    if (typeof reason === 'string') this.statusMessage = reason;
+    else headers = reason;
+    if (headers !== undefined && headers !== null && typeof headers === 'object') {
+      const normalized = normalizeHeaders(headers);
+      for (const lower in normalized) held.headers.set(lower, [lower, normalized[lower]!]);
+    }
+    held.headSent = true;
+    return this;
+  },
+  flushHeaders() {
+    heldOf(this).headSent = true;
+  },
+  write(chunk: unknown, encoding?: unknown, callback?: unknown) {
+    const held = heldOf(this);
+    if (typeof encoding === 'function') callback = encoding;
+    held.headSent = true;
+    held.add(chunk, encoding);
+    if (typeof callback === 'function') process.nextTick(callback as () => void);
+    return true;
+  },
+  end(chunk?: unknown, encoding?: unknown, callback?: unknown) {
+    const held = heldOf(this);
+    if (typeof chunk === 'function') {
+      callback = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      callback = encoding;
+    }
+    if (held.ended) return this;
+    held.add(chunk, encoding);
+    // Grown too large while adding this last chunk: the real response is already under way.
+    if (held.passthrough && !held.answered) return passthroughEnd.call(this, ...(typeof callback === 'function' ? [callback] : []));
+    if (typeof callback === 'function') this.once('finish', callback as () => void);
+    held.finish();
+    return this;
+  },
+};
+
+function heldHeadersSent(this: ServerResponse): boolean {
+  const held = heldOf(this);
+  return held.headSent || held.ended;
+}
+
+function heldWritableEnded(this: ServerResponse): boolean {
+  return heldOf(this).ended;
+}
+
+/** After a passthrough switch: the real `end`, then the (unstorable) response is reported. */
+function passthroughEnd(this: ServerResponse, ...args: unknown[]): ServerResponse {
+  const held = heldOf(this);
+  const result = (held.real.end as Method).apply(this, args) as ServerResponse;
+  held.finish();
+  return result;
+}
+
+/**
+ * A handler's response held back from the client: the handler (or Express, or Fastify) writes
+ * into it as into the real response; once it ends, the context's holder decides (the
+ * idempotency layer stores the completion), then `flush` sends it. The core may answer the
+ * client meanwhile (`answer`: the 504 at the deadline) without disturbing the recording, so
+ * the handler's own result is still seen. A body over `maxBytes` is not held: what was
+ * recorded goes out and the rest follows as it is written (reported with no body).
+ */
+export class HeldResponse {
+  /** Lower-case name → [name as given, value]. */
+  readonly headers = new Map<string, [string, HeaderValue]>();
+  chunks: Buffer[] = [];
+  size = 0;
+  /** The handler began its response (writeHead, write or flushHeaders). */
+  headSent = false;
+  /** The handler ended its response. */
+  ended = false;
+  /** The recording gave way to the real response (the body outgrew `maxBytes`). */
+  passthrough = false;
+  /** The core answered the client itself; the handler's response is recorded, never sent. */
+  answered = false;
+  /** The status that went out on the wire, once something did. */
+  sentStatus: number | undefined;
+  /** The instance's methods as they were before the hold (they may be other wrappers). */
+  readonly real: Record<string, Method> = {};
+  /** The instance's own properties the hold replaced, to put back. */
+  readonly #saved = new Map<string, PropertyDescriptor | undefined>();
+
+  constructor(readonly res: ServerResponse, readonly context: RequestContext, readonly maxBytes: number) {
+    for (const name of HELD_METHODS) this.real[name] = res[name] as Method;
+    for (const name of res.getHeaderNames()) this.headers.set(name, [name, res.getHeader(name)!]);
+  }
+
+  install(): void {
+    const res = this.res as unknown as Record<string, unknown>;
+    for (const name of HELD_NAMES) this.#saved.set(name, Object.getOwnPropertyDescriptor(res, name));
+    for (const name of HELD_METHODS) res[name] = heldMethods[name];
+    Object.defineProperty(res, 'headersSent', { configurable: true, get: heldHeadersSent });
+    Object.defineProperty(res, 'writableEnded', { configurable: true, get: heldWritableEnded });
+  }
+
+  restore(): void {
+    const res = this.res as unknown as Record<string, unknown>;
+    for (const [name, descriptor] of this.#saved) {
+      if (descriptor === undefined) delete res[name];
+      else Object.defineProperty(res, name, descriptor);
+    }
+    this.#saved.clear();
+  }
+
+  add(chunk: unknown, encoding?: unknown): void {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    if (this.passthrough) {
+      (this.real.write as Method).call(this.res, chunk, encoding);
+      return;
+    }
+    let buffer: Buffer;
+    if (typeof chunk === 'string') buffer = Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    else if (chunk instanceof Uint8Array) buffer = Buffer.from(chunk); // a copy: the caller may reuse its buffer
+    else return;
+    if (this.size + buffer.length > this.maxBytes) {
+      this.#giveWay();
+      (this.real.write as Method).call(this.res, buffer);
+      return;
+    }
+    this.chunks.push(buffer);
+    this.size += buffer.length;
+  }
+
+  /** The handler ended its response: report it, then send it once the holder has decided. */
+  finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    const res = this.res;
+    const headers: Record<string, string | string[]> = {};
+    for (const [lower, entry] of this.headers) headers[lower] = Array.isArray(entry[1]) ? entry[1].map(String) : String(entry[1]);
+    const body = this.passthrough ? undefined : this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
+    const decision = this.context.responseProduced({ status: res.statusCode, headers, body, bodyTruncated: body === undefined });
+    if (this.passthrough) return; // already on its way
+    if (decision === undefined) this.flush(undefined);
+    else decision.then((replacement) => this.flush(replacement), () => this.flush(undefined));
+  }
+
+  /** Sends the recorded response (or `replacement`) unless the client has its answer or is gone. */
+  flush(replacement: HttpResponse | undefined): void {
+    this.restore();
+    const res = this.res;
+    if (this.answered || res.writableEnded || res.destroyed) return;
+    if (replacement !== undefined) {
+      this.sentStatus = replacement.status;
+      sendNodeResponse(res, replacement);
+      return;
+    }
+    this.#sendHead();
+    const chunks = this.chunks;
+    if (chunks.length === 1) {
+      res.end(chunks[0]);
+      return;
+    }
+    for (const chunk of chunks) res.write(chunk);
+    res.end();
+  }
+
+  /** The core's own answer (the 504 at the deadline), sent past the recording. */
+  answer(response: HttpResponse): void {
+    if (this.answered || this.ended) return;
+    const res = this.res;
+    const status = res.statusCode;
+    const message = res.statusMessage;
+    this.restore();
+    sendNodeResponse(res, response);
+    this.install();
+    this.answered = true;
+    this.sentStatus = response.status;
+    // The handler keeps writing its own response into the recording, status included.
+    res.statusCode = status;
+    res.statusMessage = message;
+  }
+
+  #sendHead(): void {
+    const res = this.res;
+    for (const name of res.getHeaderNames()) if (!this.headers.has(name)) res.removeHeader(name);
+    for (const [, [name, value]] of this.headers) res.setHeader(name, value);
+    this.sentStatus = res.statusCode;
+  }
+
+  /** Too large to hold: the recorded part goes out now and the rest as it is written. */
+  #giveWay(): void {
+    this.passthrough = true;
+    if (this.answered) {
+      // The client has the core's answer: the handler's bytes are dropped as they come.
+      this.real.write = discardWrite;
+      this.chunks = [];
+      return;
+    }
+    this.restore();
+    this.#sendHead();
+    for (const chunk of this.chunks) (this.real.write as Method).call(this.res, chunk);
+    this.chunks = [];
+    (this.res as unknown as Record<string, unknown>).end = passthroughEnd;
+  }
+}
+
+function discardWrite(this: ServerResponse): boolean {
+  return true;
+}
+
+/** Holds `res` back from the client until its context's holder has dealt with the response. */
+export function holdNodeResponse(res: ServerResponse, context: RequestContext, maxBytes: number): HeldResponse {
+  const carrier = res as Carrier;
+  const existing = carrier[kHeld];
+  if (existing !== undefined) return existing;
+  const held = new HeldResponse(res, context, maxBytes);
+  carrier[kHeld] = held;
+  held.install();
+  return held;
+}
+
+/** The held response of `res`, if a protection holds it. */
+export function heldResponseOf(res: ServerResponse): HeldResponse | undefined {
+  return (res as Carrier)[kHeld];
+}
 
 /** The framework-neutral view of a Node request. */
 export function nodeRequestView(req: IncomingMessage, url: string | undefined = req.url): RequestView {

@@ -36,6 +36,13 @@ export interface ResponseChannel<T> {
   watch(target: T, context: RequestContext): void;
   /** Starts recording the response (status, headers, body) for `RequestOutcome`. */
   capture(target: T, context: RequestContext, maxBytes: number): void;
+  /**
+   * Holds the handler's response back from the client: the handler writes as usual, the
+   * adapter records it (up to `maxBytes`; a larger one goes out as it comes), reports it with
+   * `context.responseProduced()` and sends it when the promise that returns settles. While it
+   * is held, `send` answers the client directly and the handler's own response is still recorded.
+   */
+  hold(target: T, context: RequestContext, maxBytes: number): void;
 }
 
 /** The deadline was reached while the request was being handled (code DEADLINE_EXCEEDED). */
@@ -92,7 +99,20 @@ export interface ProducedResponse {
   bodyTruncated: boolean;
 }
 
-type ResponseListener = (response: ProducedResponse, request: RequestContext) => void;
+/**
+ * A protection that holds the handler's response until it has done something with it (the
+ * idempotency layer stores the completion first, then the client gets the answer).
+ */
+export interface ResponseHold {
+  /**
+   * The handler produced its complete response. The adapter sends it when the promise
+   * settles: as produced (undefined) or replaced (the idempotency layer's 409 when its lease
+   * was taken over). Not called for responses the core sent itself (the 504 at the deadline).
+   */
+  produced(response: ProducedResponse, request: RequestContext): Promise<HttpResponse | undefined>;
+  /** The handler threw: its error page will follow, and must not be treated as its answer. */
+  failed(error: unknown, request: RequestContext): void;
+}
 
 type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
 
@@ -145,7 +165,8 @@ export class RequestContext {
   #responseHeaders: Record<string, string> | undefined;
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
-  #responseListener: ResponseListener | undefined;
+  #hold: ResponseHold | undefined;
+  #held = false;
   #produced = false;
   #body: unknown;
   #hasBody = false;
@@ -235,32 +256,61 @@ export class RequestContext {
 
   /**
    * Asks the adapter to record the response (status, headers, body up to `maxBytes`) into the
-   * `RequestOutcome` given to `onEnd` listeners: what an idempotency layer stores for replay.
+   * `RequestOutcome` given to `onEnd` listeners.
    */
-  captureResponse(maxBytes = 1_048_576, onProduced?: ResponseListener): void {
-    if (onProduced !== undefined) {
-      if (this.#responseListener !== undefined) throw new Error('bulwark: only one protection may observe the produced response');
-      this.#responseListener = onProduced;
-    }
+  captureResponse(maxBytes = 1_048_576): void {
     if (this.#captureLimit >= 0) return;
     this.#captureLimit = maxBytes;
     this.#channel.capture(this.#target, this, maxBytes);
   }
 
   /**
-   * @internal Adapters: the server produced its complete response (the handler called `end()`,
-   * a 504 at the deadline, an error page). Fires the `captureResponse` listener once.
+   * Holds the handler's response until `hold.produced` has settled (see `ResponseHold`).
+   * One protection per request; call it before the handler runs.
    */
-  responseProduced(response: ProducedResponse): void {
-    if (this.#produced) return;
+  holdResponse(maxBytes: number, hold: ResponseHold): void {
+    if (this.#held) throw new Error('bulwark: only one protection may hold the response');
+    this.#held = true;
+    this.#hold = hold;
+    this.#channel.hold(this.#target, this, maxBytes);
+  }
+
+  /** True when a protection holds the handler's response (see `holdResponse`). */
+  get holding(): boolean {
+    return this.#held;
+  }
+
+  /**
+   * @internal Adapters: the handler produced its complete response (it called `end()`, or its
+   * error was answered), whether or not the client is still there. Returns the holder's
+   * decision to wait for (undefined when nothing holds the response). Once per request.
+   */
+  responseProduced(response: ProducedResponse): Promise<HttpResponse | undefined> | undefined {
+    if (this.#produced) return undefined;
     this.#produced = true;
-    const listener = this.#responseListener;
-    if (listener === undefined) return;
-    this.#responseListener = undefined;
+    const hold = this.#hold;
+    if (hold === undefined) return undefined;
+    this.#hold = undefined;
     try {
-      listener(response, this);
+      return hold.produced(response, this);
     } catch (error) {
-      process.emitWarning(`bulwark: response listener threw: ${error instanceof Error ? error.message : String(error)}`);
+      process.emitWarning(`bulwark: response hold threw: ${error instanceof Error ? error.message : String(error)}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * @internal Adapters: the handler threw (before its error is answered). The holder learns
+   * that the response which follows is an error page, not the handler's answer.
+   */
+  handlerFailed(error: unknown): void {
+    const hold = this.#hold;
+    if (hold === undefined || this.#produced) return;
+    this.#hold = undefined;
+    try {
+      hold.failed(error, this);
+    } catch (failure) {
+      process.emitWarning(`bulwark: response hold threw: ${failure instanceof Error ? failure.message : String(failure)}`);
     }
   }
 
