@@ -2,8 +2,9 @@
  * Kill trials: real processes, real SIGKILLs. A trial server (trial-server.ts: one adapter,
  * one store, a handler that INSERTs an effect row) runs as a child process; clients, each with
  * its own Idempotency-Keys, POST and retry every key until they get a final answer, while the
- * driver SIGKILLs the server at seeded random points and starts a new one. At the end the
- * server is killed once more (nothing in flight) and every key is sent again.
+ * driver SIGKILLs the server at seeded random points; a replacement, started just before,
+ * takes over (as another instance behind a load balancer would). At the end the server is
+ * replaced once more (nothing in flight) and every key is sent again.
  *
  * Counted from the effects table and the clients' logs:
  * - duplicate effects: keys with more than one effect row;
@@ -106,47 +107,37 @@ export interface KillTrialReport {
   killLog: KillRecord[];
 }
 
-interface Answer {
+export interface Answer {
   status: number;
   body: EffectAnswer | undefined;
   /** The incarnation that answered. */
   run: string;
 }
 
-interface ServerEvents {
+export interface ServerEvents {
   effects: Map<string, number>;
   stored: Map<string, number>;
 }
 
-/** The trial server child: start, SIGKILL, start again. */
-class TrialServerProcess {
-  #child: ChildProcess | undefined;
-  #incarnation = -1;
-  #closed: Promise<void> = Promise.resolve();
-  url: string | undefined;
-  readonly events = new Map<string, ServerEvents>();
-  /** Handlers started by the current incarnation. */
+/** One incarnation of the trial server: a child process, SIGKILLed at the end of its life. */
+class TrialServer {
+  readonly events: ServerEvents = { effects: new Map(), stored: new Map() };
+  /** Handlers started since `handlers` was last reset. */
   handlers = 0;
   onHandler = (): void => {};
+  url = '';
+  #closed: Promise<void> = Promise.resolve();
 
-  constructor(private readonly env: Record<string, string>) {}
+  private constructor(readonly run: string, private readonly child: ChildProcess) {}
 
-  get run(): string {
-    return String(this.#incarnation);
-  }
-
-  async start(): Promise<void> {
-    const run = String(++this.#incarnation);
-    const events: ServerEvents = { effects: new Map(), stored: new Map() };
-    this.events.set(run, events);
-    this.handlers = 0;
+  static async start(env: Record<string, string>, run: string): Promise<TrialServer> {
     const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
-      env: { ...process.env, ...this.env, RUN: run },
+      env: { ...process.env, ...env, RUN: run },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    this.#child = child;
+    const server = new TrialServer(run, child);
     const lines = createInterface({ input: child.stdout! });
-    this.#closed = new Promise((resolve) => lines.once('close', resolve));
+    server.#closed = new Promise((resolve) => lines.once('close', resolve));
     const port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`trial server ${run} did not listen within 30 s`)), 30_000);
       child.once('exit', (code, signal) => reject(new Error(`trial server ${run} exited (${code ?? signal}) before listening`)));
@@ -156,27 +147,58 @@ class TrialServerProcess {
           clearTimeout(timer);
           resolve(message.port);
         } else if (message.event === 'handler') {
-          this.handlers++;
-          this.onHandler();
-        } else if (message.event === 'effect') events.effects.set(message.key, message.at);
-        else if (message.event === 'stored') events.stored.set(message.key, message.at);
+          server.handlers++;
+          server.onHandler();
+        } else if (message.event === 'effect') server.events.effects.set(message.key, message.at);
+        else if (message.event === 'stored') server.events.stored.set(message.key, message.at);
       });
+    }).catch((error: unknown) => {
+      child.kill('SIGKILL');
+      throw error;
     });
-    this.url = `http://127.0.0.1:${port}/effects`;
+    server.url = `http://127.0.0.1:${port}/effects`;
+    return server;
   }
 
   /** SIGKILL, then wait until the process is gone and every line it wrote has been read. */
   async kill(): Promise<void> {
-    const child = this.#child;
-    if (child === undefined) return;
-    this.url = undefined;
-    const exited = child.exitCode !== null || child.signalCode !== null
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    process.kill(child.pid!, 'SIGKILL');
-    await exited;
+    const child = this.child;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      process.kill(child.pid!, 'SIGKILL');
+      await exited;
+    }
     await this.#closed;
-    this.#child = undefined;
+  }
+}
+
+/**
+ * The incarnations of the trial server, one after the other. The next one starts while the
+ * current one still serves (a replacement instance already up, as behind a load balancer):
+ * the clients' retries reach it at once, while the dead server's leases still run.
+ */
+class TrialServers {
+  readonly all = new Map<string, TrialServer>();
+  current: TrialServer | undefined;
+
+  constructor(private readonly env: Record<string, string>) {}
+
+  async spawn(): Promise<TrialServer> {
+    const run = String(this.all.size);
+    const server = await TrialServer.start(this.env, run);
+    this.all.set(run, server);
+    return server;
+  }
+
+  /** Kills the current server; `next` serves from then on. */
+  async replace(next: TrialServer): Promise<void> {
+    const dying = this.current;
+    this.current = next;
+    await dying?.kill();
+  }
+
+  async killAll(): Promise<void> {
+    for (const server of this.all.values()) await server.kill();
   }
 }
 
@@ -193,7 +215,7 @@ export async function runKillTrial(options: KillTrialOptions): Promise<KillTrial
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
     sqlitePath = join(dir, 'trial.db');
   }
-  const server = new TrialServerProcess({
+  const servers = new TrialServers({
     ADAPTER: options.adapter, STORE: options.store, LEASE_MS: String(options.leaseMs), SEED: String(options.seed), WORK_MS: String(options.workMs),
     DATABASE_URL: options.databaseUrl, SCHEMA: schema, REDIS_URL: options.redisUrl, PREFIX: prefix,
     ...(sqlitePath === undefined ? {} : { SQLITE_PATH: sqlitePath }),
@@ -224,14 +246,14 @@ export async function runKillTrial(options: KillTrialOptions): Promise<KillTrial
         }
       });
     }
-    cleanup.push(() => server.kill());
-    return await drive(server, options, async () => effectRows(options.store, admin, schema, sqlitePath));
+    cleanup.push(() => servers.killAll());
+    return await drive(servers, options, async () => effectRows(options.store, admin, schema, sqlitePath));
   } finally {
     for (const fn of cleanup.reverse()) await fn();
   }
 }
 
-interface EffectRow { id: number; key: string; run: string }
+export interface EffectRow { id: number; key: string; run: string }
 
 async function effectRows(store: TrialStore, admin: pg.Pool, schema: string, sqlitePath: string | undefined): Promise<EffectRow[]> {
   if (store === 'sqlite') {
@@ -246,12 +268,13 @@ async function effectRows(store: TrialStore, admin: pg.Pool, schema: string, sql
   return rows.map((r: { id: string; key: string; run: string }) => ({ id: Number(r.id), key: r.key, run: r.run }));
 }
 
-async function drive(server: TrialServerProcess, options: KillTrialOptions, readEffects: () => Promise<EffectRow[]>): Promise<KillTrialReport> {
+async function drive(servers: TrialServers, options: KillTrialOptions, readEffects: () => Promise<EffectRow[]>): Promise<KillTrialReport> {
   const keyTimeoutMs = options.keyTimeoutMs ?? 60_000;
   const counts = { requests: 0, connectionErrors: 0, retryLater: 0 };
   /** Every final answer per key, in the order received. */
   const answers = new Map<string, Answer[]>();
-  const inFlight = new Set<string>();
+  /** Keys with a request in flight, and the incarnation it went to. */
+  const inFlight = new Map<string, string>();
   const killLog: { run: string; inFlight: number }[] = [];
   let killsDone = false;
 
@@ -260,14 +283,9 @@ async function drive(server: TrialServerProcess, options: KillTrialOptions, read
     const deadline = Date.now() + keyTimeoutMs;
     for (;;) {
       if (Date.now() > deadline) throw new Error(`seed ${options.seed}: key ${key} got no final answer within ${keyTimeoutMs} ms`);
-      const url = server.url;
-      const run = server.run;
-      if (url === undefined) {
-        await sleep(20);
-        continue;
-      }
+      const { url, run } = servers.current!;
       counts.requests++;
-      inFlight.add(key);
+      inFlight.set(key, run);
       let status: number;
       let text: string;
       try {
@@ -315,37 +333,56 @@ async function drive(server: TrialServerProcess, options: KillTrialOptions, read
   const killer = async (): Promise<void> => {
     const random = seededRandom(options.seed);
     for (let i = 0; i < options.kills; i++) {
-      // After the n-th handler of this incarnation started, a few ms on: anywhere in the handlers running then.
+      const next = await servers.spawn();
+      // After the n-th handler started (counted from now), a few ms on: anywhere in the handlers running then.
+      const current = servers.current!;
       const threshold = 1 + Math.floor(random() * options.requestsBetweenKills);
-      while (server.handlers < threshold) await new Promise<void>((resolve) => { server.onHandler = resolve; });
+      current.handlers = 0;
+      while (current.handlers < threshold) await new Promise<void>((resolve) => { current.onHandler = resolve; });
       await sleep(random() * options.killDelayMs);
-      killLog.push({ run: server.run, inFlight: inFlight.size });
-      await server.kill();
-      await server.start();
+      killLog.push({ run: current.run, inFlight: [...inFlight.values()].filter((run) => run === current.run).length });
+      await servers.replace(next);
     }
     killsDone = true;
   };
 
-  await server.start();
+  await servers.replace(await servers.spawn());
   await Promise.all([killer(), ...Array.from({ length: options.clients }, (_, c) => client(c))]);
   // Killed once more with nothing in flight, then every key is asked for again.
-  const finalRun = server.run;
-  await server.kill();
-  await server.start();
+  const finalRun = servers.current!.run;
+  await servers.replace(await servers.spawn());
   const keys = [...answers.keys()];
   const checkRandom = seededRandom(options.seed ^ 0x5bd1e995);
   let nextKey = 0;
   await Promise.all(Array.from({ length: options.clients }, async () => {
     while (nextKey < keys.length) await untilFinal(keys[nextKey++]!, checkRandom);
   }));
-  await server.kill();
+  await servers.killAll();
 
-  return analyse(options, server, await readEffects(), answers, counts, killLog, finalRun);
+  const events = new Map([...servers.all].map(([run, server]) => [run, server.events]));
+  return analyseKillTrial(options, { rows: await readEffects(), answers, events, kills: killLog, finalRun, ...counts });
 }
 
-function analyse(
-  options: KillTrialOptions, server: TrialServerProcess, rows: EffectRow[], answers: Map<string, Answer[]>,
-  counts: { requests: number; connectionErrors: number; retryLater: number }, kills: { run: string; inFlight: number }[], finalRun: string,
+/** What a trial recorded: the effects table, the clients' answers, the servers' stdout, the kills. */
+export interface KillTrialLog {
+  rows: EffectRow[];
+  /** Every final answer per key, in the order received. */
+  answers: Map<string, Answer[]>;
+  /** Per incarnation (run id). */
+  events: Map<string, ServerEvents>;
+  /** The kills while clients sent. */
+  kills: { run: string; inFlight: number }[];
+  /** The incarnation replaced (killed) before the final check. */
+  finalRun: string;
+  requests: number;
+  connectionErrors: number;
+  retryLater: number;
+}
+
+/** The counts and checks of a trial, from what it recorded. */
+export function analyseKillTrial(
+  options: Pick<KillTrialOptions, 'adapter' | 'store' | 'seed' | 'clients'>,
+  { rows, answers, events, kills, finalRun, requests, connectionErrors, retryLater }: KillTrialLog,
 ): KillTrialReport {
   const byKey = new Map<string, EffectRow[]>();
   for (const row of rows) {
@@ -354,7 +391,7 @@ function analyse(
     else list.push(row);
   }
   const killed = new Set([...kills.map((k) => k.run), finalRun]);
-  const inWindow = (run: string, key: string): boolean => killed.has(run) && !server.events.get(run)!.stored.has(key);
+  const inWindow = (run: string, key: string): boolean => killed.has(run) && !(events.get(run)?.stored.has(key) ?? false);
 
   let duplicateKeys = 0;
   let duplicateEffects = 0;
@@ -403,9 +440,9 @@ function analyse(
     inWindow: rows.filter((r) => r.run === k.run && inWindow(k.run, r.key)).length,
   }));
   const windows: number[] = [];
-  for (const events of server.events.values()) {
-    for (const [key, at] of events.effects) {
-      const stored = events.stored.get(key);
+  for (const run of events.values()) {
+    for (const [key, at] of run.effects) {
+      const stored = run.stored.get(key);
       if (stored !== undefined) windows.push(Math.max(0, stored - at));
     }
   }
@@ -419,7 +456,9 @@ function analyse(
     clients: options.clients,
     kills: kills.length,
     keys: answers.size,
-    ...counts,
+    requests,
+    connectionErrors,
+    retryLater,
     effects: rows.length,
     duplicateKeys,
     duplicateEffects,
