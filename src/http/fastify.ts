@@ -181,7 +181,7 @@ export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js
 export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
 export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
 export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
-export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent } from './core/idempotency.js';
+export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';
 export { RequestContext, type RequestOutcome } from './core/request-context.js';
 export { problemForError } from './core/problem.js';
 export type { RouteConfig, RouteTable } from './core/routes.js';

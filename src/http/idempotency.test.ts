@@ -1,13 +1,12 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { systemClock, VirtualClock, type Clock } from '../core/clock.js';
 import { StoreUnavailableError } from '../core/errors.js';
 import { eventually } from '../fetch/test/server.js';
 import { MemoryIdempotencyStore } from '../idempotency/stores/memory.js';
 import type { CompleteInput } from '../idempotency/types.js';
-import { HttpGuard } from './core/guard.js';
 import { IdempotencyProtection, type IdempotencyOutcomeEvent } from './core/idempotency.js';
 import { ADAPTERS, gate, sleep, startApp, type AppRoute, type Gate, type RunningApp } from './test/apps.js';
+import { post, principal, slowOrders, type SlowOrders } from './test/idempotency-app.js';
 
 const running: RunningApp[] = [];
 after(async () => {
@@ -20,14 +19,10 @@ async function start(...args: Parameters<typeof startApp>): Promise<RunningApp> 
   return app;
 }
 
-const principal = (request: { headers: Record<string, unknown> }) => (request.headers['x-user'] as string | undefined) ?? null;
-
-function post(app: RunningApp, key: string | undefined, body: string, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(`${app.url}/orders`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }), ...headers },
-    body,
-  });
+async function startSlow(...args: Parameters<typeof slowOrders>): Promise<SlowOrders> {
+  const slow = await slowOrders(...args);
+  running.push(slow.app);
+  return slow;
 }
 
 /** A memory store whose completions wait for a gate, or fail, as a test needs. */
@@ -47,41 +42,10 @@ class ControlledStore extends MemoryIdempotencyStore {
   }
 }
 
-/** A guarded /orders app on a virtual clock whose first run waits for `release` (runs are counted). */
-async function slowOrders(kind: (typeof ADAPTERS)[number], options: { leaseMs?: number; honourSignal?: boolean; store?: MemoryIdempotencyStore; realClock?: boolean } = {}) {
-  const virtualClock = new VirtualClock(Date.now());
-  const clock: Clock = options.realClock ? systemClock : virtualClock;
-  const store = options.store ?? new MemoryIdempotencyStore({ clock });
-  const protection = new IdempotencyProtection({ store, principal, clock, ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }) });
-  const outcomes: IdempotencyOutcomeEvent[] = [];
-  protection.onOutcome((event) => outcomes.push(event));
-  const guard = new HttpGuard({ clock, idempotency: protection });
-  const release = gate();
-  const entered = gate();
-  const state = { runs: 0, settled: 0 };
-  const routes: AppRoute[] = [{
-    method: 'POST', path: '/orders', config: { name: 'orders' },
-    handler: async (request) => {
-      const run = ++state.runs;
-      if (run > 1) return { status: 201, body: { order: run } }; // a second run is the bug under test: do not block it
-      entered.open();
-      try {
-        if (options.honourSignal) await Promise.race([release.wait, new Promise((_, reject) => request!.signal.addEventListener('abort', () => reject(request!.signal.reason)))]);
-        else await release.wait;
-      } finally {
-        state.settled++;
-      }
-      return { status: 201, body: { order: run } };
-    },
-  }];
-  const app = await start(kind, routes, { guard });
-  return { app, clock: virtualClock, store, guard, outcomes, release, entered, state };
-}
-
 for (const kind of ADAPTERS) {
   describe(`${kind}: idempotency keys`, () => {
     test('a 504 at the deadline does not free the key: a duplicate gets 409 until the handler settles, then its own result replays', async () => {
-      const { app, clock, outcomes, release, entered, state } = await slowOrders(kind);
+      const { app, clock, outcomes, release, entered, state } = await startSlow(kind);
       const first = post(app, 'deadline-key', '{"sku":"a"}', { 'x-request-timeout-ms': '200' });
       await entered.wait;
       await clock.advance(200);
@@ -104,7 +68,7 @@ for (const kind of ADAPTERS) {
     });
 
     test('a handler that gives up at the deadline (throws) releases the key once it has settled', async () => {
-      const { app, clock, outcomes, entered, state } = await slowOrders(kind, { honourSignal: true });
+      const { app, clock, outcomes, entered, state } = await startSlow(kind, { honourSignal: true });
       const first = post(app, 'gives-up', '{"sku":"a"}', { 'x-request-timeout-ms': '200' });
       await entered.wait;
       await clock.advance(200);
@@ -115,7 +79,7 @@ for (const kind of ADAPTERS) {
     });
 
     test('a client that leaves while a slow handler runs past several lease periods: the key stays held, then the result is stored', async () => {
-      const { app, clock, guard, outcomes, release, entered, state } = await slowOrders(kind, { leaseMs: 300 });
+      const { app, clock, guard, outcomes, release, entered, state } = await startSlow(kind, { leaseMs: 300 });
       const controller = new AbortController();
       const first = fetch(`${app.url}/orders`, {
         method: 'POST', signal: controller.signal,
@@ -136,11 +100,12 @@ for (const kind of ADAPTERS) {
       assert.equal(replay.status, 201);
       assert.deepEqual(await replay.json(), { order: 1 });
       assert.equal(state.runs, 1);
+      assert.deepEqual(outcomes.map((o) => [o.kind, o.status]), [['detached', undefined], ['stored', 201]]);
     });
 
     test('the handler\'s response is held until its completion is stored', async () => {
       const store = new ControlledStore();
-      const { app, outcomes, release } = await slowOrders(kind, { store });
+      const { app, outcomes, release } = await startSlow(kind, { store });
       release.open();
       store.completeGate = gate();
       const first = post(app, 'held-key', '{"sku":"a"}');
@@ -157,7 +122,7 @@ for (const kind of ADAPTERS) {
     test('a completion the store keeps failing: the response is still sent, store-error is reported and the key is not released', async () => {
       const store = new ControlledStore();
       // The real clock: the engine waits between its attempts.
-      const { app, outcomes, release, state } = await slowOrders(kind, { store, realClock: true });
+      const { app, outcomes, release, state } = await startSlow(kind, { store, realClock: true });
       release.open();
       store.failCompletions = 100;
       const first = await post(app, 'failing-store', '{"sku":"a"}');

@@ -1,3 +1,6 @@
+import type { ResponseInput } from './codec.js';
+import type { Lease } from './engine.js';
+
 /**
  * The contract between the idempotency engine and its stores. Stores are deliberately dumb
  * about HTTP and encoding: they keep opaque strings (the engine encodes responses and step
@@ -99,6 +102,13 @@ export interface IdempotencyStore {
   saveStep(input: StepInput): Promise<boolean>;
   /** Reads a record (diagnostics and tests). */
   inspect(id: string): Promise<StoredRecord | undefined>;
+  /**
+   * Database stores only (PostgreSQL, SQLite): writes the completion inside the caller's open
+   * transaction on `client`, fenced by the owner token (LEASE_LOST when this owner was fenced
+   * off), so the business write and the record commit or roll back together. The caller
+   * commits; the lease stays active until its owner says the request is done.
+   */
+  completeWithin?(client: unknown, lease: Lease, response: ResponseInput): Promise<void> | void;
   /** Frees resources the store created itself (timers, connections it opened). Never closes a client you passed in. */
   close?(): Promise<void>;
 }

@@ -1,10 +1,13 @@
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import { positiveInt } from '../../core/validate.js';
+import type { ResponseInput } from '../../idempotency/codec.js';
+import type { Lease } from '../../idempotency/engine.js';
 import type { FingerprintBody } from '../../idempotency/fingerprint.js';
 import {
   IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
 } from '../../idempotency/http.js';
+import type { IdempotencyStore } from '../../idempotency/types.js';
 import type { Protection, ProtectionVerdict } from './guard.js';
 import type { HttpResponse } from './problem.js';
 import type { ProducedResponse, RequestContext } from './request-context.js';
@@ -48,6 +51,47 @@ export interface IdempotencyOutcomeEvent {
 }
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
+
+/**
+ * The first execution of an idempotency key, as the handler sees it (`request.idempotency`).
+ * For exactly-once effects, write the completion in the same transaction as the business
+ * write: `complete(client, response)` inside it, COMMIT, then answer with that same response
+ * (duplicates replay the stored one). The adapter then does not store the answer again; a
+ * handler that rolls back throws (or answers 5xx) and the key is released.
+ */
+export interface IdempotentRun {
+  readonly key: string;
+  readonly lease: Lease;
+  /**
+   * Writes the completion inside your open transaction. PostgreSQL: `client` is the pg
+   * client that ran BEGIN; await the promise before COMMIT. SQLite: `client` is the store's
+   * Database; call it inside `db.transaction(...)` (synchronous). Throws LEASE_LOST when
+   * another worker owns the key now (roll back), INVALID_OPTIONS on a store that cannot
+   * write inside your transaction (memory, Redis).
+   */
+  complete(client: unknown, response: ResponseInput): Promise<void> | void;
+}
+
+/** `request.idempotency` for a first execution the protection holds. */
+class FirstExecution implements IdempotentRun {
+  /** True once the handler's transactional completion succeeded (its commit is the handler's). */
+  completed = false;
+
+  constructor(readonly key: string, readonly lease: Lease, readonly store: IdempotencyStore) {}
+
+  complete(client: unknown, response: ResponseInput): Promise<void> | void {
+    const store = this.store;
+    if (typeof store.completeWithin !== 'function') {
+      throw new InvalidOptionsError(`idempotency: the ${store.name} store cannot write a completion inside your transaction (PostgreSQL and SQLite can); answer normally and the response is stored for you`);
+    }
+    const written = store.completeWithin(client, this.lease, response);
+    if (written === undefined) {
+      this.completed = true;
+      return;
+    }
+    return written.then(() => { this.completed = true; });
+  }
+}
 
 /**
  * Idempotency keys as the last step before the handler (it needs the request body for the
@@ -126,10 +170,12 @@ export class IdempotencyProtection implements Protection {
     // could execute again. Only the handler settling decides the key; an answer the core gave
     // (the 504 at the deadline) or a client that left does not.
     let settled = false;
+    const run = new FirstExecution(begun.key!, begun.lease, this.http.engine.store);
+    request.idempotency = run;
     request.holdResponse(this.#maxBytes, {
       produced: (response) => {
         settled = true;
-        return this.#record(begun, response, request);
+        return run.completed ? this.#completedByHandler(begun, response, request) : this.#record(begun, response, request);
       },
       failed: () => {
         settled = true;
@@ -140,6 +186,22 @@ export class IdempotencyProtection implements Protection {
     request.onEnd((outcome) => {
       if (!settled) this.#emit(request, begun, 'detached', outcome.completed ? outcome.status : undefined);
     });
+    return undefined;
+  }
+
+  /**
+   * The handler wrote the completion in its own transaction: its answer is not stored again.
+   * A 5xx says the transaction rolled back: the key is released (a no-op, fenced by the owner
+   * token, if the completion committed after all).
+   */
+  async #completedByHandler(begun: BeginRun, response: ProducedResponse, request: RequestContext): Promise<undefined> {
+    if (response.status >= 500) {
+      this.#emit(request, begun, 'released', response.status);
+      await this.http.abort(begun).catch(() => {});
+      return undefined;
+    }
+    begun.lease!.markCompleted();
+    this.#emit(request, begun, 'stored', response.status);
     return undefined;
   }
 

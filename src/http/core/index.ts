@@ -7,7 +7,7 @@ export * from './client-ip.js';
 export * from './routes.js';
 export {
   RequestContext, RequestDeadlineExceededError, ClientDisconnectedError,
-  type RequestOutcome, type ResponseChannel, type RequestHeaders, type ProducedResponse,
+  type RequestOutcome, type ResponseChannel, type RequestHeaders, type ProducedResponse, type ResponseHold,
 } from './request-context.js';
 export * from './admission.js';
 export * from './rate-limit.js';

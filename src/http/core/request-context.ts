@@ -3,6 +3,7 @@ import type { Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../timeout/deadline-queue.js';
 import type { DeadlineSource } from './deadline.js';
+import type { IdempotentRun } from './idempotency.js';
 import type { HttpResponse } from './problem.js';
 import type { ResolvedRoute } from './routes.js';
 
@@ -149,6 +150,12 @@ export class RequestContext {
   readonly deadlineSource: DeadlineSource;
   /** The budget the request arrived with (ms; Infinity without a deadline). */
   readonly budgetMs: number;
+  /**
+   * The first execution of an idempotency key, when this request carries one on a guarded
+   * route (undefined otherwise): its key, its lease, and `complete(client, response)` to write
+   * the completion inside your own database transaction.
+   */
+  idempotency: IdempotentRun | undefined = undefined;
   /**
    * The framework's request object (Fastify `request`, Express `req`, node `IncomingMessage`),
    * for key functions that need more than headers (e.g. `request.user` set by an auth hook).

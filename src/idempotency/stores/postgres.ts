@@ -170,6 +170,14 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
     }
   }
 
+  /** `completeInTransaction` in the stores' common shape: `client` is the pg client that ran BEGIN. */
+  completeWithin(client: unknown, lease: Lease, response: ResponseInput): Promise<void> {
+    if (client === null || typeof client !== 'object' || typeof (client as PgQueryable).query !== 'function') {
+      return Promise.reject(new InvalidOptionsError('postgres idempotency: complete(client, response) needs the pg client your transaction runs on (the one that ran BEGIN)'));
+    }
+    return this.completeInTransaction(client as PgQueryable, lease, response);
+  }
+
   /**
    * BEGIN; `work(client)` (your business writes, returning the response); the completion;
    * COMMIT — so the effect and the idempotency record commit or roll back together. If the

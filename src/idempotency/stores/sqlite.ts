@@ -167,6 +167,15 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
   }
 
   /**
+   * `completeInTransaction` in the stores' common shape: `client` is this store's Database
+   * (the one your `db.transaction(...)` runs on); any other database cannot share the transaction.
+   */
+  completeWithin(client: unknown, lease: Lease, response: ResponseInput): void {
+    if (client !== this.db) throw new InvalidOptionsError('sqlite idempotency: complete(db, response) needs the store\'s own Database, inside db.transaction(...)');
+    this.completeInTransaction(lease, response);
+  }
+
+  /**
    * Writes the completion; call it inside your own `db.transaction(...)` next to your business
    * write. Throws LEASE_LOST (rolling your transaction back) when this worker no longer owns the
    * record. After the transaction commits, call `lease.markCompleted()` — or use `transaction()`.
