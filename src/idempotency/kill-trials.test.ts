@@ -34,9 +34,10 @@ function trial(adapter: TrialAdapter, store: TrialStore, index: number): Promise
   const options: KillTrialOptions = {
     adapter, store, seed: (SEED + index) >>> 0,
     clients: LONG === undefined ? 4 : 8,
-    kills: LONG ?? 2,
+    kills: LONG ?? 1,
     keysPerClient: LONG === undefined ? 4 : 10,
     requestsBetweenKills: LONG === undefined ? 12 : 40,
+    thinkMs: LONG === undefined ? 60 : 5,
     workMs: 20,
     killDelayMs: 30,
     leaseMs: 2_000,

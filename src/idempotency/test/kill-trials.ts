@@ -48,6 +48,8 @@ export interface KillTrialOptions {
   keysPerClient: number;
   /** Handlers started between two kills: drawn in [1, this]. */
   requestsBetweenKills: number;
+  /** Each client pauses up to this long between keys. */
+  thinkMs: number;
   /** Handlers work up to this long before their effect (where most kills land). */
   workMs: number;
   /** After the chosen handler started, the kill waits up to this long. */
@@ -326,7 +328,7 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
       done.push(key);
       // Now and then ask again for a key already answered: it must get the same answer.
       if (random() < 0.25) await untilFinal(done[Math.floor(random() * done.length)]!, random);
-      await sleep(random() * 5);
+      await sleep(random() * options.thinkMs);
     }
   };
 

@@ -12,26 +12,27 @@
  *   SQLITE_PATH             the SQLite file (store and effects table) when STORE=sqlite
  *   REDIS_URL + PREFIX      the Redis store
  *
- * PostgreSQL and SQLite take the transactional path: the effect and the completion commit in
- * one transaction, and that same response is sent. Redis and memory take the plain path: the
- * effect commits on its own, then the adapter stores the handler's response.
+ * Every store sits behind the adapter's idempotency step. PostgreSQL and SQLite take the
+ * transactional path: the handler writes the effect and, through `request.idempotency`, the
+ * completion in one transaction, then sends that same response. Redis and memory take the
+ * plain path: the effect commits on its own, then the adapter stores the handler's response
+ * before sending it.
  *
  * Stdout, one JSON object a line (pipes are written synchronously on Linux, so every line
  * written before the kill reaches the driver):
  *   {"event":"listening","port":n}
  *   {"event":"handler","key":k}                 the handler started (the driver times kills from these)
  *   {"event":"effect","key":k,"id":n,"at":ms}   the effect committed (plain path)
- *   {"event":"stored","key":k,"at":ms}          the adapter reports the completion stored
+ *   {"event":"stored","key":k,"at":ms}          the adapter reports the completion stored (its onOutcome)
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { seededRandom } from '../../core/random.js';
-import { IdempotencyProtection } from '../../http/core/idempotency.js';
+import { IdempotencyProtection, type IdempotentRun } from '../../http/core/idempotency.js';
 import type { RequestContext } from '../../http/core/request-context.js';
-import { IdempotencyHttp, type IdempotencyHttpResponse } from '../http.js';
-import type { PostgresIdempotencyStore } from '../stores/postgres.js';
+import type { IdempotencyHttpResponse } from '../http.js';
 import type { SqliteIdempotencyStore } from '../stores/sqlite.js';
 import type { IdempotencyStore } from '../types.js';
 
@@ -86,14 +87,16 @@ if (storeKind === 'postgres') {
 }
 
 const transactional = storeKind === 'postgres' || storeKind === 'sqlite';
-const principal = (): string => 'trials';
-const http = new IdempotencyHttp({ store, leaseMs });
-const protection = new IdempotencyProtection({ http, principal });
+const protection = new IdempotencyProtection({ store, leaseMs, principal: () => 'trials' });
 protection.onOutcome((event) => {
   if (event.kind === 'stored' && event.key !== undefined) say({ event: 'stored', key: event.key, at: Date.now() });
 });
 
-/** The plain path's effect: one autocommitted INSERT. */
+function answer(body: EffectAnswer): IdempotencyHttpResponse {
+  return { status: 201, headers: { 'content-type': 'application/json' }, body };
+}
+
+/** The plain path's effect: one autocommitted INSERT; the adapter stores the answer after it. */
 async function plainEffect(key: string): Promise<IdempotencyHttpResponse> {
   const { rows } = await pool.query(`INSERT INTO ${schema}.effects (idem_key, run) VALUES ($1, $2) RETURNING id`, [key, run]);
   const effect = Number(rows[0].id);
@@ -101,39 +104,43 @@ async function plainEffect(key: string): Promise<IdempotencyHttpResponse> {
   return answer({ key, run, effect });
 }
 
-function answer(body: EffectAnswer): IdempotencyHttpResponse {
-  return { status: 201, headers: { 'content-type': 'application/json' }, body };
-}
-
-/**
- * The transactional path, by hand: claim the key, then the effect and the completion in one
- * transaction, then send that response.
- */
-async function transactionalEffect(headers: Record<string, string | string[] | undefined>, key: string): Promise<IdempotencyHttpResponse> {
-  return http.handle({ method: 'POST', path: '/effects', headers, body: { key }, principal: principal() }, async (begun) => {
-    const lease = begun.lease;
-    if (lease === undefined) throw new Error('trial server: a request without a key');
-    const response = storeKind === 'sqlite'
-      ? (store as SqliteIdempotencyStore).transaction(lease, (db) => {
-        const id = db.prepare('INSERT INTO effects (idem_key, run) VALUES (?, ?)').run(key, run).lastInsertRowid;
-        return answer({ key, run, effect: Number(id) });
-      })
-      : await (store as PostgresIdempotencyStore).transaction(lease, async (client) => {
-        const { rows } = await client.query(`INSERT INTO ${schema}.effects (idem_key, run) VALUES ($1, $2) RETURNING id`, [key, run]);
-        return answer({ key, run, effect: Number((rows[0] as { id: string }).id) });
-      });
-    say({ event: 'stored', key, at: Date.now() }); // committed with the effect
+/** The transactional path: the effect and the completion in one transaction, then that same answer. */
+async function transactionalEffect(idempotency: IdempotentRun, key: string): Promise<IdempotencyHttpResponse> {
+  if (storeKind === 'sqlite') {
+    const db = (store as SqliteIdempotencyStore).db;
+    return db.transaction(() => {
+      const id = db.prepare('INSERT INTO effects (idem_key, run) VALUES (?, ?)').run(key, run).lastInsertRowid;
+      const response = answer({ key, run, effect: Number(id) });
+      void idempotency.complete(db, response); // synchronous with SQLite
+      return response;
+    }).immediate();
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const { rows } = await client.query(`INSERT INTO ${schema}.effects (idem_key, run) VALUES ($1, $2) RETURNING id`, [key, run]);
+    const response = answer({ key, run, effect: Number((rows[0] as { id: string }).id) });
+    await idempotency.complete(client, response);
+    await client.query('COMMIT');
     return response;
-  });
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.release();
+  }
 }
 
 /** Framework-neutral route: the key from the body, the response to send. */
-async function handle(_request: RequestContext | undefined, headers: Record<string, string | string[] | undefined>, body: unknown): Promise<IdempotencyHttpResponse> {
+async function handle(request: RequestContext | undefined, body: unknown): Promise<IdempotencyHttpResponse> {
   const key = (body as { key?: unknown } | undefined)?.key;
   if (typeof key !== 'string') return { status: 400, headers: {}, body: { error: 'body.key must be a string' } };
   say({ event: 'handler', key });
   await sleep(random() * workMs); // the work before the effect: a kill here must not repeat anything
-  return transactional ? transactionalEffect(headers, key) : plainEffect(key);
+  if (!transactional) return plainEffect(key);
+  const idempotency = request?.idempotency;
+  if (idempotency === undefined) throw new Error('trial server: no idempotent run for this request (no Idempotency-Key?)');
+  return transactionalEffect(idempotency, key);
 }
 
 const wire = (response: IdempotencyHttpResponse): { status: number; headers: Record<string, string>; body: string } => ({
@@ -142,15 +149,14 @@ const wire = (response: IdempotencyHttpResponse): { status: number; headers: Rec
   body: typeof response.body === 'string' ? response.body : JSON.stringify(response.body),
 });
 
-// The plain path goes through the adapter's own idempotency step; the transactional path claims by hand.
-const options = transactional ? {} : { idempotency: protection };
+const options = { idempotency: protection };
 let port: number;
 if (adapter === 'fastify') {
   const [{ default: Fastify }, { fastifyBulwark }] = await Promise.all([import('fastify'), import('../../http/fastify.js')]);
   const app = Fastify({ logger: false });
   await app.register(fastifyBulwark, options);
   app.post('/effects', async (request, reply) => {
-    const out = wire(await handle(request.bulwark ?? undefined, request.headers, request.body));
+    const out = wire(await handle(request.bulwark ?? undefined, request.body));
     return reply.code(out.status).headers(out.headers).send(out.body);
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -164,7 +170,7 @@ if (adapter === 'fastify') {
     app.use(express.json());
     app.post('/effects', async (req, res, next) => {
       try {
-        const out = wire(await handle(req.bulwark, req.headers, req.body));
+        const out = wire(await handle(req.bulwark, req.body));
         res.status(out.status).set(out.headers).send(out.body);
       } catch (error) {
         next(error);
@@ -179,7 +185,7 @@ if (adapter === 'fastify') {
         res.writeHead(404).end();
         return;
       }
-      const out = wire(await handle(request, req.headers, await readJson(req)));
+      const out = wire(await handle(request, await readJson(req)));
       res.writeHead(out.status, out.headers).end(out.body);
     }, options));
   } else {
