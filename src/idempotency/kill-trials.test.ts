@@ -98,7 +98,7 @@ describe('kill trials: the counting', () => {
 
 const seedHint = (r: KillTrialReport) => `(replay with IDEMPOTENCY_SEED=${r.seed - MATRIX.findIndex(([a, s]) => a === r.adapter && s === r.store)})`;
 
-describe('kill trials: a trial server SIGKILLed at random points while clients retry', { concurrency: 4 }, () => {
+describe('kill trials: a trial server SIGKILLed at random points while clients retry', { concurrency: LONG === undefined ? 4 : 2 }, () => {
   MATRIX.forEach(([adapter, store], index) => {
     test(`${adapter} + ${store}`, async () => {
       const r = await trial(adapter, store, index);
