@@ -3,9 +3,9 @@
  * at seeded random points while clients retry their keys; duplicates and lost answers counted
  * from the effects table and the clients' logs.
  *
- * `npm test` runs a short matrix (each adapter once, each store once). The long run, every
- * adapter with every store, N kills each:
- *   IDEMPOTENCY_TRIALS=100 node scripts/test.mjs src/idempotency/kill-trials
+ * `npm test` runs a short matrix (each adapter once, each store once, one kill each). The long
+ * run, every adapter with every store, N kills each (longer than the test script's timeout):
+ *   IDEMPOTENCY_TRIALS=20 node --import tsx --test --test-timeout=0 src/idempotency/kill-trials.test.ts
  * A failure names its seed: IDEMPOTENCY_SEED=<seed> replays the same kill points;
  * IDEMPOTENCY_SEED=random draws a new one.
  */

@@ -2,7 +2,7 @@
  * Lease trials against every store (see lease-trials.ts): one answer per key under concurrent
  * duplicates, slow and dying workers and store restarts; one effect per key where the effect
  * commits with the completion. CI runs a small count; the full run:
- *   IDEMPOTENCY_LEASE_TRIALS=1000 node scripts/test.mjs src/idempotency/lease-trials
+ *   IDEMPOTENCY_LEASE_TRIALS=1000 node --import tsx --test --test-timeout=0 src/idempotency/lease-trials.test.ts
  * A failure prints the seed; IDEMPOTENCY_SEED=<seed> reruns the same random decisions, and
  * IDEMPOTENCY_SEED=random draws a new seed.
  */
