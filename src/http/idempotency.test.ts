@@ -29,6 +29,8 @@ async function startSlow(...args: Parameters<typeof slowOrders>): Promise<SlowOr
 class ControlledStore extends MemoryIdempotencyStore {
   completeGate: Gate | undefined;
   failCompletions = 0;
+  /** Completions rejected as if another worker had taken the lease over. */
+  fenceCompletions = false;
   completeCalls = 0;
 
   override async complete(input: CompleteInput): Promise<boolean> {
@@ -38,6 +40,7 @@ class ControlledStore extends MemoryIdempotencyStore {
       this.failCompletions--;
       throw new StoreUnavailableError(this.name, new Error('injected store failure'), 1000);
     }
+    if (this.fenceCompletions) return false;
     return super.complete(input);
   }
 }
@@ -140,6 +143,40 @@ for (const kind of ADAPTERS) {
       const replay = await post(app, 'flaky-store', '{"sku":"b"}');
       assert.equal(replay.headers.get('idempotent-replayed'), 'true');
       assert.equal(state.runs, 2);
+    });
+
+    test('a completion fenced off (the lease was taken over): the client gets 409 instead of the handler\'s answer', async () => {
+      const store = new ControlledStore();
+      const { app, outcomes, release } = await startSlow(kind, { store });
+      release.open();
+      store.fenceCompletions = true;
+      const first = await post(app, 'fenced', '{"sku":"a"}');
+      assert.equal(first.status, 409);
+      assert.equal(first.headers.get('retry-after'), '1');
+      assert.equal((await first.json() as any).code, 'IDEMPOTENCY_CONFLICT');
+      assert.deepEqual(outcomes.map((o) => [o.kind, o.status]), [['lease-lost', 201]]);
+    });
+
+    test('a handler that throws an error mapped to a 4xx releases the key: its error page is not its answer', async () => {
+      let runs = 0;
+      const routes: AppRoute[] = [{
+        method: 'POST', path: '/orders',
+        handler: () => {
+          if (++runs === 1) throw Object.assign(new Error('upstream said the card is invalid'), { status: 400, statusCode: 400 });
+          return { status: 201, body: { order: runs } };
+        },
+      }];
+      const protection = new IdempotencyProtection({ store: new MemoryIdempotencyStore(), principal });
+      const outcomes: IdempotencyOutcomeEvent[] = [];
+      protection.onOutcome((event) => outcomes.push(event));
+      const app = await start(kind, routes, { idempotency: protection });
+      assert.equal((await post(app, 'throws', '{}')).status, 400);
+      await eventually(() => outcomes.length > 0, 'the outcome');
+      assert.deepEqual(outcomes.map((o) => o.kind), ['released']);
+      const retry = await post(app, 'throws', '{}');
+      assert.equal(retry.status, 201);
+      assert.equal(retry.headers.get('idempotent-replayed'), null);
+      assert.equal(runs, 2);
     });
 
     test('a response larger than maxResponseBytes is sent whole and the key released', async () => {

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../../core/clock.js';
+import { MemoryIdempotencyStore } from '../../idempotency/stores/memory.js';
 import { timeout } from '../../timeout/timeout.js';
 import { HttpGuard, pathOf, type Admission, type Protection, type RequestView } from './guard.js';
 import type { HttpResponse } from './problem.js';
@@ -314,6 +315,14 @@ test('captureResponse asks the adapter once; onEnd after the end is an error', (
   assert.equal(ctx.capturing, true);
   res.close();
   assert.throws(() => ctx.onEnd(() => {}));
+});
+
+test('adapters need a response-recording hook only for custom steps (idempotency holds the response instead)', () => {
+  const idempotency = { store: new MemoryIdempotencyStore(), principal: () => null };
+  const builtIn = new HttpGuard({ idempotency, rateLimit: { limits: [{ name: 'ip', key: 'ip', limit: 1, intervalMs: 1000 }] } });
+  assert.equal(builtIn.mayCaptureResponses, false);
+  const custom: Protection = { name: 'observer', check: () => undefined, needsBody: () => false };
+  assert.equal(new HttpGuard({ idempotency, protections: [custom] }).mayCaptureResponses, true);
 });
 
 test('pathOf strips query and fragment without decoding', () => {

@@ -185,11 +185,12 @@ export class HttpGuard {
   }
 
   /**
-   * False when no step can ask for `captureResponse()` (only the built-in admission control and
-   * rate limiting are configured): adapters then skip their response-recording hook.
+   * False when no step can ask for `captureResponse()` (only the built-in steps are configured:
+   * admission control, rate limiting, and idempotency, which holds the response through the
+   * adapter's channel instead): adapters then skip their response-recording hook.
    */
   get mayCaptureResponses(): boolean {
-    return this.#bodyProtections.length > 0 || this.#protections.some((p) => !(p instanceof AdmissionControl || p instanceof RateLimitProtection));
+    return this.#protections.some(isCustomStep) || this.#bodyProtections.some(isCustomStep);
   }
 
   /** True when some step needs request bodies (adapters then arrange a body phase). */
@@ -382,6 +383,10 @@ export function pathOf(url: string): string {
   const h = url.indexOf('#');
   if (h >= 0 && h < end) end = h;
   return end === url.length ? url : url.slice(0, end);
+}
+
+function isCustomStep(protection: Protection): boolean {
+  return !(protection instanceof AdmissionControl || protection instanceof RateLimitProtection || protection instanceof IdempotencyProtection);
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {

@@ -99,8 +99,9 @@ class FirstExecution implements IdempotentRun {
  * the store through the framework's own reply path, with `Idempotent-Replayed: true`; a
  * duplicate in progress gets 409 + Retry-After, a reused key with another body 422, a bad key
  * 400. The first request runs the handler; the response it produces (status, allow-listed
- * headers, body) is stored when it is complete, even if the client has already gone: that
- * is the case keys exist for. 5xx answers and thrown errors release the key.
+ * headers, body) is held by the adapter, stored, and only then sent, even if the client has
+ * already gone or the core has answered 504 at the deadline meanwhile: the key stays held
+ * until the handler settles. 5xx answers and thrown errors release the key.
  */
 export class IdempotencyProtection implements Protection {
   readonly name: string;

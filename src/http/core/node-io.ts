@@ -209,7 +209,7 @@ export const nodeResponseChannel: ResponseChannel<ServerResponse> = {
 type HeaderValue = number | string | readonly string[];
 
 /** What a held response replaces on the `ServerResponse` instance while it records. */
-const HELD_METHODS = ['setHeader', 'appendHeader', 'getHeader', 'getHeaders', 'getHeaderNames', 'hasHeader', 'removeHeader', 'writeHead', 'flushHeaders', 'write', 'end'] as const;
+const HELD_METHODS = ['setHeader', 'setHeaders', 'appendHeader', 'getHeader', 'getHeaders', 'getHeaderNames', 'hasHeader', 'removeHeader', 'writeHead', 'flushHeaders', 'write', 'end'] as const;
 const HELD_GETTERS = ['headersSent', 'writableEnded'] as const;
 const HELD_NAMES: readonly string[] = [...HELD_METHODS, ...HELD_GETTERS];
 
@@ -231,6 +231,10 @@ function toList(value: HeaderValue): string[] {
 const heldMethods: Record<(typeof HELD_METHODS)[number], Method> = {
   setHeader(name: string, value: HeaderValue) {
     heldOf(this).headers.set(String(name).toLowerCase(), [String(name), value]);
+    return this;
+  },
+  setHeaders(headers: Iterable<[string, HeaderValue]>) {
+    for (const [name, value] of headers) heldMethods.setHeader.call(this, name, value);
     return this;
   },
   appendHeader(name: string, value: HeaderValue) {
