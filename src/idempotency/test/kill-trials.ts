@@ -135,7 +135,7 @@ class TrialServer {
   static async start(env: Record<string, string>, run: string): Promise<TrialServer> {
     const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
       env: { ...process.env, ...env, RUN: run },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['pipe', 'pipe', 'inherit'], // stdin: closes when this process dies, and the server exits
     });
     const server = new TrialServer(run, child);
     const lines = createInterface({ input: child.stdout! });

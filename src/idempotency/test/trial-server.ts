@@ -195,3 +195,5 @@ if (adapter === 'fastify') {
   port = (server.address() as AddressInfo).port;
 }
 say({ event: 'listening', port });
+// The driver holds our stdin open; when it dies (a test timeout, ^C) so do we, instead of serving on as an orphan.
+process.stdin.on('end', () => process.exit(1)).resume();
