@@ -279,11 +279,14 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
   const inFlight = new Map<string, string>();
   const killLog: { run: string; inFlight: number }[] = [];
   let killsDone = false;
+  /** Set when a client failed: the others stop too, rather than retry until their own deadline. */
+  let failed = false;
 
   /** Sends `key` until a final answer: 2xx or 4xx (not 409). 409, 503, other 5xx and failed connections mean retry. */
   const untilFinal = async (key: string, random: Random): Promise<Answer> => {
     const deadline = Date.now() + keyTimeoutMs;
     for (;;) {
+      if (failed) throw new Error('another client failed');
       if (Date.now() > deadline) throw new Error(`seed ${options.seed}: key ${key} got no final answer within ${keyTimeoutMs} ms`);
       const { url, run } = servers.current!;
       counts.requests++;
@@ -349,14 +352,18 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
   };
 
   await servers.replace(await servers.spawn());
-  await Promise.all([killer(), ...Array.from({ length: options.clients }, (_, c) => client(c))]);
+  const together = (work: Promise<void>[]) => Promise.all(work).catch((error: unknown) => {
+    failed = true;
+    throw error;
+  });
+  await together([killer(), ...Array.from({ length: options.clients }, (_, c) => client(c))]);
   // Killed once more with nothing in flight, then every key is asked for again.
   const finalRun = servers.current!.run;
   await servers.replace(await servers.spawn());
   const keys = [...answers.keys()];
   const checkRandom = seededRandom(options.seed ^ 0x5bd1e995);
   let nextKey = 0;
-  await Promise.all(Array.from({ length: options.clients }, async () => {
+  await together(Array.from({ length: options.clients }, async () => {
     while (nextKey < keys.length) await untilFinal(keys[nextKey++]!, checkRandom);
   }));
   await servers.killAll();
