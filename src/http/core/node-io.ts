@@ -296,7 +296,11 @@ const heldMethods: Record<(typeof HELD_METHODS)[number], Method> = {
     held.add(chunk, encoding);
     // Grown too large while adding this last chunk: the real response is already under way.
     if (held.passthrough && !held.answered) return passthroughEnd.call(this, ...(typeof callback === 'function' ? [callback] : []));
-    if (typeof callback === 'function') this.once('finish', callback as () => void);
+    if (typeof callback === 'function') {
+      // After the core's own answer this response has finished already: nothing more will.
+      if (held.answered) process.nextTick(callback as () => void);
+      else this.once('finish', callback as () => void);
+    }
     held.finish();
     return this;
   },

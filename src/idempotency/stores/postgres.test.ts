@@ -143,3 +143,22 @@ test('postgres: sweep deletes expired records in batches', async () => {
   const { rows } = await pool.query(`SELECT id FROM ${schema}.second_table`);
   assert.deepEqual(rows.map((r) => r.id), ['sw-live']);
 });
+
+test('postgres: completeWithin needs the pg client the transaction runs on', async () => {
+  const store = new PostgresIdempotencyStore({ pool, schema, sweepEveryMs: false });
+  const engine = new IdempotencyEngine({ store, renewEveryMs: false });
+  const claimed = await engine.claim({ principal: 'p', method: 'POST', route: '/within', key: randomUUID() }, 'fp');
+  if (claimed.kind !== 'new') throw new Error('expected a lease');
+  await assert.rejects(store.completeWithin(undefined, claimed.lease, { status: 201 }), { code: 'INVALID_OPTIONS' });
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await store.completeWithin(client, claimed.lease, { status: 201, body: 'ok' });
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+  assert.equal((await store.inspect(claimed.lease.id))?.state, 'completed');
+  await engine.release(claimed.lease); // still active locally: the release is fenced off by the completed record
+  assert.equal((await store.inspect(claimed.lease.id))?.state, 'completed');
+});

@@ -82,6 +82,19 @@ test('sqlite: transactional completion commits with the business write, or neith
   await store.close();
 });
 
+test('sqlite: completeWithin takes only the store\'s own Database (another cannot share the transaction)', async () => {
+  const store = new SqliteIdempotencyStore({ database: ':memory:', sweepEveryMs: false });
+  const engine = new IdempotencyEngine({ store, renewEveryMs: false });
+  const claimed = await engine.claim({ principal: 'p', method: 'POST', route: '/orders', key: 'k' }, 'fp');
+  if (claimed.kind !== 'new') throw new Error('expected a lease');
+  const other = new Database(':memory:');
+  assert.throws(() => other.transaction(() => store.completeWithin(other, claimed.lease, { status: 201 }))(), { code: 'INVALID_OPTIONS' });
+  store.db.transaction(() => store.completeWithin(store.db, claimed.lease, { status: 201, body: 'ok' }))();
+  assert.equal((await store.inspect(claimed.lease.id))?.state, 'completed');
+  other.close();
+  await store.close();
+});
+
 test('sqlite: the periodic sweep uses one unref\'d timer and removes expired rows', async () => {
   const clock = new VirtualClock(0);
   const store = new SqliteIdempotencyStore({ database: ':memory:', clock, sweepEveryMs: 1000 });
