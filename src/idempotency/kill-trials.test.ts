@@ -54,7 +54,7 @@ describe('kill trials: the counting', () => {
     effects: new Map(), stored: new Map((stored[run] ?? []).map((key) => [key, 0])),
   }]));
   const log = (over: Partial<KillTrialLog>): KillTrialLog => ({
-    rows: [], answers: new Map(), events: events({}), kills: [{ run: '0', inFlight: 1 }], finalRun: '1', requests: 0, connectionErrors: 0, retryLater: 0, ...over,
+    rows: [], answers: new Map(), events: events({}), kills: [{ run: '0', point: 'in-handler', inFlight: 1 }], finalRun: '1', requests: 0, connectionErrors: 0, retryLater: 0, ...over,
   });
 
   test('a kill between the effect and the completion explains one duplicate, and nothing is lost', () => {

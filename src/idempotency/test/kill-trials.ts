@@ -62,9 +62,16 @@ export interface KillTrialOptions {
   keyTimeoutMs?: number;
 }
 
+/**
+ * Where a kill falls: a few ms after a handler started (before, inside or after the window
+ * between effect and completion), or the instant a client received a fresh answer.
+ */
+export type KillPoint = 'in-handler' | 'after-answer';
+
 /** One kill: the incarnation killed, and what was under way then. */
 export interface KillRecord {
   run: string;
+  point: KillPoint;
   /** Keys with a request in flight when the kill fell. */
   inFlight: number;
   /** Keys whose effect this incarnation committed without its completion stored: the window. */
@@ -162,14 +169,22 @@ class TrialServer {
     return server;
   }
 
-  /** SIGKILL, then wait until the process is gone and every line it wrote has been read. */
-  async kill(): Promise<void> {
+  #exited: Promise<void> | undefined;
+
+  /** SIGKILL, now. */
+  killNow(): void {
+    if (this.#exited !== undefined) return;
     const child = this.child;
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      process.kill(child.pid!, 'SIGKILL');
-      await exited;
-    }
+    this.#exited = child.exitCode !== null || child.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    process.kill(child.pid!, 'SIGKILL');
+  }
+
+  /** SIGKILL (unless done already), then wait until the process is gone and every line it wrote has been read. */
+  async kill(): Promise<void> {
+    this.killNow();
+    await this.#exited;
     await this.#closed;
   }
 }
@@ -277,7 +292,7 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
   const answers = new Map<string, Answer[]>();
   /** Keys with a request in flight, and the incarnation it went to. */
   const inFlight = new Map<string, string>();
-  const killLog: { run: string; inFlight: number }[] = [];
+  const killLog: { run: string; point: KillPoint; inFlight: number }[] = [];
   let killsDone = false;
   /** Set when a client failed: the others stop too, rather than retry until their own deadline. */
   let failed = false;
@@ -315,6 +330,7 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
         continue;
       }
       const answer: Answer = { status, body: status < 300 ? JSON.parse(text) as EffectAnswer : undefined, run };
+      if (answer.body?.run === run) onFreshAnswer(run);
       const list = answers.get(key);
       if (list === undefined) answers.set(key, [answer]);
       else list.push(answer);
@@ -335,17 +351,36 @@ async function drive(servers: TrialServers, options: KillTrialOptions, readEffec
     }
   };
 
+  /** Called with every fresh 2xx a client receives (an answer from a first execution). */
+  let onFreshAnswer = (_run: string): void => {};
+
   const killer = async (): Promise<void> => {
     const random = seededRandom(options.seed);
     for (let i = 0; i < options.kills; i++) {
       const next = await servers.spawn();
-      // After the n-th handler started (counted from now), a few ms on: anywhere in the handlers running then.
       const current = servers.current!;
       const threshold = 1 + Math.floor(random() * options.requestsBetweenKills);
-      current.handlers = 0;
-      while (current.handlers < threshold) await new Promise<void>((resolve) => { current.onHandler = resolve; });
-      await sleep(random() * options.killDelayMs);
-      killLog.push({ run: current.run, inFlight: [...inFlight.values()].filter((run) => run === current.run).length });
+      const point: KillPoint = random() < 0.5 ? 'in-handler' : 'after-answer';
+      if (point === 'in-handler') {
+        // After the n-th handler started (counted from now), a few ms on: anywhere in the handlers running then.
+        current.handlers = 0;
+        while (current.handlers < threshold) await new Promise<void>((resolve) => { current.onHandler = resolve; });
+        await sleep(random() * options.killDelayMs);
+        current.killNow();
+      } else {
+        // The instant a client receives the n-th fresh answer: the server has just sent it. An
+        // adapter that stored the completion after sending would lose it here.
+        let answered = 0;
+        await new Promise<void>((resolve) => {
+          onFreshAnswer = (run) => {
+            if (run !== current.run || ++answered < threshold) return;
+            current.killNow();
+            onFreshAnswer = () => {};
+            resolve();
+          };
+        });
+      }
+      killLog.push({ run: current.run, point, inFlight: [...inFlight.values()].filter((run) => run === current.run).length });
       await servers.replace(next);
     }
     killsDone = true;
@@ -380,7 +415,7 @@ export interface KillTrialLog {
   /** Per incarnation (run id). */
   events: Map<string, ServerEvents>;
   /** The kills while clients sent. */
-  kills: { run: string; inFlight: number }[];
+  kills: { run: string; point: KillPoint; inFlight: number }[];
   /** The incarnation replaced (killed) before the final check. */
   finalRun: string;
   requests: number;
@@ -445,6 +480,7 @@ export function analyseKillTrial(
   // Where each kill fell: keys whose effect the killed run committed, completion not stored.
   const killLog: KillRecord[] = kills.map((k) => ({
     run: k.run,
+    point: k.point,
     inFlight: k.inFlight,
     inWindow: rows.filter((r) => r.run === k.run && inWindow(k.run, r.key)).length,
   }));
@@ -495,7 +531,8 @@ function describe(answer: Answer): string {
 /** One line of figures for the test output. */
 export function describeKillTrial(report: KillTrialReport): string {
   const w = report.windowMs;
-  return `${report.adapter}+${report.store} seed=${report.seed}: kills=${report.kills} keys=${report.keys} requests=${report.requests} `
+  const afterAnswer = report.killLog.filter((k) => k.point === 'after-answer').length;
+  return `${report.adapter}+${report.store} seed=${report.seed}: kills=${report.kills} (${report.kills - afterAnswer} in a handler, ${afterAnswer} after an answer) keys=${report.keys} requests=${report.requests} `
     + `connErrors=${report.connectionErrors} retryLater=${report.retryLater} effects=${report.effects} `
     + `duplicateKeys=${report.duplicateKeys} duplicateEffects=${report.duplicateEffects} lost=${report.lost.length} `
     + `inFlightAtKills=${report.keysInFlightAtKills} inWindowAtKills=${report.keysInWindowAtKills}`
