@@ -35,11 +35,13 @@ if (process.env.STORE === 'postgres') {
 
 // Renewal on, as in production: the lease lives while this process does, and not after.
 const engine = new IdempotencyEngine({ store, leaseMs, renewEveryMs: leaseMs / 3 });
+// The lease starts during the claim, so no earlier than this (same host clock as the store's).
+const claimingAt = Date.now();
 const outcome = await engine.claim(scope, 'fingerprint-1');
 if (outcome.kind !== 'new') {
   process.stdout.write(`${JSON.stringify({ event: 'unexpected', outcome: outcome.kind })}\n`);
   process.exit(1);
 }
 await begin();
-process.stdout.write(`${JSON.stringify({ event: 'in-handler', id: outcome.lease.id, owner: outcome.lease.owner, fence: outcome.lease.fence })}\n`);
+process.stdout.write(`${JSON.stringify({ event: 'in-handler', id: outcome.lease.id, owner: outcome.lease.owner, fence: outcome.lease.fence, claimingAt })}\n`);
 setInterval(() => {}, 1_000); // hang "mid-handler" until killed

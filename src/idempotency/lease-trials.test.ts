@@ -1,6 +1,8 @@
 /**
- * Randomized trials against every store (see trials.ts). CI runs a small count; the full run:
- *   IDEMPOTENCY_TRIALS=1000 node scripts/test.mjs src/idempotency/trials
+ * Lease trials against every store (see lease-trials.ts): one answer per key under concurrent
+ * duplicates, slow and dying workers and store restarts; one effect per key where the effect
+ * commits with the completion. CI runs a small count; the full run:
+ *   IDEMPOTENCY_LEASE_TRIALS=1000 node --import tsx --test --test-timeout=0 src/idempotency/lease-trials.test.ts
  * A failure prints the seed; IDEMPOTENCY_SEED=<seed> reruns the same random decisions, and
  * IDEMPOTENCY_SEED=random draws a new seed.
  */
@@ -20,11 +22,11 @@ import { MemoryIdempotencyStore } from './stores/memory.js';
 import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres.js';
 import { RedisIdempotencyStore } from './stores/redis.js';
 import { SqliteIdempotencyStore } from './stores/sqlite.js';
-import { CrashedInside, describeTrialReport, runIdempotencyTrials, type TrialKit, type TrialOptions } from './trials.js';
+import { CrashedInside, describeTrialReport, runIdempotencyTrials, type TrialKit, type TrialOptions } from './lease-trials.js';
 import type { IdempotencyStore } from './types.js';
 import { PrivateRedis } from '../../test/support/private-redis.js';
 
-const FULL = process.env.IDEMPOTENCY_TRIALS === undefined ? undefined : Number(process.env.IDEMPOTENCY_TRIALS);
+const FULL = process.env.IDEMPOTENCY_LEASE_TRIALS === undefined ? undefined : Number(process.env.IDEMPOTENCY_LEASE_TRIALS);
 // A fixed seed keeps CI deterministic (for the virtual-time kits; real I/O still varies in timing).
 // IDEMPOTENCY_SEED=<n> reruns a reported failure; IDEMPOTENCY_SEED=random explores new ones.
 const SEED_ENV = process.env.IDEMPOTENCY_SEED;
@@ -40,19 +42,15 @@ function check(report: Awaited<ReturnType<typeof runIdempotencyTrials>>): void {
   assert.ok(report.crashes > 0 || report.trials < 20, 'crashes were injected');
 }
 
-/** Engines that just complete; effects are the completions the store acknowledged. */
-function completingKit(name: string, base: Omit<TrialKit, 'name' | 'commit' | 'effects' | 'transactional'>): TrialKit {
-  const acknowledged = new Map<string, string[]>();
+/** Engines that just complete: no effect of their own to count (that needs a real process to kill). */
+function completingKit(name: string, base: Omit<TrialKit, 'name' | 'commit' | 'effects'>): TrialKit {
   return {
     name,
-    transactional: false,
     ...base,
-    async commit(engine: IdempotencyEngine, lease: Lease, key: string, body: string, crashInside: boolean) {
+    async commit(engine: IdempotencyEngine, lease: Lease, _key: string, body: string, crashInside: boolean) {
       if (crashInside) throw new CrashedInside();
       await engine.complete(lease, { status: 201, body });
-      acknowledged.set(key, [...(acknowledged.get(key) ?? []), body]);
     },
-    effects: async (key) => acknowledged.get(key) ?? [],
   };
 }
 
@@ -60,7 +58,7 @@ const options = (trials: number, leaseMs: number, extra: Partial<TrialOptions> =
   trials, seed: SEED, leaseMs, crashRate: 0.2, slowRate: 0.1, lostResponseRate: 0.1, ...extra,
 });
 
-test('trials: memory store (virtual time; not durable, so no restarts)', async () => {
+test('lease trials: memory store, one answer per key (virtual time; not durable, so no restarts)', async () => {
   const clock = new VirtualClock(1_700_000_000_000);
   const store = new MemoryIdempotencyStore({ clock });
   const engines = Array.from({ length: 3 }, () => new IdempotencyEngine({ store, clock, leaseMs: 200, renewEveryMs: false }));
@@ -68,7 +66,7 @@ test('trials: memory store (virtual time; not durable, so no restarts)', async (
   check(await runIdempotencyTrials(kit, options(count(300), 200, { parallel: 16 })));
 });
 
-test('trials: SQLite store (virtual time; transactional effects; the file is reopened at random)', async () => {
+test('lease trials: SQLite store, one answer and one effect per key (virtual time; transactional effects; the file is reopened at random)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-trials-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'idem.db');
@@ -84,7 +82,6 @@ test('trials: SQLite store (virtual time; transactional effects; the file is reo
   cleanup.push(() => store.close());
   const kit: TrialKit = {
     name: 'sqlite',
-    transactional: true,
     clock,
     advance: (ms) => clock.advance(ms),
     engine: (n) => engines[n]!,
@@ -110,7 +107,7 @@ test('trials: SQLite store (virtual time; transactional effects; the file is reo
   check(await runIdempotencyTrials(kit, options(count(150), 200, { parallel: 16, restartEveryMs: 300 })));
 });
 
-test('trials: Redis store (private durable redis-server, SIGKILLed and restarted at random)', async () => {
+test('lease trials: Redis store, one answer per key that survives the redis-server being SIGKILLed (private durable server)', async () => {
   const server = new PrivateRedis(0, { durable: true });
   cleanup.push(() => server.stop());
   await server.start();
@@ -125,7 +122,7 @@ test('trials: Redis store (private durable redis-server, SIGKILLed and restarted
   check(await runIdempotencyTrials(kit, options(count(60), 300, { restartEveryMs: 1_500 })));
 });
 
-test('trials: PostgreSQL store (transactional effects; the store\'s connections are killed at random)', async () => {
+test('lease trials: PostgreSQL store, one answer and one effect per key (transactional effects; the store\'s connections are killed at random)', async () => {
   const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
   const schema = `bw_trials_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
   const application = `bulwark-trials-${randomUUID().slice(0, 8)}`;
@@ -147,7 +144,6 @@ test('trials: PostgreSQL store (transactional effects; the store\'s connections 
   }));
   const kit: TrialKit = {
     name: 'postgres',
-    transactional: true,
     clock: systemClock,
     engine: (n) => engines[n]!,
     async commit(_engine, lease, key, body, crashInside) {

@@ -1,19 +1,19 @@
 /**
- * Randomized trials: many keys, each with several clients sending the same request
- * concurrently and retrying like real clients (after 409, 503, lost responses), through workers
- * that are slow (losing their lease to a takeover), crash mid-handler (never completing nor
- * releasing), or lose the response after committing; meanwhile the store restarts.
+ * Lease trials, in one process: many keys, each with several clients sending the same request
+ * concurrently and retrying like real clients (after 409, 503, lost responses), through
+ * workers (engines) that are slow (losing their lease to a takeover), give up mid-handler
+ * (never completing nor releasing), or lose the response after committing; meanwhile the
+ * store restarts. The crashes are simulated; kill-trials.test.ts kills real server processes.
  *
  * After every trial it checks:
- * - no duplicate effects: at most one handler execution per key got its effect committed, and
- *   every response any client received for that key is that execution's response;
- * - no lost completed responses: once a client received a result, the store replays exactly
- *   that result (also after store restarts);
+ * - one answer: every client that got a result for a key got the same one, and the store
+ *   replays exactly that result afterwards (also after store restarts);
+ * - transactional kits (PostgreSQL, SQLite) only: exactly one effect row per key, the one
+ *   behind that answer (the effect and the completion share a transaction, so fencing decides
+ *   which execution's effect commits). Other stores run the effect outside the completion, so
+ *   a worker dying in between repeats it: nothing here can count that (see the kill trials);
  * - liveness: every client eventually got the result.
  *
- * A kit adapts a store: how to run a worker's commit (transactional kits write a real effect
- * row in the same transaction as the completion; the others count accepted completions, which
- * is what a non-transactional store can promise), how to list effects, how to restart.
  * Failures report the seed; rerun with it to reproduce the same random decisions.
  */
 import type { Clock } from '../core/clock.js';
@@ -31,22 +31,17 @@ export interface TrialKit {
   /** The engine of worker `n` (0..workers-1): separate engines act like separate processes. After a restart, engines on the new store. */
   engine(worker: number): IdempotencyEngine;
   /**
-   * Commits the handler's effect and its completion. Transactional kits do both atomically and
-   * throw LEASE_LOST when fenced; others complete only. `crashInside`: die inside the commit
-   * (after the effect started, before anything committed).
+   * Commits the handler's result. Transactional kits write an effect row and the completion
+   * atomically and throw LEASE_LOST when fenced; the others complete only. `crashInside`: die
+   * inside the commit (before anything committed).
    */
   commit(engine: IdempotencyEngine, lease: Lease, key: string, body: string, crashInside: boolean): Promise<void>;
   /**
-   * True when the effect and the completion commit atomically (PostgreSQL, SQLite): then a
-   * result that reached a client always has exactly one effect behind it.
+   * Transactional kits (the effect and the completion commit atomically: PostgreSQL, SQLite):
+   * the bodies of the effect rows committed for `key`. Omitted by the others, whose effects
+   * this harness cannot observe.
    */
-  transactional: boolean;
-  /**
-   * Bodies of the effects committed for `key`: effect rows for transactional kits; completions
-   * the store acknowledged for the others (a completion whose reply was lost in a restart may
-   * be stored without being acknowledged).
-   */
-  effects(key: string): Promise<string[]>;
+  effects?(key: string): Promise<string[]>;
   /** Restarts the store (durable kits). Omit when the store cannot survive a restart. */
   restart?(): Promise<void>;
 }
@@ -248,11 +243,13 @@ async function runTrial(
 
   // --- invariants -------------------------------------------------------------------------
   const distinct = [...new Set(received)];
-  if (distinct.length > 1) violations.push(`trial ${trial} (${key}): clients received different results (duplicate effects): ${distinct.join(' | ')}`);
-  const effects = await kit.effects(key);
-  if (effects.length > 1) violations.push(`trial ${trial} (${key}): ${effects.length} effects committed: ${effects.join(' | ')}`);
-  if (distinct.length === 1 && (effects.length === 1 || kit.transactional) && effects[0] !== distinct[0]) {
-    violations.push(`trial ${trial} (${key}): clients got ${distinct[0]} but the committed effect is ${effects[0] ?? 'none'}`);
+  if (distinct.length > 1) violations.push(`trial ${trial} (${key}): clients received different results: ${distinct.join(' | ')}`);
+  if (kit.effects !== undefined) {
+    const effects = await kit.effects(key);
+    if (effects.length > 1) violations.push(`trial ${trial} (${key}): ${effects.length} effects committed: ${effects.join(' | ')}`);
+    if (distinct.length === 1 && effects[0] !== distinct[0]) {
+      violations.push(`trial ${trial} (${key}): clients got ${distinct[0]} but the committed effect is ${effects[0] ?? 'none'}`);
+    }
   }
   if (distinct.length === 1) {
     const stored = await finalState(kit, scope, fingerprint, sleep);
