@@ -198,18 +198,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     options?: GuardedCallOptions,
   ): Promise<QueryResult<R>> {
     const params = values as unknown[] | undefined;
-    let call: CallOptions | undefined;
-    try {
-      call = callOptionsOf(this.#guard.timeout.clock, options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const signal = call?.signal;
-    return executeGuarded(
-      pipelineFor(this.#guard, options),
-      (ctx) => this.#onClient(ctx, signal, (client) => client.query(text, params) as Promise<QueryResult<R>>),
-      call,
-    );
+    return this.#guarded((client) => client.query(text, params) as Promise<QueryResult<R>>, options);
   }
 
   /**
@@ -220,6 +209,11 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
    */
   withClient<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
     if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('withClient(fn): fn must be a function'));
+    return this.#guarded(fn, options);
+  }
+
+  /** Runs `fn` on a checked-out connection under the guard, with the caller's options (signal, deadline, safe). */
+  #guarded<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options: GuardedCallOptions | undefined): Promise<T> {
     let call: CallOptions | undefined;
     try {
       call = callOptionsOf(this.#guard.timeout.clock, options);
