@@ -233,3 +233,18 @@ test('peek, get, set, delete; options validated when built', async () => {
   assert.throws(() => staleCache({ ttlMs: 10, maxEntries: 0 }), { code: 'INVALID_OPTIONS' });
   assert.ok(staleCache({ ttlMs: 10, staleWhileRevalidateMs: 0, staleIfErrorMs: 0 }), 'zero windows are legal');
 });
+
+test('a caller that already aborted is refused with ABORTED: no load, no background refresh, not even a fresh hit', async () => {
+  const clock = new VirtualClock();
+  const cache = staleCache({ ttlMs: 100, staleWhileRevalidateMs: 1000, clock });
+  let loads = 0;
+  const load = async () => ++loads;
+  assert.equal(await cache.execute('k', load), 1);
+  const gone = AbortSignal.abort(new Error('client left'));
+  await assert.rejects(cache.execute('k', load, gone), { code: 'ABORTED' });
+  await assert.rejects(cache.execute('other', load, { signal: gone }), { code: 'ABORTED' });
+  await clock.advance(150); // stale: a live caller would get the value and start a refresh
+  await assert.rejects(cache.execute('k', load, gone), { code: 'ABORTED' });
+  await clock.advance(0);
+  assert.equal(loads, 1, 'nothing ran for the callers that had left');
+});

@@ -1,3 +1,4 @@
+import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions, type Operation } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
@@ -173,7 +174,7 @@ export class StaleCachePolicy extends KeyedPolicy {
     if (typeof keyOrOperation !== 'string') return super.execute(keyOrOperation, operationOrOptions as CallOptions | AbortSignal | undefined);
     // The hot path: a fresh hit needs no context, no closure, no allocation but the promise.
     const entry = this.#entries.get(keyOrOperation);
-    if (entry !== undefined && this.clock.now() - entry.storedAt < this.ttlMs) {
+    if (entry !== undefined && this.clock.now() - entry.storedAt < this.ttlMs && !signalAborted(maybeOptions)) {
       this.#counters.hits++;
       this.#touch(keyOrOperation, entry);
       return Promise.resolve(entry.value as T);
@@ -183,6 +184,8 @@ export class StaleCachePolicy extends KeyedPolicy {
 
   /** The cache around `next` for an explicit key (for other policies and adapters). */
   runKeyed<T>(key: string, context: CallContext, next: Next<T>): Promise<T> {
+    // A caller that already left gets ABORTED, like every policy: no load, no background refresh.
+    if (context.aborted) return rejectAborted(context);
     const entry = this.#entries.get(key);
     if (entry !== undefined) {
       const age = this.clock.now() - entry.storedAt;
@@ -293,4 +296,10 @@ function unmarkStale(value: unknown): void {
 
 export function staleCache(options: StaleCacheOptions): StaleCachePolicy {
   return new StaleCachePolicy(options);
+}
+
+/** The fast hit path's look at the caller's signal (the full context is built only on a miss). */
+function signalAborted(options: CallOptions | AbortSignal | undefined): boolean {
+  if (options === undefined) return false;
+  return options instanceof AbortSignal ? options.aborted : options.signal?.aborted === true;
 }
