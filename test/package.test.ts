@@ -154,6 +154,32 @@ test('every entry loads with import from a project that installed the tarball', 
     assert.ok(Array.isArray(names) && names.length > 0, `import('${specifier}'): ${String(names)}`);
   }
   assert.ok((loaded[rootManifest.name] as string[]).includes('pipeline'));
+  assert.deepEqual(loaded[`${rootManifest.name}/testing`], ['VirtualClock', 'flushPromises', 'idempotencyStoreContract', 'memoryHybridRemote', 'seededRandom']);
+});
+
+/** The static imports of an ES module in the tarball, relative ones resolved to tarball paths. */
+function importsOf(path: string): string[] {
+  const source = readFileSync(join(installed, path), 'utf8');
+  return [...source.matchAll(/^(?:import|export)\s[^;]*?from\s+'([^']+)'/gm)].map(([, specifier]) => (
+    specifier!.startsWith('.') ? posix.join(posix.dirname(path), specifier!) : specifier!
+  ));
+}
+
+test('the core entry reaches neither the testing entry nor a test runner', () => {
+  const reached = new Set<string>();
+  const pending = ['dist/index.js'];
+  while (pending.length > 0) {
+    const path = pending.pop()!;
+    if (reached.has(path)) continue;
+    reached.add(path);
+    if (path.startsWith('dist/')) pending.push(...importsOf(path));
+  }
+  assert.ok(reached.has('dist/idempotency/stores/memory.js') && reached.has('node:crypto'), 'the walk follows imports');
+  for (const banned of ['dist/testing.js', 'dist/idempotency/contract.js', 'node:test']) assert.ok(!reached.has(banned), `the core entry reaches ${banned}`);
+  // The testing entry itself loads node:test only when a contract is run without a runner.
+  const testing = new Set<string>();
+  for (const path of ['dist/testing.js', 'dist/idempotency/contract.js']) for (const specifier of importsOf(path)) testing.add(specifier);
+  assert.ok(testing.has('dist/idempotency/contract.js') && !testing.has('node:test'), [...testing].join(', '));
 });
 
 test('every entry loads with require on a Node that can require ES modules, with the same exports', () => {

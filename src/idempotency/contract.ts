@@ -1,19 +1,20 @@
 /**
- * The behaviour every IdempotencyStore must have, as a node:test suite. Each store's test file
- * runs it (`idempotencyStoreContract('redis', setup)`); a third-party store can run it too.
+ * The behaviour every IdempotencyStore must have, as a test suite that any runner can run. Each of
+ * our store's test files runs it (`idempotencyStoreContract('redis', setup)`); a third-party store
+ * runs it from `bulwark/testing`, with node:test by default or with its own runner's functions.
  * Stores timed by an injected clock get a VirtualClock (instant); Redis and PostgreSQL are timed
  * by the server, so their harness waits for real with short leases.
  */
-import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import type { Clock } from '../core/clock.js';
 import { decodeResponse, encodeResponse } from './codec.js';
 import { IdempotencyEngine } from './engine.js';
 import { IdempotencyHttp, type IdempotencyHttpResponse, type IdempotentRequest } from './http.js';
 import type { ClaimInput, ClaimResult, IdempotencyStore, StoredRecord } from './types.js';
 
-export interface ContractHarness {
+export interface IdempotencyStoreHarness {
   store: IdempotencyStore;
   /** Clock for engines built on this store (the store's own clock when it has one). */
   clock: Clock;
@@ -25,9 +26,28 @@ export interface ContractHarness {
   close(): Promise<void>;
 }
 
-export function idempotencyStoreContract(name: string, setup: () => Promise<ContractHarness>): void {
+/**
+ * The four functions of a test runner the contract registers its suite with. node:test's own
+ * (`describe`, `test`, `before`, `after`) fit as they are; vitest and jest pass `beforeAll` and
+ * `afterAll` as `before` and `after`; mocha passes `it` as `test`. Failures are thrown
+ * `node:assert` errors, which every runner on Node reports as failed tests.
+ */
+export interface ContractRunner {
+  describe(name: string, body: () => void): unknown;
+  test(name: string, body: () => Promise<void>): unknown;
+  before(hook: () => Promise<void>): unknown;
+  after(hook: () => Promise<void>): unknown;
+}
+
+/**
+ * Registers the contract suite for the store that `setup` builds (called once, before the
+ * tests). Without `runner` it uses node:test, loaded only then: importing this module never
+ * loads a test runner, so shipping it costs the core nothing.
+ */
+export function idempotencyStoreContract(name: string, setup: () => Promise<IdempotencyStoreHarness>, runner: ContractRunner = nodeTestRunner()): void {
+  const { describe, test, before, after } = runner;
   describe(`idempotency store contract: ${name}`, () => {
-    let h: ContractHarness;
+    let h: IdempotencyStoreHarness;
     const run = randomUUID().slice(0, 8);
     let n = 0;
     const id = (): string => `contract-${run}:${++n}`;
@@ -350,6 +370,10 @@ export function idempotencyStoreContract(name: string, setup: () => Promise<Cont
       assert.equal(replay.kind === 'completed' && replay.response.body, 'retry');
     });
   });
+}
+
+function nodeTestRunner(): ContractRunner {
+  return createRequire(import.meta.url)('node:test') as typeof import('node:test');
 }
 
 /** The claim's version (see ClaimResult), as the engine hands it back to `complete`. */
