@@ -128,6 +128,8 @@ export class VirtualClock implements Clock {
    */
   async runAll(maxTimers = 100_000): Promise<number> {
     const firedBefore = this.#fired;
+    // As advance() does: a call just started may set its first timer a few promise steps later.
+    await flushPromises();
     while (this.#fired - firedBefore < maxTimers) {
       const at = this.nextTimerAt();
       if (at === undefined) return this.#fired - firedBefore;

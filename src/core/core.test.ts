@@ -53,6 +53,16 @@ test('virtual clock lets promise chains run between timers', async () => {
   assert.deepEqual(log, [10, 20]);
 });
 
+test('virtual clock runAll fires a timer that settling promises sets, not only the ones already set', async () => {
+  const clock = new VirtualClock();
+  const fired: number[] = [];
+  // An async step before the timer, as a policy that awaits a failed attempt before its backoff.
+  void Promise.resolve().then(() => clock.setTimeout(() => fired.push(clock.now()), 100));
+  assert.equal(await clock.runAll(), 1);
+  assert.deepEqual(fired, [100]);
+  assert.equal(clock.pendingTimers, 0);
+});
+
 test('seeded random is reproducible and uniform enough', () => {
   const a = seededRandom(42);
   const b = seededRandom(42);
