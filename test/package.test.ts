@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
@@ -193,4 +193,24 @@ test('every entry loads with require on a Node that can require ES modules, with
     const names = (required[specifier] as string[]).filter((name) => name !== '__esModule');
     assert.deepEqual(names, imported[specifier], specifier);
   }
+});
+
+test('a store author runs the idempotency store contract from the installed package with node --test', () => {
+  // The user's own test file, in the scratch project: the contract comes from `bulwark/testing`
+  // and registers with node:test, which the published module loads only at that call.
+  const file = join(scratch, 'my-store.test.mjs');
+  writeFileSync(file, `
+    import { memoryIdempotencyStore } from '${rootManifest.name}';
+    import { idempotencyStoreContract, VirtualClock } from '${rootManifest.name}/testing';
+    idempotencyStoreContract('memory, installed', async () => {
+      const clock = new VirtualClock(1_700_000_000_000);
+      return { store: memoryIdempotencyStore({ clock }), clock, leaseMs: 30_000, elapse: (ms) => clock.advance(ms), close: async () => {} };
+    });
+  `);
+  // Without our runner's NODE_TEST_CONTEXT, the child reports as a run of its own, not to this one.
+  const { NODE_TEST_CONTEXT: _ours, ...env } = process.env;
+  const run = spawnSync(process.execPath, ['--test', '--test-reporter=tap', file], { cwd: scratch, env, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(run.status, 0, run.stdout + run.stderr);
+  const count = (name: string) => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(run.stdout)?.[1]);
+  assert.ok(count('pass') >= 15 && count('fail') === 0, run.stdout.slice(-400));
 });
