@@ -13,7 +13,7 @@
  * node-redis `disableOfflineQueue: true` (see docs/patterns/guarded-clients.md).
  */
 import type { CallContext, CallOptions } from '../core/context.js';
-import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../core/errors.js';
 import type { PolicyDescription } from '../core/policy.js';
 import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
@@ -144,10 +144,10 @@ export class GuardedRedis<C extends object> {
    */
   command<T = unknown>(command: string, args: readonly RedisArgument[] = [], options?: GuardedCallOptions): Promise<T> {
     if (typeof command !== 'string' || command === '') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'command(name, args): name must be a non-empty string'));
+      return Promise.reject(new InvalidInputError('command(name, args): name must be a non-empty string'));
     }
     if (this.flavour === 'custom') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'command() needs an ioredis or node-redis client; use run() with other clients'));
+      return Promise.reject(new InvalidInputError('command() needs an ioredis or node-redis client; use run() with other clients'));
     }
     const safe = options?.safe ?? READ_ONLY_COMMANDS.has(command.toUpperCase());
     const pipeline = safe ? this.#guard.safe : this.#guard.unsafe;

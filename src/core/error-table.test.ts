@@ -2,12 +2,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from './clock.js';
 import { ERROR_TABLE, meaningOf, ownStatusOf, statusOf, type ErrorMeaning } from './error-table.js';
-import { BulwarkError, type ErrorCode } from './errors.js';
-import { QueueFullError } from '../backpressure/errors.js';
+import { BulwarkError, InvalidInputError, type ErrorCode } from './errors.js';
+import { InvalidStreamRequestError, QueueFullError } from '../backpressure/errors.js';
+import { InvalidSnapshotError } from '../breaker/snapshot.js';
+import { bulkhead } from '../bulkhead/bulkhead.js';
+import { coalesce } from '../coalesce/coalesce.js';
+import { recordId } from '../idempotency/scope.js';
+import { RateLimitInputError } from '../ratelimit/types.js';
+import { InvalidAdmissionError } from '../shedding/errors.js';
 import { circuitBreaker } from '../breaker/breaker.js';
 import { isDependencyFailure, isIgnoredOutcome } from '../breaker/classify.js';
 import { consecutive } from '../breaker/strategies.js';
-import { problemForError } from '../http/core/problem.js';
+import { InvalidRequestError, problemForError } from '../http/core/problem.js';
 import { isNeverRetried, isRetryableError } from '../retry/classify.js';
 import { retry } from '../retry/retry.js';
 
@@ -109,4 +115,25 @@ test('the breaker reads statuses where retry does: a string status and a respons
   assert.equal(isDependencyFailure({ status: '404' }), false);
   assert.equal(isDependencyFailure({ response: { statusCode: 400 } }), false);
   assert.equal(isDependencyFailure({ response: { statusCode: 503 } }), true);
+});
+
+test('every INVALID_INPUT error is an InvalidInputError: the specific ones subclass it, the rest construct it', async () => {
+  const specific = [
+    new RateLimitInputError('cost must be >= 0'),
+    new InvalidSnapshotError('bad state'),
+    new InvalidAdmissionError('unknown class'),
+    new InvalidStreamRequestError('request(0)'),
+    new InvalidRequestError('body too large', 413),
+  ];
+  for (const error of specific) {
+    assert.ok(error instanceof InvalidInputError, error.name);
+    assert.equal(error.code, 'INVALID_INPUT');
+    assert.equal(isDependencyFailure(error), false, error.name);
+  }
+  assert.equal(new InvalidSnapshotError('x').name, 'InvalidSnapshotError');
+
+  const notAFunction = 'no' as unknown as () => string;
+  await assert.rejects(coalesce().execute('k', notAFunction), InvalidInputError);
+  await assert.rejects(bulkhead(1).execute(() => 'x', { priority: 'urgent' as never }), InvalidInputError);
+  assert.throws(() => recordId({ method: 'GET', route: '/', key: '', principal: null }), InvalidInputError);
 });

@@ -2,7 +2,7 @@ import type { RetryBudget, RetryBudgetSnapshot } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { BulwarkError } from '../core/errors.js';
+import { BulwarkError, InvalidInputError } from '../core/errors.js';
 import { EventEmitter, type Event } from '../core/events.js';
 import { BasePolicy, pipeline, type Next, type Pipeline, type Policy, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
@@ -400,7 +400,7 @@ export class FetchDependency {
 function transportError(error: unknown, signal: AbortSignal): unknown {
   if (signal.aborted || error instanceof BulwarkError) return error;
   if (error instanceof TypeError && error.cause === undefined) {
-    return new BulwarkError('INVALID_INPUT', `fetch: ${error.message}`, { cause: error });
+    return new InvalidInputError(`fetch: ${error.message}`, { cause: error });
   }
   return error;
 }

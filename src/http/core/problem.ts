@@ -1,5 +1,5 @@
 import { ERROR_TABLE, ownStatusOf } from '../../core/error-table.js';
-import { BulwarkError, type ErrorCode } from '../../core/errors.js';
+import { BulwarkError, type ErrorCode, InvalidInputError } from '../../core/errors.js';
 import { formatRetryAfter, rateLimitedHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
 import { NO_RETRY_HEADER } from '../../retry/classify.js';
 
@@ -152,9 +152,9 @@ function truncate(text: string, max: number): string {
 }
 
 /** Bad request input (malformed body, too large, wrong media type): code INVALID_INPUT, a 4xx status. */
-export class InvalidRequestError extends BulwarkError {
+export class InvalidRequestError extends InvalidInputError {
   constructor(message: string, readonly status: 400 | 408 | 411 | 413 | 415 | 422 | 431 = 400, cause?: unknown) {
-    super('INVALID_INPUT', message, { cause, captureStack: false });
+    super(message, { cause, captureStack: false });
   }
 }
 
