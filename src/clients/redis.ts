@@ -126,7 +126,7 @@ export class GuardedRedis<C extends object> {
    * may run twice (reads, idempotent writes such as SET of a fixed value).
    */
   run<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
-    if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('run(fn): fn must be a function'));
+    if (typeof fn !== 'function') return Promise.reject(new InvalidInputError('run(fn): fn must be a function'));
     const client = this.client;
     let call: CallOptions | undefined;
     try {

@@ -296,7 +296,7 @@ export class IdempotencyEngine {
     if (typeof fingerprint !== 'string' || fingerprint.length === 0) throw new InvalidInputError('idempotency: fingerprint must be a non-empty string');
     const owner = this.#newOwner();
     const input = { id, fingerprint, owner, leaseMs: this.leaseMs, ttlMs: this.ttlMs };
-    const waitMs = options?.waitMs === undefined ? 0 : nonNegative('claim.waitMs', options.waitMs, 0);
+    const waitMs = options?.waitMs === undefined ? 0 : nonNegative('claim.waitMs', options.waitMs, 0, InvalidInputError);
     const waitUntil = waitMs > 0 ? this.clock.now() + waitMs : 0;
     for (;;) {
       let result;
@@ -324,7 +324,7 @@ export class IdempotencyEngine {
         case 'busy': {
           const now = this.clock.now();
           if (waitUntil > now) {
-            const pollMs = positive('claim.pollMs', options?.pollMs, 50);
+            const pollMs = positive('claim.pollMs', options?.pollMs, 50, InvalidInputError);
             await sleep(this.clock, Math.min(pollMs, Math.max(1, result.retryAfterMs), waitUntil - now), options?.signal);
             continue;
           }
