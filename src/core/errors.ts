@@ -90,11 +90,6 @@ export class CircuitOpenError extends BulwarkError {
   ) {
     super('CIRCUIT_OPEN', `circuit breaker ${breaker} is ${state}; retry after ${Math.ceil(retryAfterMs)} ms`, { captureStack: false });
   }
-
-  /** Alias kept for readers coming from other libraries. */
-  get retryAfter(): number {
-    return this.retryAfterMs;
-  }
 }
 
 export class BulkheadFullError extends BulwarkError {
