@@ -66,7 +66,7 @@ test('block: a producer waits for space, in order; timeouts and aborts end the w
   aborted.abort();
   q.offer(5);
   await assert.rejects(q.push(6, { signal: aborted.signal }), { code: 'ABORTED' });
-  await assert.rejects(q.push(6, { timeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
+  await assert.rejects(q.push(6, { timeoutMs: -1 }), { code: 'INVALID_INPUT' });
 });
 
 test('pull waits for an item (handed over directly), times out, aborts; async iteration ends after close and drain', async () => {

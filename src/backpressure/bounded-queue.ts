@@ -1,6 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
-import { AbortedError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
+import { AbortedError, InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { nonNegative, nonNegativeInt, oneOf, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
@@ -216,7 +216,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     }
     let timeoutMs: number;
     try {
-      timeoutMs = options?.timeoutMs === undefined ? Infinity : nonNegative('push.timeoutMs', options.timeoutMs, 0);
+      timeoutMs = options?.timeoutMs === undefined ? Infinity : nonNegative('push.timeoutMs', options.timeoutMs, 0, InvalidInputError);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -1,4 +1,4 @@
-import { BulwarkError } from '../core/errors.js';
+import { BulwarkError, InvalidInputError } from '../core/errors.js';
 
 /**
  * A push was refused: the queue was full ('reject' policy), stayed full until the push's
@@ -15,8 +15,8 @@ export class QueueFullError extends BulwarkError {
 }
 
 /** A call passed an argument the stream cannot use (Reactive Streams §3.9: request(n ≤ 0) is an error). Code `INVALID_INPUT`. */
-export class InvalidStreamRequestError extends BulwarkError {
+export class InvalidStreamRequestError extends InvalidInputError {
   constructor(message: string) {
-    super('INVALID_INPUT', message, { captureStack: false });
+    super(message, { captureStack: false });
   }
 }

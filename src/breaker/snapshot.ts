@@ -1,4 +1,4 @@
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 import type { BreakerWindowSnapshot } from './strategies.js';
 
 /**
@@ -45,9 +45,9 @@ export interface BreakerSnapshot {
 }
 
 /** A snapshot that fails validation (code `INVALID_INPUT`). */
-export class InvalidSnapshotError extends BulwarkError {
+export class InvalidSnapshotError extends InvalidInputError {
   constructor(message: string) {
-    super('INVALID_INPUT', `invalid breaker snapshot: ${message}`);
+    super(`invalid breaker snapshot: ${message}`);
   }
 }
 

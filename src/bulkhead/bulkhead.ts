@@ -2,11 +2,7 @@ import { abortedError } from '../core/abort.js';
 import { PRIORITIES, type CallContext, type Priority } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import {
-  BulkheadFullError,
-  BulkheadQueueTimeoutError,
-  BulwarkError,
-  DeadlineExceededError,
-  InvalidOptionsError,
+  BulkheadFullError, BulkheadQueueTimeoutError, DeadlineExceededError, InvalidInputError, InvalidOptionsError,
 } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
@@ -222,7 +218,7 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
     const priority = context.priority;
     const classIndex = priorityIndex(priority);
     if (classIndex < 0) {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', `unknown priority ${JSON.stringify(priority)}; use one of ${PRIORITIES.join(', ')}`, { captureStack: false }));
+      return Promise.reject(new InvalidInputError(`unknown priority ${JSON.stringify(priority)}; use one of ${PRIORITIES.join(', ')}`, { captureStack: false }));
     }
     if (this.maxQueue === 0) return this.#rejectOnArrival('full', priority, this.#fullError());
     const remaining = context.remaining();

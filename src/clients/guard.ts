@@ -5,7 +5,7 @@
  */
 import type { Clock } from '../core/clock.js';
 import { callSourceOf, deadlineOnClock, type CallContextSource, type CallOptions, type Operation } from '../core/context.js';
-import { BulwarkError, DeadlineExceededError, InvalidOptionsError, RetriesExhaustedError } from '../core/errors.js';
+import { DeadlineExceededError, InvalidInputError, InvalidOptionsError, RetriesExhaustedError } from '../core/errors.js';
 import { pipeline, type Pipeline, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
 import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/validate.js';
@@ -207,7 +207,7 @@ export function callOptionsOf(clock: Clock, options: GuardedCallOptions | undefi
   const context = spreadFrom ?? options?.context;
   if (context === undefined) return options;
   if (typeof context !== 'object' || context === null || typeof context.deadline !== 'number' || Number.isNaN(context.deadline)) {
-    throw new BulwarkError('INVALID_INPUT', 'context must carry a numeric deadline (request.bulwark, a CallContext or { deadline, clock?, signal? })');
+    throw new InvalidInputError('context must carry a numeric deadline (request.bulwark, a CallContext or { deadline, clock?, signal? })');
   }
   const now = clock.now();
   let deadline = deadlineOnClock(context, clock, now);
@@ -215,7 +215,7 @@ export function callOptionsOf(clock: Clock, options: GuardedCallOptions | undefi
   const ownDeadline = options!.deadline !== undefined && !(spreadFrom !== undefined && options!.deadline === spreadFrom.deadline);
   if (ownDeadline) deadline = Math.min(deadline, options!.deadline!);
   if (options!.timeoutMs !== undefined) {
-    if (!(options!.timeoutMs >= 0)) throw new BulwarkError('INVALID_INPUT', `timeoutMs must be >= 0, got ${options!.timeoutMs}`);
+    if (!(options!.timeoutMs >= 0)) throw new InvalidInputError(`timeoutMs must be >= 0, got ${options!.timeoutMs}`);
     deadline = Math.min(deadline, now + options!.timeoutMs);
   }
   const own = options!.signal;

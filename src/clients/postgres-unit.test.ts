@@ -184,7 +184,8 @@ test('an expired deadline fails before any checkout; bad input is a clear error'
   const db = guardPool(pool, { clock });
   await assert.rejects(db.query('SELECT 1', [], { deadline: 999 }), { code: 'DEADLINE_EXCEEDED' });
   await assert.rejects(db.query('SELECT 1', [], { timeoutMs: -1 }), { code: 'INVALID_INPUT' });
-  await assert.rejects(db.withClient(undefined as any), { code: 'INVALID_OPTIONS' });
+  await assert.rejects(db.withClient(undefined as any), { code: 'INVALID_INPUT' });
+  await assert.rejects(db.transaction(undefined as any), { code: 'INVALID_INPUT' });
   assert.equal(pool.clients.length, 0);
 
   assert.throws(() => guardPool({} as any), { code: 'INVALID_OPTIONS' });

@@ -11,7 +11,7 @@ import type { PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { TimerHandle } from '../core/clock.js';
 import { abortedError } from '../core/abort.js';
 import type { CallContext, CallOptions } from '../core/context.js';
-import { InvalidOptionsError, TimeoutError } from '../core/errors.js';
+import { InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { PolicyDescription } from '../core/policy.js';
 import { nonNegative, positive } from '../core/validate.js';
@@ -208,7 +208,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
    * callback leaves a transaction open. Mark `safe` only if the whole callback may run again.
    */
   withClient<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
-    if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('withClient(fn): fn must be a function'));
+    if (typeof fn !== 'function') return Promise.reject(new InvalidInputError('withClient(fn): fn must be a function'));
     return this.#guarded(fn, options);
   }
 
@@ -229,7 +229,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
    * that failed on a serialization failure (40001) or a deadlock (40P01) is replayed whole.
    */
   transaction<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: TransactionOptions): Promise<T> {
-    if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('transaction(fn): fn must be a function'));
+    if (typeof fn !== 'function') return Promise.reject(new InvalidInputError('transaction(fn): fn must be a function'));
     const begin = options?.begin ?? 'BEGIN';
     return this.withClient(async (client, ctx) => {
       await client.query(begin);

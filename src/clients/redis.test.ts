@@ -128,6 +128,7 @@ test('safe calls are retried after transient errors only; unsafe calls never', a
   await assert.rejects(guarded.command('INCR', ['k']), /Connection is closed/);
   assert.equal(attempts, 1, 'INCR is not idempotent: never retried unless marked safe');
   await assert.rejects(guarded.command('', []), { code: 'INVALID_INPUT' });
+  await assert.rejects(guarded.run(undefined as any), { code: 'INVALID_INPUT' });
   await assert.rejects(guardRedis({ custom: true }).command('GET', ['k']), { code: 'INVALID_INPUT' });
   assert.throws(() => guardRedis(null as any), { code: 'INVALID_OPTIONS' });
   assert.throws(() => guardRedis(fake, { timeoutMs: -1 }), { code: 'INVALID_OPTIONS' });

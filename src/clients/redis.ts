@@ -13,7 +13,7 @@
  * node-redis `disableOfflineQueue: true` (see docs/patterns/guarded-clients.md).
  */
 import type { CallContext, CallOptions } from '../core/context.js';
-import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../core/errors.js';
 import type { PolicyDescription } from '../core/policy.js';
 import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
@@ -126,7 +126,7 @@ export class GuardedRedis<C extends object> {
    * may run twice (reads, idempotent writes such as SET of a fixed value).
    */
   run<T>(fn: (client: C, context: CallContext) => Promise<T> | T, options?: GuardedCallOptions): Promise<T> {
-    if (typeof fn !== 'function') return Promise.reject(new InvalidOptionsError('run(fn): fn must be a function'));
+    if (typeof fn !== 'function') return Promise.reject(new InvalidInputError('run(fn): fn must be a function'));
     const client = this.client;
     let call: CallOptions | undefined;
     try {
@@ -144,10 +144,10 @@ export class GuardedRedis<C extends object> {
    */
   command<T = unknown>(command: string, args: readonly RedisArgument[] = [], options?: GuardedCallOptions): Promise<T> {
     if (typeof command !== 'string' || command === '') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'command(name, args): name must be a non-empty string'));
+      return Promise.reject(new InvalidInputError('command(name, args): name must be a non-empty string'));
     }
     if (this.flavour === 'custom') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'command() needs an ioredis or node-redis client; use run() with other clients'));
+      return Promise.reject(new InvalidInputError('command() needs an ioredis or node-redis client; use run() with other clients'));
     }
     const safe = options?.safe ?? READ_ONLY_COMMANDS.has(command.toUpperCase());
     const pipeline = safe ? this.#guard.safe : this.#guard.unsafe;

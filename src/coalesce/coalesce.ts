@@ -1,7 +1,7 @@
 import { abortedError, rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions, type Operation } from '../core/context.js';
-import { AbortedError, BulwarkError } from '../core/errors.js';
+import { AbortedError, InvalidInputError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
@@ -116,7 +116,7 @@ export class CoalescePolicy extends KeyedPolicy {
   ): Promise<T> {
     if (typeof keyOrOperation !== 'string') return super.execute(keyOrOperation, operationOrOptions as CallOptions | AbortSignal | undefined);
     if (typeof operationOrOptions !== 'function') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', 'coalesce.execute(key, operation): operation must be a function'));
+      return Promise.reject(new InvalidInputError('coalesce.execute(key, operation): operation must be a function'));
     }
     if (maybeOptions === undefined) {
       // The hot-key path: a caller without a signal can never leave, so joining an execution

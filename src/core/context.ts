@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js';
-import { BulwarkError } from './errors.js';
+import { InvalidInputError } from './errors.js';
 
 export type Priority = 'critical' | 'high' | 'normal' | 'low' | 'best-effort';
 export const PRIORITIES: readonly Priority[] = ['critical', 'high', 'normal', 'low', 'best-effort'];
@@ -239,8 +239,8 @@ export class CallContext {
 }
 
 /** Bad call options are bad input (INVALID_INPUT), not bad policy configuration. */
-function invalidCall(message: string): BulwarkError {
-  return new BulwarkError('INVALID_INPUT', message);
+function invalidCall(message: string): InvalidInputError {
+  return new InvalidInputError(message);
 }
 
 const EMPTY_TAGS: Readonly<Record<string, unknown>> = Object.freeze({});

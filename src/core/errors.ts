@@ -53,6 +53,17 @@ export class InvalidOptionsError extends BulwarkError {
   }
 }
 
+/**
+ * A call's input was wrong (a malformed argument, key or request), found at call time: the
+ * caller's mistake, not the dependency's, so it is neither retried nor counted by a breaker.
+ * Wrong options found when a policy is built are InvalidOptionsError instead.
+ */
+export class InvalidInputError extends BulwarkError {
+  constructor(message: string, options?: BulwarkErrorOptions) {
+    super('INVALID_INPUT', message, options);
+  }
+}
+
 export class TimeoutError extends BulwarkError {
   constructor(
     readonly timeoutMs: number,
@@ -78,11 +89,6 @@ export class CircuitOpenError extends BulwarkError {
     readonly state: 'open' | 'half-open' | 'isolated',
   ) {
     super('CIRCUIT_OPEN', `circuit breaker ${breaker} is ${state}; retry after ${Math.ceil(retryAfterMs)} ms`, { captureStack: false });
-  }
-
-  /** Alias kept for readers coming from other libraries. */
-  get retryAfter(): number {
-    return this.retryAfterMs;
   }
 }
 

@@ -1,6 +1,7 @@
 export * from './clock.js';
 export * from './random.js';
 export * from './errors.js';
+export * from './error-table.js';
 export * from './events.js';
 export * from './context.js';
 export * from './policy.js';

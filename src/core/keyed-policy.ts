@@ -1,6 +1,6 @@
 import type { Clock } from './clock.js';
 import { CallContext, type CallOptions, type Operation } from './context.js';
-import { BulwarkError } from './errors.js';
+import { InvalidInputError } from './errors.js';
 import { BasePolicy, invokeOperation, type Next } from './policy.js';
 
 /** How a keyed policy finds the key of a call; undefined means "not keyed: pass through". */
@@ -42,7 +42,7 @@ export abstract class KeyedPolicy extends BasePolicy {
   /** `execute(key, operation, options)` once the hot paths have passed: a root context, then runKeyed. */
   protected startKeyed<T>(key: string, operation: unknown, options: CallOptions | AbortSignal | undefined): Promise<T> {
     if (typeof operation !== 'function') {
-      return Promise.reject(new BulwarkError('INVALID_INPUT', `${this.#label}.execute(key, operation): operation must be a function`));
+      return Promise.reject(new InvalidInputError(`${this.#label}.execute(key, operation): operation must be a function`));
     }
     let context: CallContext;
     try {
@@ -58,5 +58,5 @@ export abstract class KeyedPolicy extends BasePolicy {
 export function tagKey(context: CallContext, policy: string): string {
   const key = context.tags.key;
   if (typeof key === 'string') return key;
-  throw new BulwarkError('INVALID_INPUT', `${policy}: the call has no key; pass tags: { key } or a key option, or call execute(key, operation)`);
+  throw new InvalidInputError(`${policy}: the call has no key; pass tags: { key } or a key option, or call execute(key, operation)`);
 }

@@ -1,19 +1,26 @@
-import { InvalidOptionsError } from './errors.js';
+import { InvalidOptionsError, type BulwarkError } from './errors.js';
 
 /**
  * Option checks run when a policy is built (Polly's rule), so bad configuration fails at
  * start-up with a clear message instead of misbehaving under load. `??` everywhere, never
  * `||`: zero is a legal value for most options.
  */
-export function nonNegative(name: string, value: number | undefined, fallback: number): number {
+
+/**
+ * The error a check throws: InvalidOptionsError while a policy is built (the default),
+ * InvalidInputError for a value passed with a call (INVALID_OPTIONS is for build time only).
+ */
+export type InvalidValueError = new (message: string) => BulwarkError;
+
+export function nonNegative(name: string, value: number | undefined, fallback: number, invalid: InvalidValueError = InvalidOptionsError): number {
   const v = value ?? fallback;
-  if (typeof v !== 'number' || Number.isNaN(v) || v < 0) throw new InvalidOptionsError(`${name} must be a number >= 0, got ${String(value)}`);
+  if (typeof v !== 'number' || Number.isNaN(v) || v < 0) throw new invalid(`${name} must be a number >= 0, got ${String(value)}`);
   return v;
 }
 
-export function positive(name: string, value: number | undefined, fallback: number): number {
+export function positive(name: string, value: number | undefined, fallback: number, invalid: InvalidValueError = InvalidOptionsError): number {
   const v = value ?? fallback;
-  if (typeof v !== 'number' || Number.isNaN(v) || v <= 0) throw new InvalidOptionsError(`${name} must be a number > 0, got ${String(value)}`);
+  if (typeof v !== 'number' || Number.isNaN(v) || v <= 0) throw new invalid(`${name} must be a number > 0, got ${String(value)}`);
   return v;
 }
 

@@ -1,7 +1,7 @@
 import { Agent, fetch as undiciFetch, type Dispatcher, type RequestInit, type Response } from 'undici';
 import type { RetryBudget } from '../core/budget.js';
 import { systemClock } from '../core/clock.js';
-import { BulwarkError, InvalidOptionsError } from '../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../core/errors.js';
 import { nonNegative } from '../core/validate.js';
 import { ratioBudget } from '../retry/budget.js';
 import { EventEmitter, type Event } from '../core/events.js';
@@ -123,16 +123,16 @@ export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
   let closed = false;
 
   const send = async (input: FetchInput, init: BulwarkRequestInit | undefined, forced: FetchDependency | undefined): Promise<Response> => {
-    if (closed) throw new BulwarkError('INVALID_INPUT', 'fetch: the client is closed');
+    if (closed) throw new InvalidInputError('fetch: the client is closed');
     const call = await prepareCall(input, init as FetchInitLike | undefined, prepareOptions);
     let dependency = forced;
     const named = call.options?.dependency;
     if (dependency === undefined && named !== undefined) {
       dependency = byName.get(named);
-      if (dependency === undefined) throw new BulwarkError('INVALID_INPUT', `fetch: no dependency named "${String(named)}"`);
+      if (dependency === undefined) throw new InvalidInputError(`fetch: no dependency named "${String(named)}"`);
     }
     dependency ??= router.resolve(call.url);
-    if (dependency === undefined) throw new BulwarkError('INVALID_INPUT', `fetch: no dependency matches ${call.url.host} and defaults are disabled`);
+    if (dependency === undefined) throw new InvalidInputError(`fetch: no dependency matches ${call.url.host} and defaults are disabled`);
     return dependency.run(call);
   };
 
@@ -152,7 +152,7 @@ export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
   });
   client.dependency = (name: string): FetchDependencyHandle => {
     const dependency = byName.get(name);
-    if (dependency === undefined) throw new BulwarkError('INVALID_INPUT', `fetch: no dependency named "${String(name)}"`);
+    if (dependency === undefined) throw new InvalidInputError(`fetch: no dependency named "${String(name)}"`);
     let handle = handles.get(name);
     if (handle === undefined) {
       handle = {

@@ -2,7 +2,7 @@ import type { RetryBudget, RetryBudgetSnapshot } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { BulwarkError, hasCode } from '../core/errors.js';
+import { BulwarkError, InvalidInputError } from '../core/errors.js';
 import { EventEmitter, type Event } from '../core/events.js';
 import { BasePolicy, pipeline, type Next, type Pipeline, type Policy, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
@@ -100,11 +100,6 @@ class ServerErrorsThrow extends BasePolicy {
 function throwServerError<T>(value: T): T {
   if (value instanceof SharedResponse && value.status >= 500) throw new UpstreamStatusError(value);
   return value;
-}
-
-/** Invalid input found by undici (a bad header value) says nothing about the dependency. */
-function fetchFailureCounts(error: unknown): boolean {
-  return !hasCode(error, 'INVALID_INPUT') && isDependencyFailure(error);
 }
 
 const isServerError = (result: { status: number }): boolean => result.status >= 500;
@@ -220,7 +215,7 @@ export class FetchDependency {
         name: label,
         maxKeys: maxHosts,
         clock,
-        options: { isFailure: fetchFailureCounts, isResultFailure: isServerError, ...options },
+        options: { isFailure: isDependencyFailure, isResultFailure: isServerError, ...options },
       });
       policies.push(this.breakers.policy((context) => callOf(context.tags).host));
       this.breakers.onStateChange(({ key, ...change }) => {
@@ -405,7 +400,7 @@ export class FetchDependency {
 function transportError(error: unknown, signal: AbortSignal): unknown {
   if (signal.aborted || error instanceof BulwarkError) return error;
   if (error instanceof TypeError && error.cause === undefined) {
-    return new BulwarkError('INVALID_INPUT', `fetch: ${error.message}`, { cause: error });
+    return new InvalidInputError(`fetch: ${error.message}`, { cause: error });
   }
   return error;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { deadlineOnClock, PRIORITIES, type Priority } from '../core/context.js';
-import { BulwarkError, DeadlineExceededError } from '../core/errors.js';
+import { DeadlineExceededError, InvalidInputError } from '../core/errors.js';
 
 /**
  * Turning a `fetch(input, init)` call into the plain facts the pipeline decides on: URL,
@@ -296,6 +296,6 @@ function isRequestLike(input: unknown): input is RequestLike {
     && typeof (input as RequestLike).arrayBuffer === 'function';
 }
 
-function invalid(message: string): BulwarkError {
-  return new BulwarkError('INVALID_INPUT', `fetch: ${message}`);
+function invalid(message: string): InvalidInputError {
+  return new InvalidInputError(`fetch: ${message}`);
 }

@@ -346,7 +346,7 @@ test('latency tracker: percentiles within bucket error, window rotation forgets 
   tracker.record(-1);
   tracker.record(NaN);
   assert.equal(tracker.count, 1000, 'negative and NaN samples are ignored');
-  assert.throws(() => tracker.percentile(0), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => tracker.percentile(0), { code: 'INVALID_INPUT' });
 });
 
 test('a call aborted before it arrives is refused with ABORTED: no attempt, no hedge timer, nothing recorded in the budget', async () => {

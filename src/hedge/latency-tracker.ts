@@ -1,4 +1,4 @@
-import { InvalidOptionsError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 import { positiveInt } from '../core/validate.js';
 
 /*
@@ -88,7 +88,7 @@ export class LatencyTracker {
 
   /** The p-th percentile (0 < p ≤ 100) in ms, or NaN with no samples. */
   percentile(p: number): number {
-    if (!(p > 0 && p <= 100)) throw new InvalidOptionsError(`percentile must be in (0, 100], got ${String(p)}`);
+    if (!(p > 0 && p <= 100)) throw new InvalidInputError(`percentile must be in (0, 100], got ${String(p)}`);
     if (p === this.#cachedP && this.#version - this.#cachedVersion < this.#refreshEvery) return this.#cachedValue;
     const value = this.#compute(p);
     this.#cachedP = p;

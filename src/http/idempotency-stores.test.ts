@@ -210,7 +210,7 @@ for (const kind of ADAPTERS) {
     });
   }
 
-  test(`${kind}: complete() on the memory and Redis stores is a clear INVALID_OPTIONS error`, async () => {
+  test(`${kind}: complete() on the memory and Redis stores is a clear INVALID_INPUT error`, async () => {
     for (const store of [new MemoryIdempotencyStore(), new RedisIdempotencyStore({ client: redis, prefix: `bw:test:${randomUUID()}` })]) {
       const routes: AppRoute[] = [{
         method: 'POST', path: '/orders',
@@ -227,7 +227,7 @@ for (const kind of ADAPTERS) {
       running.push(app);
       const res = await fetch(`${app.url}/orders`, { method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': 'k' }, body: '{}' });
       const answer = await res.json() as { code: string; message: string };
-      assert.equal(answer.code, 'INVALID_OPTIONS', store.name);
+      assert.equal(answer.code, 'INVALID_INPUT', store.name);
       assert.match(answer.message, new RegExp(`the ${store.name} store cannot write a completion inside your transaction`));
     }
   });

@@ -1,4 +1,4 @@
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /**
  * What a completed request stored, and what a replay returns: the status, the headers that
@@ -21,7 +21,7 @@ interface Encoded {
 
 export function encodeResponse(response: StoredResponse): string {
   const { body, status } = response;
-  if (!Number.isInteger(status)) throw new BulwarkError('INVALID_INPUT', `idempotency: response status must be an integer, got ${String(status)}`);
+  if (!Number.isInteger(status)) throw new InvalidInputError(`idempotency: response status must be an integer, got ${String(status)}`);
   let kind: Encoded['k'];
   let encodedBody: string | undefined;
   try {
@@ -42,7 +42,7 @@ export function encodeResponse(response: StoredResponse): string {
     const head = `{"s":${status},"h":${JSON.stringify(response.headers)},"k":"${kind}"`;
     return encodedBody === undefined ? `${head}}` : `${head},"b":${encodedBody}}`;
   } catch (error) {
-    throw new BulwarkError('INVALID_INPUT', `idempotency: the response body cannot be stored as JSON: ${(error as Error).message}`, { cause: error });
+    throw new InvalidInputError(`idempotency: the response body cannot be stored as JSON: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -63,7 +63,7 @@ export function encodeStep(value: unknown): string {
   try {
     return value === undefined ? '{}' : JSON.stringify({ v: value });
   } catch (error) {
-    throw new BulwarkError('INVALID_INPUT', `idempotency: a step result must be JSON-serializable: ${(error as Error).message}`, { cause: error });
+    throw new InvalidInputError(`idempotency: a step result must be JSON-serializable: ${(error as Error).message}`, { cause: error });
   }
 }
 
@@ -80,6 +80,6 @@ export interface ResponseInput {
 
 export function normalizeResponse(response: ResponseInput): StoredResponse {
   const status = response?.status ?? 200;
-  if (!Number.isInteger(status) || status < 100 || status > 999) throw new BulwarkError('INVALID_INPUT', `idempotency: response status must be an integer 100..999, got ${String(status)}`);
+  if (!Number.isInteger(status) || status < 100 || status > 999) throw new InvalidInputError(`idempotency: response status must be an integer 100..999, got ${String(status)}`);
   return { status, headers: response.headers ?? {}, body: response.body };
 }

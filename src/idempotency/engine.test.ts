@@ -38,6 +38,9 @@ test('bad input at call time is a clear INVALID_INPUT error', async () => {
   await assert.rejects(engine.claim({ ...scope(), method: 'PO ST' }, 'fp'), { code: 'INVALID_INPUT' });
   await assert.rejects(engine.claim(scope(''), 'fp'), { code: 'INVALID_INPUT' });
   await assert.rejects(engine.claim(scope(), ''), { code: 'INVALID_INPUT' });
+  await assert.rejects(engine.claim(scope(), 'fp', { waitMs: -1 }), { code: 'INVALID_INPUT' });
+  await lease(engine, 'held');
+  await assert.rejects(engine.claim(scope('held'), 'fp', { waitMs: 1_000, pollMs: 0 }), { code: 'INVALID_INPUT' });
   const l = await lease(engine);
   await assert.rejects(l.complete({ status: 42 }), { code: 'INVALID_INPUT' });
   await assert.rejects(l.step('', () => 1), { code: 'INVALID_INPUT' });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '../core/clock.js';
-import { BulwarkError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
+import { InvalidInputError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { Policy } from '../core/policy.js';
 import { nonNegative, positive, positiveInt } from '../core/validate.js';
@@ -293,10 +293,10 @@ export class IdempotencyEngine {
    */
   async claim(scope: IdempotencyScope, fingerprint: string, options?: ClaimOptions): Promise<ClaimOutcome> {
     const id = recordId(scope);
-    if (typeof fingerprint !== 'string' || fingerprint.length === 0) throw new BulwarkError('INVALID_INPUT', 'idempotency: fingerprint must be a non-empty string');
+    if (typeof fingerprint !== 'string' || fingerprint.length === 0) throw new InvalidInputError('idempotency: fingerprint must be a non-empty string');
     const owner = this.#newOwner();
     const input = { id, fingerprint, owner, leaseMs: this.leaseMs, ttlMs: this.ttlMs };
-    const waitMs = options?.waitMs === undefined ? 0 : nonNegative('claim.waitMs', options.waitMs, 0);
+    const waitMs = options?.waitMs === undefined ? 0 : nonNegative('claim.waitMs', options.waitMs, 0, InvalidInputError);
     const waitUntil = waitMs > 0 ? this.clock.now() + waitMs : 0;
     for (;;) {
       let result;
@@ -324,7 +324,7 @@ export class IdempotencyEngine {
         case 'busy': {
           const now = this.clock.now();
           if (waitUntil > now) {
-            const pollMs = positive('claim.pollMs', options?.pollMs, 50);
+            const pollMs = positive('claim.pollMs', options?.pollMs, 50, InvalidInputError);
             await sleep(this.clock, Math.min(pollMs, Math.max(1, result.retryAfterMs), waitUntil - now), options?.signal);
             continue;
           }
@@ -407,7 +407,7 @@ export class IdempotencyEngine {
    * another worker owns the record now.
    */
   async step<T>(lease: Lease, name: string, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
-    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new BulwarkError('INVALID_INPUT', 'idempotency: step name must be a string of 1..200 characters');
+    if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new InvalidInputError('idempotency: step name must be a string of 1..200 characters');
     const saved = lease.savedStep(name);
     if (saved !== undefined) return decodeStep<T>(saved);
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'step');

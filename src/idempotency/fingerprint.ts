@@ -1,6 +1,6 @@
 import * as crypto from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /**
  * Request fingerprints: what makes two requests "the same request" for an idempotency key.
@@ -77,7 +77,7 @@ export async function fingerprintStream(
       hash.update(chunk);
       byteLength += chunk.byteLength;
     } else {
-      throw new BulwarkError('INVALID_INPUT', 'fingerprintStream: chunks must be Uint8Array or string');
+      throw new InvalidInputError('fingerprintStream: chunks must be Uint8Array or string');
     }
     onChunk?.(chunk);
   }
@@ -106,7 +106,7 @@ export function canonicalJson(value: unknown): string {
     const ordered = inKeyOrder(value, 0);
     return (ordered === REPLACER ? JSON.stringify(value, sortKeys) : JSON.stringify(ordered)) ?? 'null';
   } catch (error) {
-    throw new BulwarkError('INVALID_INPUT', `fingerprint: the body cannot be serialized as JSON: ${(error as Error).message}`, { cause: error });
+    throw new InvalidInputError(`fingerprint: the body cannot be serialized as JSON: ${(error as Error).message}`, { cause: error });
   }
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 import { IdempotencyKeyInvalidError } from './errors.js';
 import type { IdempotencyScope } from './types.js';
 
@@ -14,11 +14,11 @@ const MAX_READABLE_ID = 512;
  */
 export function recordId(scope: IdempotencyScope): string {
   const method = typeof scope.method === 'string' ? scope.method.toUpperCase() : '';
-  if (!/^[A-Z][A-Z0-9_-]{0,31}$/.test(method)) throw new BulwarkError('INVALID_INPUT', `idempotency scope: method must be a token, got ${String(scope.method)}`);
-  if (typeof scope.route !== 'string') throw new BulwarkError('INVALID_INPUT', 'idempotency scope: route must be a string');
-  if (typeof scope.key !== 'string' || scope.key.length === 0) throw new BulwarkError('INVALID_INPUT', 'idempotency scope: key must be a non-empty string');
+  if (!/^[A-Z][A-Z0-9_-]{0,31}$/.test(method)) throw new InvalidInputError(`idempotency scope: method must be a token, got ${String(scope.method)}`);
+  if (typeof scope.route !== 'string') throw new InvalidInputError('idempotency scope: route must be a string');
+  if (typeof scope.key !== 'string' || scope.key.length === 0) throw new InvalidInputError('idempotency scope: key must be a non-empty string');
   const principal = scope.principal ?? '';
-  if (typeof principal !== 'string') throw new BulwarkError('INVALID_INPUT', 'idempotency scope: principal must be a string, null or undefined');
+  if (typeof principal !== 'string') throw new InvalidInputError('idempotency scope: principal must be a string, null or undefined');
   const id = `${encodeURIComponent(principal)}:${method}:${encodeURIComponent(scope.route)}:${encodeURIComponent(scope.key)}`;
   return id.length <= MAX_READABLE_ID ? id : `sha256:${createHash('sha256').update(id).digest('hex')}`;
 }

@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.js';
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /** Where a decision was made. */
 export type DecisionStore = 'memory' | 'redis' | 'hybrid';
@@ -84,8 +84,8 @@ export interface RateLimiter {
 }
 
 /** Bad input at call time (a negative cost, a non-string key): a clear error with a stable code. */
-export class RateLimitInputError extends BulwarkError {
+export class RateLimitInputError extends InvalidInputError {
   constructor(message: string) {
-    super('INVALID_INPUT', message, { captureStack: false });
+    super(message, { captureStack: false });
   }
 }

@@ -3,12 +3,15 @@
  * however often it is sent, and retrying a local rejection only adds load (the Google SRE book,
  * "Addressing Cascading Failures", on separating retriable from non-retriable errors).
  *
- * Retried by default: network errors, Bulwark TIMEOUT, HTTP 500/502/503/504 and 429 (after its
- * Retry-After), and unknown errors (a plain Error with neither code nor status is usually
- * transient in practice). Never retried: other 4xx, and Bulwark's own local rejections
- * (breaker open, bulkhead full, rate limited, shed, ...): retrying those multiplies load at
- * one layer on top of another.
+ * Retried by default: network errors, HTTP 500/502/503/504 and 429 (after its Retry-After),
+ * the Bulwark codes ERROR_TABLE marks `retryable` (TIMEOUT, STORE_UNAVAILABLE, FAULT_INJECTED),
+ * and unknown errors (a plain Error with neither code nor status is usually transient in
+ * practice). Never retried: other 4xx, and the codes ERROR_TABLE marks `never` (Bulwark's own
+ * local rejections: breaker open, bulkhead or queue full, rate limited, shed, ...): retrying
+ * those multiplies load at one layer on top of another.
  */
+
+import { meaningOf, statusOf } from '../core/error-table.js';
 
 /** What one attempt produced that the policy is deciding about. */
 export type RetryOutcome =
@@ -23,23 +26,6 @@ export const RETRYABLE_NETWORK_CODES: ReadonlySet<string> = new Set([
 
 /** HTTP statuses that are retried by default. Every other 4xx/5xx is not. */
 export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([429, 500, 502, 503, 504]);
-
-/**
- * Bulwark codes that mean "a local guard said no" (or "stop"): never retried, whatever
- * `shouldRetry` says, anywhere in the cause chain.
- */
-export const NEVER_RETRIED_CODES: ReadonlySet<string> = new Set([
-  'CIRCUIT_OPEN', 'BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT', 'RATE_LIMITED', 'SHED', 'QUEUE_FULL', 'DEADLINE_EXCEEDED', 'ABORTED',
-  'INVALID_OPTIONS', 'RETRY_BUDGET_EXHAUSTED', 'RETRIES_EXHAUSTED',
-]);
-
-/** Bulwark codes retried by default: the dependency was slow or briefly unavailable. */
-export const RETRYABLE_BULWARK_CODES: ReadonlySet<string> = new Set(['TIMEOUT', 'STORE_UNAVAILABLE', 'FAULT_INJECTED']);
-
-/** Bulwark codes about the request itself (a replay would fail the same way): not retried by default. */
-const NOT_RETRIED_BULWARK_CODES: ReadonlySet<string> = new Set([
-  'IDEMPOTENCY_CONFLICT', 'IDEMPOTENCY_MISMATCH', 'IDEMPOTENCY_KEY_INVALID', 'INVALID_INPUT', 'NOT_IDEMPOTENT', 'LEASE_LOST',
-]);
 
 /** Servers that shed load say "do not retry at any layer" with this header set to `no`. */
 export const NO_RETRY_HEADER = 'bulwark-retry';
@@ -58,8 +44,7 @@ export function isNeverRetried(source: unknown): boolean {
   if (noRetry !== undefined && noRetry.trim().toLowerCase() === 'no') return true;
   let current: unknown = source;
   for (let depth = 0; depth < MAX_CAUSE_DEPTH && typeof current === 'object' && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && NEVER_RETRIED_CODES.has(code)) return true;
+    if (meaningOf(current)?.retry === 'never') return true;
     current = (current as { cause?: unknown }).cause;
   }
   return false;
@@ -85,29 +70,14 @@ export function isRetryableError(error: unknown): boolean {
 function classifyOne(error: object): boolean | undefined {
   const retryable = (error as { retryable?: unknown }).retryable;
   if (typeof retryable === 'boolean') return retryable;
+  const meaning = meaningOf(error);
+  if (meaning !== undefined) return meaning.retry === 'retryable';
   const code = (error as { code?: unknown }).code;
-  if (typeof code === 'string') {
-    if (RETRYABLE_NETWORK_CODES.has(code) || RETRYABLE_BULWARK_CODES.has(code)) return true;
-    if (NEVER_RETRIED_CODES.has(code) || NOT_RETRIED_BULWARK_CODES.has(code)) return false;
-  }
+  if (typeof code === 'string' && RETRYABLE_NETWORK_CODES.has(code)) return true;
   const status = statusOf(error);
   if (status !== undefined && status >= 400) return RETRYABLE_STATUSES.has(status);
   // Someone aborted on purpose (a DOMException 'AbortError' from their own signal).
   if ((error as { name?: unknown }).name === 'AbortError') return false;
-  return undefined;
-}
-
-/** The HTTP status an error (or response) carries: `status`, `statusCode`, or `response.status(Code)`. */
-export function statusOf(source: unknown): number | undefined {
-  if (typeof source !== 'object' || source === null) return undefined;
-  const s = source as { status?: unknown; statusCode?: unknown; response?: { status?: unknown; statusCode?: unknown } };
-  const response = typeof s.response === 'object' && s.response !== null ? s.response : undefined;
-  return toStatus(s.status) ?? toStatus(s.statusCode) ?? toStatus(response?.status) ?? toStatus(response?.statusCode);
-}
-
-function toStatus(value: unknown): number | undefined {
-  if (typeof value === 'number') return Number.isInteger(value) && value >= 100 && value <= 999 ? value : undefined;
-  if (typeof value === 'string' && /^\d{3}$/.test(value)) return Number(value);
   return undefined;
 }
 

@@ -43,7 +43,6 @@ export {
   parseRetryAfter,
   RETRYABLE_NETWORK_CODES,
   RETRYABLE_STATUSES,
-  NEVER_RETRIED_CODES,
   NO_RETRY_HEADER,
   type RetryOutcome,
 } from './classify.js';

@@ -1,8 +1,8 @@
-import { BulwarkError } from '../core/errors.js';
+import { InvalidInputError } from '../core/errors.js';
 
 /** A call passed something the shedder or gate cannot use (unknown priority or class, NaN deadline). Code `INVALID_INPUT`. */
-export class InvalidAdmissionError extends BulwarkError {
+export class InvalidAdmissionError extends InvalidInputError {
   constructor(message: string) {
-    super('INVALID_INPUT', message, { captureStack: false });
+    super(message, { captureStack: false });
   }
 }

@@ -1,6 +1,7 @@
 import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
+import { isClientErrorStatus, statusOf } from '../core/error-table.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
@@ -158,10 +159,7 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
 
 /** A backend answer that says "your request was wrong", not "I could not serve it". */
 function isClientError(error: unknown): boolean {
-  if (typeof error !== 'object' || error === null) return false;
-  const e = error as { status?: unknown; statusCode?: unknown };
-  const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : undefined;
-  return status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429;
+  return isClientErrorStatus(statusOf(error));
 }
 
 export function adaptiveThrottle(options?: AdaptiveThrottleOptions): AdaptiveThrottlePolicy {

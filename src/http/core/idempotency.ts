@@ -1,4 +1,4 @@
-import { InvalidOptionsError } from '../../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import { positiveInt } from '../../core/validate.js';
 import type { ResponseInput } from '../../idempotency/codec.js';
@@ -87,7 +87,7 @@ class FirstExecution implements IdempotentRun {
   complete(client: unknown, response: ResponseInput): Promise<void> | void {
     const store = this.store;
     if (typeof store.completeWithin !== 'function') {
-      throw new InvalidOptionsError(`idempotency: the ${store.name} store cannot write a completion inside your transaction (PostgreSQL and SQLite can); answer normally and the response is stored for you`);
+      throw new InvalidInputError(`idempotency: the ${store.name} store cannot write a completion inside your transaction (PostgreSQL and SQLite can); answer normally and the response is stored for you`);
     }
     const written = store.completeWithin(client, this.lease, response);
     if (written === undefined) {

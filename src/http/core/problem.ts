@@ -1,4 +1,5 @@
-import { BulwarkError, type ErrorCode } from '../../core/errors.js';
+import { ERROR_TABLE, ownStatusOf } from '../../core/error-table.js';
+import { BulwarkError, type ErrorCode, InvalidInputError } from '../../core/errors.js';
 import { formatRetryAfter, rateLimitedHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
 import { NO_RETRY_HEADER } from '../../retry/classify.js';
 
@@ -70,34 +71,33 @@ export function problemResponse(input: ProblemInput): HttpResponse {
 }
 
 interface CodeMapping {
-  status: number;
   title: string;
   /** Overload answers carry `Bulwark-Retry: no` (see RETRY_HINT_HEADER). */
   noRetry?: boolean;
 }
 
-/** How each stable error code is answered over HTTP. */
-const CODE_TO_HTTP: Record<ErrorCode, CodeMapping> = {
-  TIMEOUT: { status: 504, title: 'Upstream timeout' },
-  DEADLINE_EXCEEDED: { status: 504, title: 'Deadline exceeded' },
-  CIRCUIT_OPEN: { status: 503, title: 'Dependency unavailable (circuit open)' },
-  BULKHEAD_FULL: { status: 503, title: 'Too busy', noRetry: true },
-  BULKHEAD_QUEUE_TIMEOUT: { status: 503, title: 'Too busy', noRetry: true },
-  RATE_LIMITED: { status: 429, title: 'Too many requests' },
-  SHED: { status: 503, title: 'Overloaded: request shed', noRetry: true },
-  RETRY_BUDGET_EXHAUSTED: { status: 503, title: 'Dependency failing (retry budget exhausted)', noRetry: true },
-  RETRIES_EXHAUSTED: { status: 503, title: 'Dependency failing (retries exhausted)', noRetry: true },
-  ABORTED: { status: 503, title: 'Request aborted' },
-  IDEMPOTENCY_CONFLICT: { status: 409, title: 'A request with this idempotency key is in progress' },
-  IDEMPOTENCY_MISMATCH: { status: 422, title: 'Idempotency key reused with a different request' },
-  IDEMPOTENCY_KEY_INVALID: { status: 400, title: 'Invalid idempotency key' },
-  STORE_UNAVAILABLE: { status: 503, title: 'Store unavailable' },
-  INVALID_INPUT: { status: 400, title: 'Invalid request' },
-  QUEUE_FULL: { status: 503, title: 'Too busy', noRetry: true },
-  INVALID_OPTIONS: { status: 500, title: 'Internal server error' },
-  FAULT_INJECTED: { status: 500, title: 'Internal server error (injected fault)' },
-  NOT_IDEMPOTENT: { status: 500, title: 'Internal server error' },
-  LEASE_LOST: { status: 500, title: 'Internal server error' },
+/** The title of each stable error code's answer; its status comes from ERROR_TABLE. */
+const CODE_TITLES: Record<ErrorCode, CodeMapping> = {
+  TIMEOUT: { title: 'Upstream timeout' },
+  DEADLINE_EXCEEDED: { title: 'Deadline exceeded' },
+  CIRCUIT_OPEN: { title: 'Dependency unavailable (circuit open)' },
+  BULKHEAD_FULL: { title: 'Too busy', noRetry: true },
+  BULKHEAD_QUEUE_TIMEOUT: { title: 'Too busy', noRetry: true },
+  RATE_LIMITED: { title: 'Too many requests' },
+  SHED: { title: 'Overloaded: request shed', noRetry: true },
+  RETRY_BUDGET_EXHAUSTED: { title: 'Dependency failing (retry budget exhausted)', noRetry: true },
+  RETRIES_EXHAUSTED: { title: 'Dependency failing (retries exhausted)', noRetry: true },
+  ABORTED: { title: 'Request aborted' },
+  IDEMPOTENCY_CONFLICT: { title: 'A request with this idempotency key is in progress' },
+  IDEMPOTENCY_MISMATCH: { title: 'Idempotency key reused with a different request' },
+  IDEMPOTENCY_KEY_INVALID: { title: 'Invalid idempotency key' },
+  STORE_UNAVAILABLE: { title: 'Store unavailable' },
+  INVALID_INPUT: { title: 'Invalid request' },
+  QUEUE_FULL: { title: 'Too busy', noRetry: true },
+  INVALID_OPTIONS: { title: 'Internal server error' },
+  FAULT_INJECTED: { title: 'Internal server error (injected fault)' },
+  NOT_IDEMPOTENT: { title: 'Internal server error' },
+  LEASE_LOST: { title: 'Internal server error' },
 };
 
 const STATUS_TITLES: Record<number, string> = {
@@ -118,24 +118,25 @@ export function problemForError(error: unknown): HttpResponse {
     return problemResponse({ status: error.status, title: STATUS_TITLES[error.status] ?? 'Bad request', code: error.code, detail: error.message });
   }
   if (error instanceof BulwarkError) {
-    const mapping = CODE_TO_HTTP[error.code] ?? { status: 500, title: 'Internal server error' };
+    const mapping = CODE_TITLES[error.code] ?? { title: 'Internal server error' };
+    const status = ERROR_TABLE[error.code]?.status ?? 500;
     const headers: Record<string, string> = {};
     const retryAfterMs = (error as { retryAfterMs?: unknown }).retryAfterMs;
-    if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && mapping.status !== 500) {
+    if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && status !== 500) {
       headers['retry-after'] = formatRetryAfter(retryAfterMs);
     }
     if (mapping.noRetry) headers[RETRY_HINT_HEADER] = RETRY_HINT_NO;
     return problemResponse({
-      status: mapping.status,
+      status,
       title: mapping.title,
       code: error.code,
       // 5xx messages from our own policies are safe to show (no user data); 500s are not.
-      ...(mapping.status === 500 ? {} : { detail: error.message }),
+      ...(status === 500 ? {} : { detail: error.message }),
       headers,
     });
   }
-  const status = statusOf(error);
-  if (status !== undefined) {
+  const status = ownStatusOf(error);
+  if (status !== undefined && status >= 400 && status <= 599) {
     const exposed = status < 500 || (error as { expose?: unknown }).expose === true;
     return problemResponse({
       status,
@@ -146,21 +147,14 @@ export function problemForError(error: unknown): HttpResponse {
   return problemResponse({ status: 500, title: 'Internal server error' });
 }
 
-function statusOf(error: unknown): number | undefined {
-  if (typeof error !== 'object' || error === null) return undefined;
-  const e = error as { status?: unknown; statusCode?: unknown };
-  const status = typeof e.status === 'number' ? e.status : e.statusCode;
-  return typeof status === 'number' && Number.isInteger(status) && status >= 400 && status <= 599 ? status : undefined;
-}
-
 function truncate(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
 /** Bad request input (malformed body, too large, wrong media type): code INVALID_INPUT, a 4xx status. */
-export class InvalidRequestError extends BulwarkError {
+export class InvalidRequestError extends InvalidInputError {
   constructor(message: string, readonly status: 400 | 408 | 411 | 413 | 415 | 422 | 431 = 400, cause?: unknown) {
-    super('INVALID_INPUT', message, { cause, captureStack: false });
+    super(message, { cause, captureStack: false });
   }
 }
 

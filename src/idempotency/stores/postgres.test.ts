@@ -296,7 +296,7 @@ test('postgres: completeWithin needs the pg client the transaction runs on', asy
   const engine = new IdempotencyEngine({ store, renewEveryMs: false });
   const claimed = await engine.claim({ principal: 'p', method: 'POST', route: '/within', key: randomUUID() }, 'fp');
   if (claimed.kind !== 'new') throw new Error('expected a lease');
-  await assert.rejects(store.completeWithin(undefined, claimed.lease, { status: 201 }), { code: 'INVALID_OPTIONS' });
+  await assert.rejects(store.completeWithin(undefined, claimed.lease, { status: 201 }), { code: 'INVALID_INPUT' });
   const client = await pool.connect();
   try {
     await client.query('BEGIN');

@@ -1,5 +1,5 @@
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../../core/clock.js';
-import { InvalidOptionsError } from '../../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../../core/errors.js';
 import { nonNegative, positive, positiveInt } from '../../core/validate.js';
 import { cancelTargetOf, sendCancelRequest } from '../../clients/pg-cancel.js';
 import { isConnectionFatal } from '../../clients/postgres-errors.js';
@@ -189,7 +189,7 @@ export class PostgresIdempotencyStore implements IdempotencyStore {
   /** `completeInTransaction` in the stores' common shape: `client` is the pg client that ran BEGIN. */
   completeWithin(client: unknown, lease: Lease, response: ResponseInput): Promise<void> {
     if (client === null || typeof client !== 'object' || typeof (client as PgQueryable).query !== 'function') {
-      return Promise.reject(new InvalidOptionsError('postgres idempotency: complete(client, response) needs the pg client your transaction runs on (the one that ran BEGIN)'));
+      return Promise.reject(new InvalidInputError('postgres idempotency: complete(client, response) needs the pg client your transaction runs on (the one that ran BEGIN)'));
     }
     return this.completeInTransaction(client as PgQueryable, lease, response);
   }

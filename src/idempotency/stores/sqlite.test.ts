@@ -88,7 +88,9 @@ test('sqlite: completeWithin takes only the store\'s own Database (another canno
   const claimed = await engine.claim({ principal: 'p', method: 'POST', route: '/orders', key: 'k' }, 'fp');
   if (claimed.kind !== 'new') throw new Error('expected a lease');
   const other = new Database(':memory:');
-  assert.throws(() => other.transaction(() => store.completeWithin(other, claimed.lease, { status: 201 }))(), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => other.transaction(() => store.completeWithin(other, claimed.lease, { status: 201 }))(), { code: 'INVALID_INPUT' });
+  // Outside a transaction is a wrong call too, not a wrong store configuration.
+  assert.throws(() => store.completeInTransaction(claimed.lease, { status: 201 }), { code: 'INVALID_INPUT' });
   store.db.transaction(() => store.completeWithin(store.db, claimed.lease, { status: 201, body: 'ok' }))();
   assert.equal((await store.inspect(claimed.lease.id))?.state, 'completed');
   other.close();

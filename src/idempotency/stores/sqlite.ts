@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../../core/clock.js';
-import { InvalidOptionsError } from '../../core/errors.js';
+import { InvalidInputError, InvalidOptionsError } from '../../core/errors.js';
 import { positive, positiveInt } from '../../core/validate.js';
 import { encodeResponse, normalizeResponse, type ResponseInput } from '../codec.js';
 import type { Lease } from '../engine.js';
@@ -171,7 +171,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    * (the one your `db.transaction(...)` runs on); any other database cannot share the transaction.
    */
   completeWithin(client: unknown, lease: Lease, response: ResponseInput): void {
-    if (client !== this.db) throw new InvalidOptionsError('sqlite idempotency: complete(db, response) needs the store\'s own Database, inside db.transaction(...)');
+    if (client !== this.db) throw new InvalidInputError('sqlite idempotency: complete(db, response) needs the store\'s own Database, inside db.transaction(...)');
     this.completeInTransaction(lease, response);
   }
 
@@ -182,7 +182,7 @@ export class SqliteIdempotencyStore implements IdempotencyStore {
    */
   completeInTransaction(lease: Lease, response: ResponseInput): void {
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'complete');
-    if (!this.db.inTransaction) throw new InvalidOptionsError('completeInTransaction must run inside a transaction (db.transaction(...))');
+    if (!this.db.inTransaction) throw new InvalidInputError('completeInTransaction must run inside a transaction (db.transaction(...))');
     const now = this.clock.now();
     const encoded = encodeResponse(normalizeResponse(response));
     const changes = this.#q.complete.run({ id: lease.id, owner: lease.owner, response: encoded, now, expires: now + lease.ttlMs }).changes;
