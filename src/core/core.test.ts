@@ -198,7 +198,7 @@ test('a pipeline refuses an aborted call with ABORTED before any policy takes an
   const bh = bulkhead({ clock, maxConcurrent: 1 });
   const to = timeout({ clock, ms: 1000 });
   const hd = hedge({ clock, delayMs: 10, idempotent: true });
-  const shapes: Policy[][] = [
+  const shapes: Policy<unknown>[][] = [
     [fallback({ clock, fallback: 'cached' }), retry({ clock }), cb, bh, to],
     [cb, bh], // fused, no retry in front
     [bh, to],

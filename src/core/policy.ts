@@ -13,15 +13,29 @@ export interface PolicyDescription {
   policies?: PolicyDescription[];
 }
 
-export interface Policy {
+/**
+ * A policy. `R` is what it may answer instead of the operation's result (a fallback's value):
+ * a call returning `T` resolves to `T | R`. Policies that only pass results through have
+ * `R = never`, so their calls resolve to `T`.
+ */
+export interface Policy<R = never> {
   readonly kind: string;
   readonly clock: Clock;
+  /**
+   * Type-only, never set at run time: carries `R` so that `pipeline()` can compute the union
+   * of its policies' substitutes (a generic method's return type cannot be inferred from).
+   * Boxed so that an optional `never` does not read back as `undefined`.
+   */
+  readonly '~substitute'?: { readonly value: R };
   /** Runs `operation` under this policy. */
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
+  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R>;
   /** The composition hook: do this policy's part around `next`. */
-  run<T>(context: CallContext, next: Next<T>): Promise<T>;
+  run<T>(context: CallContext, next: Next<T>): Promise<T | R>;
   describe(): PolicyDescription;
 }
+
+/** What a policy (or any member of a union of policies) may answer instead of the operation's result. */
+export type SubstituteOf<P> = P extends { readonly '~substitute'?: { readonly value: infer R } } ? R : never;
 
 /**
  * The synchronous half of a policy whose whole job on the way in is an immediate admission and
@@ -46,7 +60,7 @@ export interface FusablePolicy {
 /** What `fusedEnter` returns when the call cannot be admitted at once. */
 export const NOT_FUSED: unique symbol = Symbol('bulwark.notFused');
 
-function isFusable(policy: Policy): policy is Policy & FusablePolicy {
+function isFusable(policy: Policy<unknown>): policy is Policy<unknown> & FusablePolicy {
   return typeof (policy as Partial<FusablePolicy>).fusedEnter === 'function';
 }
 
@@ -155,19 +169,20 @@ function startCall<T>(clock: Clock, operation: Operation<T>, options: CallOption
 }
 
 /** Shared plumbing: `execute` is `run` with a fresh root context and the operation as `next`. */
-export abstract class BasePolicy implements Policy {
+export abstract class BasePolicy<R = never> implements Policy<R> {
   abstract readonly kind: string;
   readonly clock: Clock;
+  declare readonly '~substitute'?: { readonly value: R };
 
   constructor(clock: Clock | undefined) {
     this.clock = clock ?? systemClock;
   }
 
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    return startCall(this.clock, operation, options, (context) => this.run(context, invokeOperation));
+  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
+    return startCall<T | R>(this.clock, operation, options, (context) => this.run(context, invokeOperation as Next<T>));
   }
 
-  abstract run<T>(context: CallContext, next: Next<T>): Promise<T>;
+  abstract run<T>(context: CallContext, next: Next<T>): Promise<T | R>;
   abstract describe(): PolicyDescription;
 }
 
@@ -176,13 +191,14 @@ export abstract class BasePolicy implements Policy {
  * The chain of closures is built once here, so a call allocates only its context; adjacent
  * fusable policies (retry, breaker, bulkhead) share one layer (see FusablePolicy).
  */
-export class Pipeline implements Policy {
+export class Pipeline<R = never> implements Policy<R> {
   readonly kind = 'pipeline';
   readonly clock: Clock;
-  readonly policies: readonly Policy[];
+  readonly policies: readonly Policy<unknown>[];
   readonly #entry: Next<any>;
+  declare readonly '~substitute'?: { readonly value: R };
 
-  constructor(policies: readonly Policy[], clock?: Clock) {
+  constructor(policies: readonly Policy<unknown>[], clock?: Clock) {
     this.policies = policies.flatMap((p) => (p instanceof Pipeline ? p.policies : [p]));
     this.clock = clock ?? this.policies[0]?.clock ?? systemClock;
     let next: Next<any> = invokeOperation;
@@ -194,7 +210,7 @@ export class Pipeline implements Policy {
         continue;
       }
       // policies[first..i] are fusable: one layer, with the plain chains it falls back to.
-      const group = this.policies.slice(first, i + 1) as (Policy & FusablePolicy)[];
+      const group = this.policies.slice(first, i + 1) as (Policy<unknown> & FusablePolicy)[];
       const layered: Next<unknown>[] = [next];
       for (let k = group.length - 1; k >= 0; k--) layered.unshift(layer(group[k]!, layered[0]!));
       next = fusedLayer(group, layered) as Next<any>;
@@ -203,15 +219,15 @@ export class Pipeline implements Policy {
     this.#entry = next;
   }
 
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    return startCall(this.clock, operation, options, this.#entry);
+  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
+    return startCall<T | R>(this.clock, operation, options, this.#entry);
   }
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T>(context: CallContext, next: Next<T>): Promise<T | R> {
     // Nested in another pipeline: compose on the fly (rare; flattening avoids it at build time).
-    let chain: Next<T> = next;
+    let chain: Next<unknown> = next;
     for (let i = this.policies.length - 1; i >= 0; i--) chain = layer(this.policies[i]!, chain);
-    return chain(context);
+    return chain(context) as Promise<T | R>;
   }
 
   describe(): PolicyDescription {
@@ -220,12 +236,15 @@ export class Pipeline implements Policy {
 }
 
 /** One policy around `inner`. */
-function layer<T>(policy: Policy, inner: Next<T>): Next<T> {
+function layer(policy: Policy<unknown>, inner: Next<unknown>): Next<unknown> {
   return (context) => policy.run(context, inner);
 }
 
-/** Composes policies, outermost first. */
-export function pipeline(...policies: Policy[]): Pipeline {
+/**
+ * Composes policies, outermost first. A call returning `T` resolves to `T` plus whatever the
+ * policies may substitute: `pipeline(fallback({ fallback: [] }), retry())` resolves to `T | never[]`.
+ */
+export function pipeline<P extends Policy<unknown>[]>(...policies: P): Pipeline<SubstituteOf<P[number]>> {
   for (const p of policies) {
     if (!p || typeof p.run !== 'function') throw new InvalidOptionsError('pipeline() takes policies (objects with run/execute/describe)');
   }

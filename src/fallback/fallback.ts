@@ -55,7 +55,7 @@ export interface FallbackEvent {
  * value returned is marked with `degradation(value)` (objects) and an `onFallback` event fires
  * (for every value, primitives included), so a fallback never hides a failure from telemetry.
  */
-export class FallbackPolicy<R = unknown> extends BasePolicy {
+export class FallbackPolicy<R = unknown> extends BasePolicy<R> {
   readonly kind = 'fallback';
   readonly name: string | undefined;
   readonly #codes: ReadonlySet<string>;
@@ -102,17 +102,17 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
     this.name = options.name;
   }
 
-  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  async run<T>(context: CallContext, next: Next<T>): Promise<T | R> {
     if (context.aborted) throw abortedError(context.abortReason); // nothing to run, nothing to replace
     let result: T;
     try {
       result = await next(context);
     } catch (error) {
       if (context.aborted || !this.#handles(error, context)) throw error;
-      return this.#substitute({ error }, error, context) as Promise<T>;
+      return this.#substitute({ error }, error, context);
     }
     if (this.#handleResult !== undefined && this.#handleResult(result)) {
-      return this.#substitute({ result }, result, context) as Promise<T>;
+      return this.#substitute({ result }, result, context);
     }
     return result;
   }
@@ -123,7 +123,7 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
     return matchesChain(error, this.#codes, this.#classes);
   }
 
-  async #substitute(outcome: FallbackOutcome, replaced: unknown, context: CallContext): Promise<unknown> {
+  async #substitute(outcome: FallbackOutcome, replaced: unknown, context: CallContext): Promise<R> {
     let value: R;
     if (this.#fallbackFn === undefined) {
       value = this.#fallbackValue as R;
