@@ -51,7 +51,7 @@ test('by predicate, which sees the error and the call context', async () => {
 test('by result: a bad result is replaced, and the fallback function receives it', async () => {
   const outcomes: unknown[] = [];
   const policy = fallback({
-    handleResult: (r) => (r as { status: number }).status === 503,
+    handleResult: (r: { status: number }) => r.status === 503,
     fallback: (outcome) => { outcomes.push(outcome); return { status: 200, body: 'cached' }; },
   });
   const unavailable = { status: 503, body: 'busy' };
