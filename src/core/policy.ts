@@ -212,6 +212,7 @@ export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   constructor(policies: readonly AnyPolicy[], clock?: Clock) {
     this.policies = policies.flatMap((p) => (p instanceof Pipeline ? p.policies : [p]));
     this.clock = clock ?? this.policies[0]?.clock ?? systemClock;
+    checkOneClock(this.clock, this.policies);
     let next: Next<any> = invokeOperation;
     for (let i = this.policies.length - 1; i >= 0; i--) {
       let first = i;
@@ -244,6 +245,22 @@ export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   describe(): PolicyDescription {
     return { kind: 'pipeline', options: {}, policies: this.policies.map((p) => p.describe()) };
   }
+}
+
+/**
+ * A pipeline runs on one clock: its call's deadline, each policy's timers and each policy's
+ * measurements must share one time line. With a virtual clock in one policy and the system clock
+ * in another, a test would advance time that half the pipeline never sees (and in production two
+ * clocks would disagree on deadlines), so a mix is refused when the pipeline is built.
+ */
+function checkOneClock(clock: Clock, policies: readonly AnyPolicy[]): void {
+  const others = policies.filter((p) => p.clock !== clock);
+  if (others.length === 0) return;
+  const same = policies.filter((p) => p.clock === clock).map((p) => p.kind);
+  throw new InvalidOptionsError(
+    `pipeline() policies use different clocks (${same.join(', ') || 'the pipeline'} on one, ${others.map((p) => p.kind).join(', ')} on another): ` +
+      'pass the same clock to every policy (an omitted clock is the system clock)',
+  );
 }
 
 /** One policy around `inner`. */

@@ -139,7 +139,7 @@ test('a fallback function that throws surfaces its error, with the replaced erro
 test('with a bulkhead: a full bulkhead is answered by the fallback', async () => {
   const clock = new VirtualClock();
   const bh = bulkhead({ maxConcurrent: 1, clock });
-  const p = pipeline(fallback({ handle: ['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT'], fallback: () => ({ recommendations: 'static' }) }), bh);
+  const p = pipeline(fallback({ clock, handle: ['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT'], fallback: () => ({ recommendations: 'static' }) }), bh);
   const busy = p.execute(() => new Promise((r) => clock.setTimeout(() => r({ recommendations: 'live' }), 100)));
   const rejected = await p.execute(() => ({ recommendations: 'never called' }));
   assert.deepEqual(rejected, { recommendations: 'static' });
