@@ -19,7 +19,7 @@ function deferred<T = string>() {
 
 const down = () => { throw new Error('down'); };
 /** Reads the state through a call, so TypeScript does not narrow it across awaits. */
-const kind = (breaker: CircuitBreakerPolicy) => breaker.state.kind;
+const kind = (breaker: CircuitBreakerPolicy<never>) => breaker.state.kind;
 const up = () => 'ok';
 
 async function fail(breaker: CircuitBreakerPolicy, times: number): Promise<void> {

@@ -39,7 +39,8 @@ export interface OpenBackoffOptions {
   maxMs?: number;
 }
 
-export interface CircuitBreakerOptions {
+/** `In`: the results `isResultFailure` reads (the operation must return one); inferred from its parameter. */
+export interface CircuitBreakerOptions<In = unknown> {
   /** Shown in errors, events and `describe()`. Default 'circuit-breaker'. */
   name?: string;
   /** When to open: `consecutive()`, `countWindow()`, `timeWindow()`, or your own. Default `consecutive({ threshold: 5 })`. */
@@ -56,8 +57,12 @@ export interface CircuitBreakerOptions {
    * Errors that are not failures count as successes (the dependency answered).
    */
   isFailure?: (error: unknown) => boolean;
-  /** Counts some results as failures without turning them into errors, e.g. `(r) => r.status >= 500`. */
-  isResultFailure?: (result: any) => boolean;
+  /**
+   * Counts some results as failures without turning them into errors, e.g.
+   * `(r: Response) => r.status >= 500`. The parameter's type is the policy's `In`: the operations
+   * it runs must return that type.
+   */
+  isResultFailure?: (result: In) => boolean;
   /** Start from an exported snapshot (hydration). A malformed one fails with `INVALID_OPTIONS`. */
   initialState?: BreakerSnapshot;
   clock?: Clock;
@@ -205,7 +210,7 @@ export class BreakerPermit {
  * admitted in is still current, so a call that started before a trip (or before `reset()`)
  * can never be mistaken for a probe, and stale results never leak into a fresh window.
  */
-export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
+export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
   readonly kind = 'circuit-breaker';
   readonly name: string;
   readonly openMs: number;
@@ -220,6 +225,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   readonly #probeLimit: number;
   readonly #maxWaitMs: number;
   readonly #isFailure: (error: unknown) => boolean;
+  /** Typed by `In` in the options; `run` only takes operations whose results are `In`. */
   readonly #isResultFailure: ((result: unknown) => boolean) | undefined;
   /** Measure call durations (a slow-call threshold is set). */
   readonly #timed: boolean;
@@ -247,7 +253,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
   readonly onSuccess = this.#onSuccess.event;
   readonly onFailure = this.#onFailure.event;
 
-  constructor(options: CircuitBreakerOptions = {}) {
+  constructor(options: CircuitBreakerOptions<In> = {}) {
     super(options.clock);
     if (options.name !== undefined && typeof options.name !== 'string') throw new InvalidOptionsError('breaker.name must be a string');
     this.name = options.name ?? 'circuit-breaker';
@@ -281,7 +287,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
     if (options.isFailure !== undefined && typeof options.isFailure !== 'function') throw new InvalidOptionsError('breaker.isFailure must be a function');
     if (options.isResultFailure !== undefined && typeof options.isResultFailure !== 'function') throw new InvalidOptionsError('breaker.isResultFailure must be a function');
     this.#isFailure = options.isFailure ?? isDependencyFailure;
-    this.#isResultFailure = options.isResultFailure;
+    this.#isResultFailure = options.isResultFailure as ((result: unknown) => boolean) | undefined;
     if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('breaker.random must be a function returning [0, 1)');
     this.#random = options.random ?? systemRandom;
 
@@ -305,7 +311,7 @@ export class CircuitBreakerPolicy extends BasePolicy implements FusablePolicy {
 
   // ------------------------------------------------------------------------------ calls
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {
     // Before admission: an aborted call must not spend a half-open probe.
     if (context.aborted) return rejectAborted(context);
     if (this.#state.kind === 'closed') return this.#call(context, next, this.#epoch);
@@ -655,6 +661,6 @@ function warn(what: string, error: unknown): void {
 }
 
 /** Builds a circuit breaker. See `CircuitBreakerOptions` for the defaults. */
-export function circuitBreaker(options: CircuitBreakerOptions = {}): CircuitBreakerPolicy {
-  return new CircuitBreakerPolicy(options);
+export function circuitBreaker<In = unknown>(options: CircuitBreakerOptions<In> = {}): CircuitBreakerPolicy<In> {
+  return new CircuitBreakerPolicy<In>(options);
 }

@@ -7,13 +7,14 @@ import { BasePolicy, type Next, type Policy, type PolicyDescription } from '../c
 import { positiveInt } from '../core/validate.js';
 import { CircuitBreakerPolicy, type BreakerStateChange, type CircuitBreakerOptions } from './breaker.js';
 
-export interface KeyedCircuitBreakerOptions<K> {
+/** `In`: the results the breakers' `isResultFailure` reads (see CircuitBreakerOptions). */
+export interface KeyedCircuitBreakerOptions<K, In = unknown> {
   /** Prefix of each breaker's name (`<name>:<key>`). Default: the options' name, else 'circuit-breaker'. */
   name?: string;
   /** Breakers kept at most (plus one shared overflow breaker). Default 1000. */
   maxKeys?: number;
   /** Options for every key, or a function giving each key its own (called once, when the key's breaker is made). */
-  options?: CircuitBreakerOptions | ((key: K) => CircuitBreakerOptions);
+  options?: CircuitBreakerOptions<In> | ((key: K) => CircuitBreakerOptions<In>);
   /** Default clock for the breakers (options may override). */
   clock?: Clock;
 }
@@ -33,8 +34,8 @@ export interface KeyedBreakerStats {
   overflowed: number;
 }
 
-interface Entry {
-  readonly breaker: CircuitBreakerPolicy;
+interface Entry<In> {
+  readonly breaker: CircuitBreakerPolicy<In>;
   readonly subscription: Disposable;
 }
 
@@ -52,22 +53,22 @@ interface Entry {
  * Closed and not-closed breakers live in two maps (the closed one in LRU order), moved on
  * state changes, so finding a victim is O(1) instead of a scan past open breakers.
  */
-export class KeyedCircuitBreaker<K = string> {
+export class KeyedCircuitBreaker<K = string, In = unknown> {
   readonly name: string;
   readonly maxKeys: number;
   readonly clock: Clock | undefined;
-  readonly #options: CircuitBreakerOptions | ((key: K) => CircuitBreakerOptions);
+  readonly #options: CircuitBreakerOptions<In> | ((key: K) => CircuitBreakerOptions<In>);
   /** Closed breakers, least recently used first. */
-  readonly #closed = new Map<K, Entry>();
-  readonly #notClosed = new Map<K, Entry>();
-  #overflow: CircuitBreakerPolicy | undefined;
+  readonly #closed = new Map<K, Entry<In>>();
+  readonly #notClosed = new Map<K, Entry<In>>();
+  #overflow: CircuitBreakerPolicy<In> | undefined;
   #evictions = 0;
   #overflowed = 0;
   readonly #onStateChange = new EventEmitter<KeyedStateChange<K>>();
   /** State changes of every key's breaker (not the overflow breaker's: it has no key). */
   readonly onStateChange = this.#onStateChange.event;
 
-  constructor(options: KeyedCircuitBreakerOptions<K> = {}) {
+  constructor(options: KeyedCircuitBreakerOptions<K, In> = {}) {
     this.maxKeys = positiveInt('keyedBreaker.maxKeys', options.maxKeys, 1000);
     const perKey = options.options ?? {};
     if (typeof perKey !== 'function' && (typeof perKey !== 'object' || perKey === null)) {
@@ -85,7 +86,7 @@ export class KeyedCircuitBreaker<K = string> {
   }
 
   /** The key's breaker, made on first use (or the overflow breaker when full of open ones). */
-  get(key: K): CircuitBreakerPolicy {
+  get(key: K): CircuitBreakerPolicy<In> {
     const closed = this.#closed.get(key);
     if (closed !== undefined) {
       // Most recently used goes last (Map keeps insertion order).
@@ -97,7 +98,7 @@ export class KeyedCircuitBreaker<K = string> {
   }
 
   /** The key's breaker if one exists; does not create one or change the LRU order. */
-  peek(key: K): CircuitBreakerPolicy | undefined {
+  peek(key: K): CircuitBreakerPolicy<In> | undefined {
     return (this.#closed.get(key) ?? this.#notClosed.get(key))?.breaker;
   }
 
@@ -110,8 +111,8 @@ export class KeyedCircuitBreaker<K = string> {
   }
 
   /** Runs `operation` through the key's breaker. */
-  execute<T>(key: K, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    let breaker: CircuitBreakerPolicy;
+  execute<T extends In>(key: K, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
+    let breaker: CircuitBreakerPolicy<In>;
     try {
       breaker = this.get(key);
     } catch (error) {
@@ -121,7 +122,7 @@ export class KeyedCircuitBreaker<K = string> {
   }
 
   /** A pipeline policy that picks the breaker by a key read from the call (e.g. `ctx.tags.host`). */
-  policy(keyOf: (context: CallContext) => K): Policy {
+  policy(keyOf: (context: CallContext) => K): Policy<never, In> {
     if (typeof keyOf !== 'function') throw new InvalidOptionsError('keyedBreaker.policy(keyOf) needs a function of the call context');
     return new KeyedBreakerPolicy(this, keyOf);
   }
@@ -145,7 +146,7 @@ export class KeyedCircuitBreaker<K = string> {
     return { size: this.size, maxKeys: this.maxKeys, notClosed: this.#notClosed.size, evictions: this.#evictions, overflowed: this.#overflowed };
   }
 
-  #create(key: K): CircuitBreakerPolicy {
+  #create(key: K): CircuitBreakerPolicy<In> {
     if (this.size >= this.maxKeys && !this.#evictOldestClosed()) {
       this.#overflowed++;
       return (this.#overflow ??= new CircuitBreakerPolicy({ clock: this.clock, ...this.#resolve(key), name: `${this.name}:overflow` }));
@@ -153,17 +154,17 @@ export class KeyedCircuitBreaker<K = string> {
     const options = this.#resolve(key);
     const breaker = new CircuitBreakerPolicy({ clock: this.clock, ...options, name: this.#nameFor(key, options) });
     const subscription = breaker.onStateChange((change) => this.#moved(key, change));
-    const entry: Entry = { breaker, subscription };
+    const entry: Entry<In> = { breaker, subscription };
     if (breaker.state.kind === 'closed') this.#closed.set(key, entry);
     else this.#notClosed.set(key, entry); // hydrated from an open snapshot
     return breaker;
   }
 
-  #resolve(key: K): CircuitBreakerOptions {
+  #resolve(key: K): CircuitBreakerOptions<In> {
     return typeof this.#options === 'function' ? this.#options(key) : this.#options;
   }
 
-  #nameFor(key: K, options: CircuitBreakerOptions): string {
+  #nameFor(key: K, options: CircuitBreakerOptions<In>): string {
     if (typeof this.#options === 'function' && options.name !== undefined) return options.name;
     return `${this.name}:${String(key)}`;
   }
@@ -196,15 +197,15 @@ export class KeyedCircuitBreaker<K = string> {
   }
 }
 
-class KeyedBreakerPolicy<K> extends BasePolicy {
+class KeyedBreakerPolicy<K, In> extends BasePolicy<never, In> {
   readonly kind = 'keyed-circuit-breaker';
-  constructor(private readonly keyed: KeyedCircuitBreaker<K>, private readonly keyOf: (context: CallContext) => K) {
+  constructor(private readonly keyed: KeyedCircuitBreaker<K, In>, private readonly keyOf: (context: CallContext) => K) {
     super(keyed.clock);
   }
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {
     if (context.aborted) return rejectAborted(context); // before making (or evicting) a breaker
-    let breaker: CircuitBreakerPolicy;
+    let breaker: CircuitBreakerPolicy<In>;
     try {
       breaker = this.keyed.get(this.keyOf(context));
     } catch (error) {
@@ -219,6 +220,6 @@ class KeyedBreakerPolicy<K> extends BasePolicy {
 }
 
 /** One circuit breaker per key, at most `maxKeys` of them (LRU eviction of closed breakers). */
-export function keyedBreaker<K = string>(options: KeyedCircuitBreakerOptions<K> = {}): KeyedCircuitBreaker<K> {
-  return new KeyedCircuitBreaker<K>(options);
+export function keyedBreaker<K = string, In = unknown>(options: KeyedCircuitBreakerOptions<K, In> = {}): KeyedCircuitBreaker<K, In> {
+  return new KeyedCircuitBreaker<K, In>(options);
 }

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { VirtualClock } from './clock.js';
+import { VirtualClock, systemClock } from './clock.js';
 import { seededRandom } from './random.js';
 import { EventEmitter } from './events.js';
 import { CallContext } from './context.js';
 import { BulwarkError, CircuitOpenError, RetriesExhaustedError, hasCode, rootCause } from './errors.js';
-import { BasePolicy, pipeline, type Next, type PolicyDescription } from './policy.js';
+import { BasePolicy, Pipeline, pipeline, type Next, type PolicyDescription } from './policy.js';
 import { abortedError } from './abort.js';
 import { TimeoutError } from './errors.js';
 import type { Policy } from './policy.js';
@@ -208,7 +208,7 @@ test('a pipeline refuses an aborted call with ABORTED before any policy takes an
   const bh = bulkhead({ clock, maxConcurrent: 1 });
   const to = timeout({ clock, ms: 1000 });
   const hd = hedge({ clock, delayMs: 10, idempotent: true });
-  const shapes: Policy[][] = [
+  const shapes: Policy<unknown>[][] = [
     [fallback({ clock, fallback: 'cached' }), retry({ clock }), cb, bh, to],
     [cb, bh], // fused, no retry in front
     [bh, to],
@@ -224,6 +224,30 @@ test('a pipeline refuses an aborted call with ABORTED before any policy takes an
   assert.equal(clock.pendingTimers, 0, 'no timer armed');
   assert.equal(hd.stats().calls, 0);
   assert.equal(await pipeline(cb, bh, to).execute(() => 'ok'), 'ok');
+});
+
+test('a pipeline whose policies run on different clocks is refused with INVALID_OPTIONS when built', async () => {
+  const virtual = new VirtualClock();
+  const other = new VirtualClock();
+  const mixed = (e: any) => e.code === 'INVALID_OPTIONS' && /different clocks \(fallback on one, timeout on another\)/.test(e.message);
+  // An omitted clock is the system clock: a virtual one next to it is a mix.
+  assert.throws(() => pipeline(fallback({ fallback: 1 }), timeout({ clock: virtual, ms: 100 })), mixed);
+  assert.throws(() => pipeline(retry({ clock: virtual }), bulkhead({ clock: other, maxConcurrent: 1 })), { code: 'INVALID_OPTIONS' });
+  // Nested pipelines are flattened and checked as one; an explicit pipeline clock counts too.
+  const inner = pipeline(timeout({ clock: other, ms: 100 }));
+  assert.throws(() => pipeline(retry({ clock: virtual }), inner), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new Pipeline([timeout({ clock: virtual, ms: 100 })], other), { code: 'INVALID_OPTIONS' });
+
+  // One clock everywhere builds, and the whole pipeline runs on it.
+  const one = pipeline(fallback({ clock: virtual, fallback: 'late' }), timeout({ clock: virtual, ms: 100, graceMs: 0 }));
+  assert.equal(one.clock, virtual);
+  let settled: unknown;
+  void one.execute(() => new Promise<string>(() => {})).then((value) => { settled = value; });
+  await virtual.advance(99);
+  assert.equal(settled, undefined);
+  await virtual.advance(1);
+  assert.equal(settled, 'late', 'the timeout fired on the virtual clock and the fallback answered');
+  assert.equal(pipeline(retry(), timeout({ ms: 100 })).clock, systemClock, 'all omitted: the system clock for all');
 });
 
 test('abortedError: ABORTED with the reason as cause; a Bulwark error keeps its code', () => {

@@ -13,15 +13,38 @@ export interface PolicyDescription {
   policies?: PolicyDescription[];
 }
 
-export interface Policy {
+/**
+ * A policy. `R` is what it may answer instead of the operation's result (a fallback's value):
+ * a call returning `T` resolves to `T | R`. Policies that only pass results through have
+ * `R = never`, so their calls resolve to `T`. `In` is what the policy's result predicate
+ * (`handleResult`, `isResultFailure`) reads: the operation's result must be one (default: any value).
+ */
+export interface Policy<R = never, In = unknown> {
   readonly kind: string;
   readonly clock: Clock;
+  /**
+   * Type-only, never set at run time: carries `R` so that `pipeline()` can compute the union
+   * of its policies' substitutes (a generic method's return type cannot be inferred from).
+   * Boxed so that an optional `never` does not read back as `undefined`.
+   */
+  readonly '~substitute'?: { readonly value: R };
+  /** Type-only, never set at run time: carries `In` (a parameter, so that `pipeline()` intersects them). */
+  readonly '~accepts'?: (result: In) => void;
   /** Runs `operation` under this policy. */
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
+  execute<T extends In>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R>;
   /** The composition hook: do this policy's part around `next`. */
-  run<T>(context: CallContext, next: Next<T>): Promise<T>;
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R>;
   describe(): PolicyDescription;
 }
+
+/** Any policy at all, whatever it substitutes or reads (for lists of policies). */
+export type AnyPolicy = Policy<unknown, never>;
+
+/** What a policy (or any member of a union of policies) may answer instead of the operation's result. */
+export type SubstituteOf<P> = P extends { readonly '~substitute'?: { readonly value: infer R } } ? R : never;
+
+/** What the operation's result must be for every policy of a union to read it (the intersection of their `In`). */
+export type AcceptedBy<P> = [P] extends [{ readonly '~accepts'?: (result: infer In) => void }] ? In : unknown;
 
 /**
  * The synchronous half of a policy whose whole job on the way in is an immediate admission and
@@ -46,7 +69,7 @@ export interface FusablePolicy {
 /** What `fusedEnter` returns when the call cannot be admitted at once. */
 export const NOT_FUSED: unique symbol = Symbol('bulwark.notFused');
 
-function isFusable(policy: Policy): policy is Policy & FusablePolicy {
+function isFusable(policy: AnyPolicy): policy is AnyPolicy & FusablePolicy {
   return typeof (policy as Partial<FusablePolicy>).fusedEnter === 'function';
 }
 
@@ -155,19 +178,21 @@ function startCall<T>(clock: Clock, operation: Operation<T>, options: CallOption
 }
 
 /** Shared plumbing: `execute` is `run` with a fresh root context and the operation as `next`. */
-export abstract class BasePolicy implements Policy {
+export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, In> {
   abstract readonly kind: string;
   readonly clock: Clock;
+  declare readonly '~substitute'?: { readonly value: R };
+  declare readonly '~accepts'?: (result: In) => void;
 
   constructor(clock: Clock | undefined) {
     this.clock = clock ?? systemClock;
   }
 
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    return startCall(this.clock, operation, options, (context) => this.run(context, invokeOperation));
+  execute<T extends In>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
+    return startCall<T | R>(this.clock, operation, options, (context) => this.run(context, invokeOperation as Next<T>));
   }
 
-  abstract run<T>(context: CallContext, next: Next<T>): Promise<T>;
+  abstract run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R>;
   abstract describe(): PolicyDescription;
 }
 
@@ -176,15 +201,18 @@ export abstract class BasePolicy implements Policy {
  * The chain of closures is built once here, so a call allocates only its context; adjacent
  * fusable policies (retry, breaker, bulkhead) share one layer (see FusablePolicy).
  */
-export class Pipeline implements Policy {
+export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   readonly kind = 'pipeline';
   readonly clock: Clock;
-  readonly policies: readonly Policy[];
+  readonly policies: readonly AnyPolicy[];
   readonly #entry: Next<any>;
+  declare readonly '~substitute'?: { readonly value: R };
+  declare readonly '~accepts'?: (result: In) => void;
 
-  constructor(policies: readonly Policy[], clock?: Clock) {
+  constructor(policies: readonly AnyPolicy[], clock?: Clock) {
     this.policies = policies.flatMap((p) => (p instanceof Pipeline ? p.policies : [p]));
     this.clock = clock ?? this.policies[0]?.clock ?? systemClock;
+    checkOneClock(this.clock, this.policies);
     let next: Next<any> = invokeOperation;
     for (let i = this.policies.length - 1; i >= 0; i--) {
       let first = i;
@@ -194,7 +222,7 @@ export class Pipeline implements Policy {
         continue;
       }
       // policies[first..i] are fusable: one layer, with the plain chains it falls back to.
-      const group = this.policies.slice(first, i + 1) as (Policy & FusablePolicy)[];
+      const group = this.policies.slice(first, i + 1) as (AnyPolicy & FusablePolicy)[];
       const layered: Next<unknown>[] = [next];
       for (let k = group.length - 1; k >= 0; k--) layered.unshift(layer(group[k]!, layered[0]!));
       next = fusedLayer(group, layered) as Next<any>;
@@ -203,15 +231,15 @@ export class Pipeline implements Policy {
     this.#entry = next;
   }
 
-  execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T> {
-    return startCall(this.clock, operation, options, this.#entry);
+  execute<T extends In>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
+    return startCall<T | R>(this.clock, operation, options, this.#entry);
   }
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R> {
     // Nested in another pipeline: compose on the fly (rare; flattening avoids it at build time).
-    let chain: Next<T> = next;
+    let chain: Next<unknown> = next;
     for (let i = this.policies.length - 1; i >= 0; i--) chain = layer(this.policies[i]!, chain);
-    return chain(context);
+    return chain(context) as Promise<T | R>;
   }
 
   describe(): PolicyDescription {
@@ -219,13 +247,35 @@ export class Pipeline implements Policy {
   }
 }
 
-/** One policy around `inner`. */
-function layer<T>(policy: Policy, inner: Next<T>): Next<T> {
-  return (context) => policy.run(context, inner);
+/**
+ * A pipeline runs on one clock: its call's deadline, each policy's timers and each policy's
+ * measurements must share one time line. With a virtual clock in one policy and the system clock
+ * in another, a test would advance time that half the pipeline never sees (and in production two
+ * clocks would disagree on deadlines), so a mix is refused when the pipeline is built.
+ */
+function checkOneClock(clock: Clock, policies: readonly AnyPolicy[]): void {
+  const others = policies.filter((p) => p.clock !== clock);
+  if (others.length === 0) return;
+  const same = policies.filter((p) => p.clock === clock).map((p) => p.kind);
+  throw new InvalidOptionsError(
+    `pipeline() policies use different clocks (${same.join(', ') || 'the pipeline'} on one, ${others.map((p) => p.kind).join(', ')} on another): ` +
+      'pass the same clock to every policy (an omitted clock is the system clock)',
+  );
 }
 
-/** Composes policies, outermost first. */
-export function pipeline(...policies: Policy[]): Pipeline {
+/** One policy around `inner`. */
+function layer(policy: AnyPolicy, inner: Next<unknown>): Next<unknown> {
+  // The types were checked where the pipeline was typed (pipeline()); here every result is unknown.
+  return (context) => policy.run(context, inner as Next<never>);
+}
+
+/**
+ * Composes policies, outermost first. A call returning `T` resolves to `T` plus whatever the
+ * policies may substitute: `pipeline(fallback({ fallback: [] }), retry())` resolves to `T | never[]`.
+ * The operation's result must suit every policy's result predicate (`retry({ handleResult:
+ * (r: Response) => ... })` takes operations that return a Response).
+ */
+export function pipeline<P extends AnyPolicy[]>(...policies: P): Pipeline<SubstituteOf<P[number]>, AcceptedBy<P[number]>> {
   for (const p of policies) {
     if (!p || typeof p.run !== 'function') throw new InvalidOptionsError('pipeline() takes policies (objects with run/execute/describe)');
   }

@@ -51,7 +51,7 @@ test('by predicate, which sees the error and the call context', async () => {
 test('by result: a bad result is replaced, and the fallback function receives it', async () => {
   const outcomes: unknown[] = [];
   const policy = fallback({
-    handleResult: (r) => (r as { status: number }).status === 503,
+    handleResult: (r: { status: number }) => r.status === 503,
     fallback: (outcome) => { outcomes.push(outcome); return { status: 200, body: 'cached' }; },
   });
   const unavailable = { status: 503, body: 'busy' };
@@ -139,7 +139,7 @@ test('a fallback function that throws surfaces its error, with the replaced erro
 test('with a bulkhead: a full bulkhead is answered by the fallback', async () => {
   const clock = new VirtualClock();
   const bh = bulkhead({ maxConcurrent: 1, clock });
-  const p = pipeline(fallback({ handle: ['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT'], fallback: () => ({ recommendations: 'static' }) }), bh);
+  const p = pipeline(fallback({ clock, handle: ['BULKHEAD_FULL', 'BULKHEAD_QUEUE_TIMEOUT'], fallback: () => ({ recommendations: 'static' }) }), bh);
   const busy = p.execute(() => new Promise((r) => clock.setTimeout(() => r({ recommendations: 'live' }), 100)));
   const rejected = await p.execute(() => ({ recommendations: 'never called' }));
   assert.deepEqual(rejected, { recommendations: 'static' });

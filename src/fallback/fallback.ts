@@ -13,14 +13,18 @@ export type ErrorClass = abstract new (...args: any[]) => unknown;
 export type FallbackHandle = readonly (string | ErrorClass)[] | ((error: unknown, context: CallContext) => boolean);
 
 /** What the fallback replaces: the error thrown, or the result judged bad by `handleResult`. */
-export interface FallbackOutcome {
+export interface FallbackOutcome<In = unknown> {
   error?: unknown;
-  result?: unknown;
+  result?: In;
 }
 
-export type FallbackFunction<R> = (outcome: FallbackOutcome, context: CallContext) => R | PromiseLike<R>;
+export type FallbackFunction<R, In = unknown> = (outcome: FallbackOutcome<In>, context: CallContext) => R | PromiseLike<R>;
 
-export interface FallbackOptions<R = unknown> {
+/**
+ * `R`: the fallback value's type (a call returning `T` resolves to `T | R`). `In`: the results
+ * `handleResult` reads (the operation must return one); inferred from its parameter.
+ */
+export interface FallbackOptions<R = unknown, In = unknown> {
   /**
    * Errors to replace. An array of error codes (strings, compared with `error.code` and the
    * codes along the `cause` chain, so `'TIMEOUT'` also matches a `RETRIES_EXHAUSTED` whose last
@@ -29,15 +33,15 @@ export interface FallbackOptions<R = unknown> {
    * A call the caller (or an outer policy) aborted is never replaced: nobody waits for its value.
    */
   handle?: FallbackHandle;
-  /** Results to replace, e.g. `(r) => r instanceof Response && r.status === 503`. */
-  handleResult?: (result: unknown) => boolean;
+  /** Results to replace, e.g. `(r: Response) => r.status === 503`. */
+  handleResult?: (result: In) => boolean;
   /**
    * The replacement: a static value, or a function of the outcome and the call context (sync or
    * async). A function is always called, so to return a function as the value, wrap it:
    * `fallback: () => myFunction`. If the function throws, its error surfaces, with the replaced
    * error attached as `cause` when it has none.
    */
-  fallback: R | FallbackFunction<R>;
+  fallback: R | FallbackFunction<R, In>;
   clock?: Clock;
   name?: string;
 }
@@ -55,12 +59,13 @@ export interface FallbackEvent {
  * value returned is marked with `degradation(value)` (objects) and an `onFallback` event fires
  * (for every value, primitives included), so a fallback never hides a failure from telemetry.
  */
-export class FallbackPolicy<R = unknown> extends BasePolicy {
+export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In> {
   readonly kind = 'fallback';
   readonly name: string | undefined;
   readonly #codes: ReadonlySet<string>;
   readonly #classes: readonly ErrorClass[];
   readonly #predicate: ((error: unknown, context: CallContext) => boolean) | undefined;
+  /** Typed by `In` in the options; `run` only takes operations whose results are `In`. */
   readonly #handleResult: ((result: unknown) => boolean) | undefined;
   readonly #fallbackFn: FallbackFunction<R> | undefined;
   readonly #fallbackValue: R | undefined;
@@ -68,7 +73,7 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
   /** Fires each time a fallback value is served instead of an error or a bad result. */
   readonly onFallback = this.#onFallback.event;
 
-  constructor(options: FallbackOptions<R>) {
+  constructor(options: FallbackOptions<R, In>) {
     super(options?.clock);
     if (typeof options !== 'object' || options === null || !('fallback' in options)) {
       throw new InvalidOptionsError('fallback() needs options: { fallback: value | (outcome, context) => value }');
@@ -96,23 +101,23 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
     }
     this.#codes = codes;
     this.#classes = classes;
-    this.#handleResult = handleResult;
+    this.#handleResult = handleResult as ((result: unknown) => boolean) | undefined;
     if (typeof options.fallback === 'function') this.#fallbackFn = options.fallback as FallbackFunction<R>;
     else this.#fallbackValue = options.fallback;
     this.name = options.name;
   }
 
-  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  async run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R> {
     if (context.aborted) throw abortedError(context.abortReason); // nothing to run, nothing to replace
     let result: T;
     try {
       result = await next(context);
     } catch (error) {
       if (context.aborted || !this.#handles(error, context)) throw error;
-      return this.#substitute({ error }, error, context) as Promise<T>;
+      return this.#substitute({ error }, error, context);
     }
     if (this.#handleResult !== undefined && this.#handleResult(result)) {
-      return this.#substitute({ result }, result, context) as Promise<T>;
+      return this.#substitute({ result }, result, context);
     }
     return result;
   }
@@ -123,7 +128,7 @@ export class FallbackPolicy<R = unknown> extends BasePolicy {
     return matchesChain(error, this.#codes, this.#classes);
   }
 
-  async #substitute(outcome: FallbackOutcome, replaced: unknown, context: CallContext): Promise<unknown> {
+  async #substitute(outcome: FallbackOutcome, replaced: unknown, context: CallContext): Promise<R> {
     let value: R;
     if (this.#fallbackFn === undefined) {
       value = this.#fallbackValue as R;
@@ -187,6 +192,6 @@ function isClass(fn: (...args: any[]) => unknown): boolean {
  * `fallback({ handle: ['CIRCUIT_OPEN', 'TIMEOUT'], fallback: cachedList })`, or with a function:
  * `fallback({ fallback: ({ error }) => defaultRecommendations() })`.
  */
-export function fallback<R>(options: FallbackOptions<R>): FallbackPolicy<R> {
-  return new FallbackPolicy<R>(options);
+export function fallback<R, In = unknown>(options: FallbackOptions<R, In>): FallbackPolicy<R, In> {
+  return new FallbackPolicy<R, In>(options);
 }

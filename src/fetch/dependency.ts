@@ -20,7 +20,7 @@ import { MAX_TIMER_MS } from '../retry/backoff.js';
 import { TimeoutPolicy } from '../timeout/timeout.js';
 import type { Response } from 'undici';
 import { SharedResponse, UpstreamStatusError, discardResult, shareResponse } from './body.js';
-import { FETCH_CALL, FETCH_DEFAULTS, callOf, type FetchCallTags, type ResolvedDependency } from './options.js';
+import { FETCH_CALL, FETCH_DEFAULTS, callOf, type FetchAnswer, type FetchCallTags, type ResolvedDependency } from './options.js';
 import { shareKey, type FetchCall } from './request.js';
 
 /** Stale answers carry this header: the answer's age in ms (as well as the `degradation()` mark). */
@@ -65,10 +65,10 @@ export interface FetchBreakerStateChange extends BreakerStateChange {
 }
 
 /** Runs a policy only for the calls `applies` picks; the others go straight to `next`. */
-class When extends BasePolicy {
+class When<In> extends BasePolicy<never, In> {
   readonly kind: string;
   constructor(
-    readonly policy: Policy,
+    readonly policy: Policy<never, In>,
     readonly applies: (call: FetchCall, context: CallContext) => boolean,
     readonly condition: string,
   ) {
@@ -76,7 +76,7 @@ class When extends BasePolicy {
     this.kind = policy.kind;
   }
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {
     return this.applies(callOf(context.tags), context) ? this.policy.run(context, next) : next(context);
   }
 
@@ -126,16 +126,16 @@ const TOO_LARGE_KEYS = 1000;
 export class FetchDependency {
   readonly name: string;
   readonly settings: ResolvedDependency;
-  readonly breakers: KeyedCircuitBreaker<string> | undefined;
+  readonly breakers: KeyedCircuitBreaker<string, FetchAnswer> | undefined;
   readonly bulkhead: BulkheadPolicy | undefined;
-  readonly retry: RetryPolicy | undefined;
+  readonly retry: RetryPolicy<FetchAnswer> | undefined;
   readonly hedge: HedgePolicy | undefined;
   readonly coalescer: CoalescePolicy | undefined;
   readonly cache: StaleCachePolicy | undefined;
   readonly budget: RetryBudget | undefined;
   readonly attemptTimeout: TimeoutPolicy | undefined;
   readonly totalTimeout: TimeoutPolicy;
-  readonly pipeline: Pipeline;
+  readonly pipeline: Pipeline<never, FetchAnswer>;
   readonly #shared: ClientShared;
   /** Keys whose answers were too large to share: such GETs are sent one per caller. */
   readonly #tooLarge = new Set<string>();
@@ -156,7 +156,7 @@ export class FetchDependency {
     const needsBudget = retry !== undefined || settings.hedge !== undefined;
     this.budget = !needsBudget || retry?.budget === false ? undefined : retry?.budget ?? shared.budgetFor(settings.name);
 
-    const policies: Policy[] = [];
+    const policies: Policy<never, FetchAnswer>[] = [];
     if (settings.cache !== undefined || settings.coalesce) {
       const guard = new TimeoutPolicy({ ms: MAX_TIMER_MS, safetyMarginMs: 0, clock, name: `${label}.caller-deadline` });
       policies.push(new When(guard, (call, context) => call.shared && context.deadline !== Infinity, 'shared answer, caller has a deadline'));
@@ -211,7 +211,7 @@ export class FetchDependency {
 
     if (settings.breaker !== undefined) {
       const { maxHosts, ...options } = settings.breaker;
-      this.breakers = new KeyedCircuitBreaker<string>({
+      this.breakers = new KeyedCircuitBreaker<string, FetchAnswer>({
         name: label,
         maxKeys: maxHosts,
         clock,

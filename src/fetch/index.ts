@@ -16,6 +16,7 @@ export {
   type DependencyOptions,
   type FetchRetryOptions,
   type FetchBreakerOptions,
+  type FetchAnswer,
   type FetchBulkheadOptions,
   type FetchHedgeOptions,
   type FetchCacheOptions,

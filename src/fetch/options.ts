@@ -9,6 +9,7 @@ import type { HedgeOptions } from '../hedge/hedge.js';
 import type { RetryOptions } from '../retry/retry.js';
 import { RETRYABLE_STATUSES } from '../retry/classify.js';
 import type { FetchCall } from './request.js';
+import type { SharedResponse } from './body.js';
 
 export interface FetchRetryOptions extends Pick<RetryOptions, 'maxAttempts' | 'backoff' | 'maxElapsedMs' | 'maxRetryAfterMs' | 'shouldRetry'> {
   /**
@@ -23,7 +24,10 @@ export interface FetchRetryOptions extends Pick<RetryOptions, 'maxAttempts' | 'b
   budget?: RetryBudget | false;
 }
 
-export interface FetchBreakerOptions extends Omit<CircuitBreakerOptions, 'clock' | 'name' | 'initialState'> {
+/** What a dependency's result predicates (the breaker's `isResultFailure`) read: the upstream's answer. */
+export type FetchAnswer = Response | SharedResponse;
+
+export interface FetchBreakerOptions extends Omit<CircuitBreakerOptions<FetchAnswer>, 'clock' | 'name' | 'initialState'> {
   /** Hosts with a breaker of their own at most (least recently used closed ones are evicted). Default 1000. */
   maxHosts?: number;
 }

@@ -11,7 +11,8 @@ import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOp
 import { decideRetry, type RetryOutcome } from './classify.js';
 import { ConcurrencyRetryBudget } from './budget.js';
 
-export interface RetryOptions {
+/** `In`: the results `handleResult` reads (the operation must return one); inferred from its parameter. */
+export interface RetryOptions<In = unknown> {
   /**
    * Total calls including the first, not retries after it: 3 means one call and at most two
    * retries; 1 means no retry. Default 3. `Infinity` only together with `maxElapsedMs` or
@@ -42,8 +43,9 @@ export interface RetryOptions {
   /**
    * Retries on results, e.g. `(r: Response) => r.status >= 500`. Retry-After is then read from
    * the result's headers. When retries run out the last result is returned, not an error.
+   * The parameter's type is the policy's `In`: the operations it runs must return that type.
    */
-  handleResult?: (result: any) => boolean;
+  handleResult?: (result: In) => boolean;
   clock?: Clock;
   random?: Random;
   name?: string;
@@ -81,7 +83,7 @@ export const RETRY_DEFAULTS = Object.freeze({
   maxRetryAfterMs: 60_000,
 });
 
-export class RetryPolicy extends BasePolicy implements FusablePolicy {
+export class RetryPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
   readonly kind = 'retry';
   readonly name: string | undefined;
   readonly maxAttempts: number;
@@ -91,7 +93,8 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   readonly budget: RetryBudget | undefined;
   readonly random: Random;
   readonly #shouldRetry: RetryOptions['shouldRetry'];
-  readonly #handleResult: RetryOptions['handleResult'];
+  /** Typed by `In` in the options; `run` only takes operations whose results are `In`. */
+  readonly #handleResult: ((result: unknown) => boolean) | undefined;
 
   readonly #onRetry = new EventEmitter<RetryEvent>();
   readonly #onGiveUp = new EventEmitter<GiveUpEvent>();
@@ -103,7 +106,7 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
   /** Fires when a call succeeds (on any attempt). */
   readonly onSuccess = this.#onSuccess.event;
 
-  constructor(options: RetryOptions = {}) {
+  constructor(options: RetryOptions<In> = {}) {
     super(options.clock);
     this.name = options.name;
     this.maxElapsedMs = nonNegative('retry.maxElapsedMs', options.maxElapsedMs, RETRY_DEFAULTS.maxElapsedMs);
@@ -116,11 +119,11 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
     if (options.handleResult !== undefined && typeof options.handleResult !== 'function') throw new InvalidOptionsError('retry.handleResult must be a function');
     if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('retry.random must be a function returning [0, 1)');
     this.#shouldRetry = options.shouldRetry;
-    this.#handleResult = options.handleResult;
+    this.#handleResult = options.handleResult as ((result: unknown) => boolean) | undefined;
     this.random = options.random ?? systemRandom;
   }
 
-  run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {
     if (context.aborted) return rejectAborted(context);
     const startedAt = this.#begin();
     const firstContext = context.attempt === 1 ? context : context.derive({ attempt: 1 });
@@ -310,8 +313,8 @@ export class RetryPolicy extends BasePolicy implements FusablePolicy {
 }
 
 /** Builds a retry policy. */
-export function retry(options: RetryOptions = {}): RetryPolicy {
-  return new RetryPolicy(options);
+export function retry<In = unknown>(options: RetryOptions<In> = {}): RetryPolicy<In> {
+  return new RetryPolicy<In>(options);
 }
 
 function checkMaxAttempts(value: number | undefined, maxElapsedMs: number, budget: RetryBudget | undefined): number {
