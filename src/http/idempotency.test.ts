@@ -179,6 +179,29 @@ for (const kind of ADAPTERS) {
       assert.equal(runs, 2);
     });
 
+    test('a handler that throws answers only once its key is free: a retry sent on the error runs', async () => {
+      let runs = 0;
+      const routes: AppRoute[] = [{
+        method: 'POST', path: '/orders',
+        handler: () => {
+          if (++runs === 1) throw new Error('the database went away');
+          return { status: 201, body: { order: runs } };
+        },
+      }];
+      // A store whose release takes a while, as a remote one can.
+      class SlowRelease extends MemoryIdempotencyStore {
+        override async release(input: Parameters<MemoryIdempotencyStore['release']>[0]) {
+          await sleep(200);
+          return super.release(input);
+        }
+      }
+      const app = await start(kind, routes, { idempotency: { store: new SlowRelease(), principal } });
+      assert.equal((await post(app, 'fails-once', '{}')).status, 500);
+      const retry = await post(app, 'fails-once', '{}');
+      assert.equal(retry.status, 201, 'the key was free when the error arrived');
+      assert.equal(runs, 2);
+    });
+
     test('a response larger than maxResponseBytes is sent whole and the key released', async () => {
       let runs = 0;
       const big = 'x'.repeat(5000);

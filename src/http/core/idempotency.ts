@@ -184,10 +184,12 @@ export class IdempotencyProtection implements Protection {
         settled = true;
         return run.completed ? this.#completedByHandler(begun, response, request) : this.#record(begun, response, request);
       },
-      failed: () => {
+      failed: async () => {
         settled = true;
+        // The error page waits for this, and the outcome is reported once the key is free: a
+        // client or listener that retries at once must find it free.
+        await this.http.abort(begun).catch(() => {});
         this.#emit(request, begun, 'released', undefined);
-        void this.http.abort(begun).catch(() => {});
       },
     });
     request.onEnd((outcome) => {
@@ -203,8 +205,8 @@ export class IdempotencyProtection implements Protection {
    */
   async #completedByHandler(begun: BeginRun, response: ProducedResponse, request: RequestContext): Promise<undefined> {
     if (response.status >= 500) {
-      this.#emit(request, begun, 'released', response.status);
       await this.http.abort(begun).catch(() => {});
+      this.#emit(request, begun, 'released', response.status);
       return undefined;
     }
     begun.lease!.markCompleted();
@@ -220,8 +222,8 @@ export class IdempotencyProtection implements Protection {
     if (response.body === undefined) {
       // Larger than maxResponseBytes, or a stream the adapter does not buffer: it is already
       // on its way to the client and cannot be replayed.
-      this.#emit(request, begun, 'not-stored-too-large', response.status);
       await this.http.abort(begun).catch(() => {});
+      this.#emit(request, begun, 'not-stored-too-large', response.status);
       return undefined;
     }
     const headers: Record<string, string> = {};

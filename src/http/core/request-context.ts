@@ -111,8 +111,12 @@ export interface ResponseHold {
    * was taken over). Not called for responses the core sent itself (the 504 at the deadline).
    */
   produced(response: ProducedResponse, request: RequestContext): Promise<HttpResponse | undefined>;
-  /** The handler threw: its error page will follow, and must not be treated as its answer. */
-  failed(error: unknown, request: RequestContext): void;
+  /**
+   * The handler threw: its error page will follow, and must not be treated as its answer. The
+   * adapter sends that page once the returned promise settles (the idempotency layer frees the
+   * key first, so a retry sent on the error runs instead of meeting 409).
+   */
+  failed(error: unknown, request: RequestContext): Promise<void> | void;
 }
 
 type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
@@ -175,6 +179,8 @@ export class RequestContext {
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
   #hold: ResponseHold | undefined;
+  /** What the error page waits for after the handler threw (see `ResponseHold.failed`). */
+  #failing: Promise<void> | undefined;
   #held = false;
   #produced = false;
   #body: unknown;
@@ -299,7 +305,7 @@ export class RequestContext {
     if (this.#produced) return undefined;
     this.#produced = true;
     const hold = this.#hold;
-    if (hold === undefined) return undefined;
+    if (hold === undefined) return this.#failing?.then(() => undefined, () => undefined);
     this.#hold = undefined;
     try {
       return hold.produced(response, this);
@@ -318,7 +324,7 @@ export class RequestContext {
     if (hold === undefined || this.#produced) return;
     this.#hold = undefined;
     try {
-      hold.failed(error, this);
+      this.#failing = hold.failed(error, this) ?? undefined;
     } catch (failure) {
       process.emitWarning(`bulwark: response hold threw: ${failure instanceof Error ? failure.message : String(failure)}`);
     }
