@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VirtualClock } from '../core/clock.js';
+import { CountingClock } from '../../test/support/counting-clock.js';
 import { seededRandom, type Random } from '../core/random.js';
 import { CallContext } from '../core/context.js';
 import type { RetryBudget, RetryBudgetSnapshot } from '../core/budget.js';
@@ -122,13 +123,6 @@ test('the winner resolves the call; losers see their signal aborted with HedgeLo
 });
 
 test('fast primaries never start a hedge and share one timer that ends by itself', async () => {
-  let armed = 0;
-  class CountingClock extends VirtualClock {
-    override setTimeout(callback: () => void, ms: number) {
-      armed++;
-      return super.setTimeout(callback, ms);
-    }
-  }
   const clock = new CountingClock();
   const policy = hedge({ delayMs: 50, idempotent: true, clock });
   let calls = 0;
@@ -140,7 +134,7 @@ test('fast primaries never start a hedge and share one timer that ends by itself
   assert.equal(calls, 100);
   assert.equal(policy.stats().hedges, 0);
   // One shared timer; an idle one no longer reaches the policy (deadline-queue.test.ts).
-  assert.ok(armed - 100 <= 3, `hedge timer armed ${armed - 100} times for 100 sequential calls`);
+  assert.ok(clock.armed - 100 <= 3, `hedge timer armed ${clock.armed - 100} times for 100 sequential calls`);
   assert.equal(policy.stats().scheduled, 0, 'no settled call is left on the timer');
   await clock.advance(50);
   assert.equal(clock.pendingTimers, 0, 'nothing left once the last delay has passed');

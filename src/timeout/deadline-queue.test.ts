@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { systemClock, VirtualClock } from '../core/clock.js';
+import { CountingClock } from '../../test/support/counting-clock.js';
 import { hedge } from '../hedge/hedge.js';
 import { DeadlineEntry, DeadlineQueue } from './deadline-queue.js';
 
@@ -42,13 +43,6 @@ test('a dropped hedge policy is collectable once its calls settled, not when its
 });
 
 test('sequential entries share one timer: an idle queue keeps it armed instead of arming one per entry', async () => {
-  let armed = 0;
-  class CountingClock extends VirtualClock {
-    override setTimeout(callback: () => void, ms: number) {
-      armed++;
-      return super.setTimeout(callback, ms);
-    }
-  }
   const clock = new CountingClock();
   const queue = new DeadlineQueue(clock);
   for (let i = 0; i < 100; i++) {
@@ -57,7 +51,7 @@ test('sequential entries share one timer: an idle queue keeps it armed instead o
     await clock.advance(1);
     queue.remove(entry);
   }
-  assert.ok(armed <= 2, `armed ${armed} timers for 100 sequential entries`);
+  assert.ok(clock.armed <= 2, `armed ${clock.armed} timers for 100 sequential entries`);
 });
 
 test('a timer that fired while the queue was idle is replaced: the next entry still expires on time', async () => {

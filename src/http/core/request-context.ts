@@ -181,7 +181,6 @@ export class RequestContext {
   #hold: ResponseHold | undefined;
   /** What the error page waits for after the handler threw (see `ResponseHold.failed`). */
   #failing: Promise<void> | undefined;
-  #held = false;
   #produced = false;
   #body: unknown;
   #hasBody = false;
@@ -285,15 +284,9 @@ export class RequestContext {
    * One protection per request; call it before the handler runs.
    */
   holdResponse(maxBytes: number, hold: ResponseHold): void {
-    if (this.#held) throw new Error('bulwark: only one protection may hold the response');
-    this.#held = true;
+    if (this.#hold !== undefined) throw new Error('bulwark: only one protection may hold the response');
     this.#hold = hold;
     this.#channel.hold(this.#target, this, maxBytes);
-  }
-
-  /** True when a protection holds the handler's response (see `holdResponse`). */
-  get holding(): boolean {
-    return this.#held;
   }
 
   /**
