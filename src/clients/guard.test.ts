@@ -48,7 +48,7 @@ async function settle(clock: VirtualClock, promise: Promise<unknown>): Promise<{
     (value) => { outcome = { value, at: clock.now() - T0 }; },
     (error) => { outcome = { code: error?.code, cause: error?.cause, at: clock.now() - T0 }; },
   );
-  for (let i = 0; i < 500 && outcome === undefined; i++) await clock.advance(10);
+  for (let i = 0; i < 5000 && outcome === undefined; i++) await clock.advance(1);
   assert.ok(outcome, 'the call settled');
   return outcome;
 }
@@ -72,8 +72,19 @@ test('{ context: request.bulwark, safe: true }: retries stay inside the request 
   // fourth starts (it would start at 1050, past the 800 ms budget).
   assert.deepEqual(starts, [0, 350, 700]);
   assert.equal(outcome.code, 'DEADLINE_EXCEEDED');
-  assert.ok(outcome.at <= 800, `settled at ${outcome.at} ms, after the 800 ms budget`);
+  assert.equal(outcome.at, 790, 'the third attempt is cut at the deadline less its margin, not at 800 or later');
   assert.ok(outcome.cause !== undefined, 'the last failure is the cause');
+});
+
+test('a guarded call with only timeoutMs ends with DEADLINE_EXCEEDED that names its deadline', async () => {
+  const clock = new VirtualClock(T0);
+  const starts: number[] = [];
+  const call = redisFor(clock, 250).run(flakyOperation(clock, starts), { timeoutMs: 800, safe: true });
+  const caught = call.catch((error: unknown) => error);
+  await settle(clock, call);
+  const error = await caught as { code?: string; deadline?: number };
+  assert.equal(error.code, 'DEADLINE_EXCEEDED');
+  assert.equal(error.deadline, T0 + 800);
 });
 
 test('a backoff wait that would end past the deadline is not started: DEADLINE_EXCEEDED at once', async () => {

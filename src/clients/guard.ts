@@ -205,7 +205,7 @@ export function callOptionsOf(clock: Clock, options: GuardedCallOptions | undefi
   // getter but points back to its source: read the source, as with `{ context: request.bulwark }`.
   const spreadFrom = options?.context === undefined ? callSourceOf(options) : undefined;
   const context = spreadFrom ?? options?.context;
-  if (context === undefined) return options;
+  if (context === undefined) return options?.timeoutMs === undefined ? options : withBudgetAsDeadline(clock, options);
   if (typeof context !== 'object' || context === null || typeof context.deadline !== 'number' || Number.isNaN(context.deadline)) {
     throw new InvalidInputError('context must carry a numeric deadline (request.bulwark, a CallContext or { deadline, clock?, signal? })');
   }
@@ -229,6 +229,16 @@ export function callOptionsOf(clock: Clock, options: GuardedCallOptions | undefi
     ...(priority === undefined ? {} : { priority }),
     ...(tags === undefined ? {} : { tags }),
   };
+}
+
+/**
+ * `timeoutMs` as the deadline it stands for, so that a retry stopped by it can say when that was
+ * (DEADLINE_EXCEEDED carries the deadline).
+ */
+function withBudgetAsDeadline(clock: Clock, options: GuardedCallOptions): CallOptions {
+  const { timeoutMs, ...rest } = options;
+  if (!(timeoutMs! >= 0)) throw new InvalidInputError(`timeoutMs must be >= 0, got ${timeoutMs}`);
+  return { ...rest, deadline: Math.min(options.deadline ?? Infinity, clock.now() + timeoutMs!) };
 }
 
 /**
