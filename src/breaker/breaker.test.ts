@@ -591,3 +591,16 @@ test('a call aborted before it arrives is refused with ABORTED and never reaches
   assert.equal(kind(breaker), 'closed');
   assert.equal(breaker.stats().rejections, 0, 'an abort is not a breaker rejection');
 });
+
+test('half-open hints stay finite when nothing bounds the probe (openMs 0, maxWaitMs Infinity)', async () => {
+  const clock = new VirtualClock();
+  const breaker = circuitBreaker({ clock, openMs: 0, halfOpen: { maxWaitMs: Infinity }, random: seededRandom(1) });
+  await fail(breaker, 5);
+  const probe = deferred();
+  const running = breaker.execute(() => probe.promise);
+  const error = await breaker.execute(up).then(() => assert.fail('should reject'), (e: CircuitOpenError) => e);
+  assert.equal(error.state, 'half-open');
+  assert.ok(Number.isFinite(error.retryAfterMs) && error.retryAfterMs >= 500 && error.retryAfterMs <= 1000, `hint ${error.retryAfterMs}`);
+  probe.resolve("ok");
+  await running;
+});

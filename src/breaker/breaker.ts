@@ -414,7 +414,8 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> im
     const verdictDueIn = state.progressAt + this.#maxWaitMs - now; // > 0, or the breaker would have reopened
     const openFor = this.#openDuration(state.trips + 1); // what a failed probe would bring back
     const window = openFor > 0 && openFor < verdictDueIn ? openFor : verdictDueIn;
-    return Math.max(1, window * (0.5 + 0.5 * this.#random()));
+    // No finite bound (openMs 0, maxWaitMs Infinity): a short hint rather than "never".
+    return Math.max(1, (Number.isFinite(window) ? window : 1000) * (0.5 + 0.5 * this.#random()));
   }
 
   #reject(state: 'open' | 'half-open' | 'isolated', retryAfterMs: number): CircuitOpenError {

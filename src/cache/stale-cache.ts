@@ -1,6 +1,6 @@
 import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { CallContext, type CallOptions, type Operation } from '../core/context.js';
+import { CallContext, callSourceOf, isAbortSignal, type CallOptions, type Operation } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
 import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
@@ -301,5 +301,7 @@ export function staleCache(options: StaleCacheOptions): StaleCachePolicy {
 /** The fast hit path's look at the caller's signal (the full context is built only on a miss). */
 function signalAborted(options: CallOptions | AbortSignal | undefined): boolean {
   if (options === undefined) return false;
-  return options instanceof AbortSignal ? options.aborted : options.signal?.aborted === true;
+  if (isAbortSignal(options)) return options.aborted;
+  // A spread copy of a request context lost its signal getter but points back to its source.
+  return (options.signal ?? callSourceOf(options)?.signal)?.aborted === true;
 }

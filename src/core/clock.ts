@@ -124,7 +124,7 @@ export class VirtualClock implements Clock {
   /**
    * Fires timers until none is left (or throws after `maxTimers`, to stop runaway loops).
    * Returns how many fired: tests use it to prove that nothing is left once the work is done
-   * (0: shared guard timers are cleared with their last entry), not a leak or a loop.
+   * (an idle shared guard timer fires once, with nothing to do), not a leak or a loop.
    */
   async runAll(maxTimers = 100_000): Promise<number> {
     const firedBefore = this.#fired;

@@ -246,7 +246,7 @@ function invalidCall(message: string): InvalidInputError {
 const EMPTY_TAGS: Readonly<Record<string, unknown>> = Object.freeze({});
 const noop = (): void => {};
 
-function isAbortSignal(value: unknown): value is AbortSignal {
+export function isAbortSignal(value: unknown): value is AbortSignal {
   return typeof value === 'object' && value !== null && typeof (value as AbortSignal).aborted === 'boolean'
     && typeof (value as AbortSignal).addEventListener === 'function';
 }

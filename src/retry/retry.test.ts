@@ -395,5 +395,5 @@ test('bad options fail when the policy is built; a broken custom backoff fails t
   const clock = new VirtualClock();
   const broken: Backoff = { kind: 'broken', delay: () => NaN, describe: () => ({}) };
   const outcome = await settle(clock, retry({ backoff: broken, clock }).execute(() => { throw httpError(503); }));
-  assert.ok(!outcome.ok && outcome.error.code === 'INVALID_INPUT' && /backoff\.delay/.test(outcome.error.message));
+  assert.ok(!outcome.ok && outcome.error.code === 'INVALID_OPTIONS' && /backoff\.delay/.test(outcome.error.message));
 });

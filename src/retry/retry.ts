@@ -2,7 +2,7 @@ import { abortedError, rejectAborted } from '../core/abort.js';
 import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
-import { InvalidInputError, InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
+import { InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
@@ -344,7 +344,7 @@ function checkBudget(budget: RetryBudget | undefined): RetryBudget | undefined {
 /** A user-defined Backoff can return anything; a bad value is a clear error, not a hang. */
 function checkDelay(ms: number): number {
   if (typeof ms !== 'number' || !(ms >= 0)) {
-    throw new InvalidInputError(`backoff.delay() must return a number of milliseconds >= 0, got ${String(ms)}`);
+    throw new InvalidOptionsError(`backoff.delay() must return a number of milliseconds >= 0, got ${String(ms)}`);
   }
   return ms > MAX_TIMER_MS ? MAX_TIMER_MS : ms;
 }
