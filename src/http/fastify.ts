@@ -2,7 +2,7 @@ import { InvalidOptionsError } from '../core/errors.js';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
 import type { HealthChecks } from './core/health.js';
-import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, watchNodeResponse } from './core/node-io.js';
+import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse } from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
 import type { RequestContext, ResponseChannel } from './core/request-context.js';
 import type { RouteConfig } from './core/routes.js';
@@ -48,7 +48,7 @@ function sendReply(reply: FastifyReply, response: HttpResponse): void {
 }
 
 const fastifyChannel: ResponseChannel<FastifyReply> = {
-  started: (reply) => reply.sent || reply.raw.headersSent,
+  started: (reply) => (heldResponseOf(reply.raw)?.recording ? responseStarted(reply.raw) : reply.sent || reply.raw.headersSent),
   send: (reply, response) => {
     // A held response is answered past Fastify's reply, which stays the handler's to use.
     const held = heldResponseOf(reply.raw);

@@ -86,6 +86,26 @@ test('after the core answered a held response, the handler still writes its own,
   }
 });
 
+test('a handler that wrote its head into a held response still gets the 504 at the deadline sent', async () => {
+  let finish!: () => void;
+  const handlerDone = new Promise<void>((resolve) => { finish = resolve; });
+  const app = await heldServer((res, context) => {
+    res.writeHead(201, { 'content-type': 'text/plain' });
+    res.write('partial');
+    // Nothing went out yet: the core can still answer at the deadline.
+    assert.ok(context.respondIfIdle(problemResponse({ status: 504, title: 'Deadline exceeded', code: 'DEADLINE_EXCEEDED' })));
+    setImmediate(() => res.end('-done', finish));
+  });
+  try {
+    const response = await fetch(app.url);
+    assert.equal(response.status, 504);
+    await handlerDone;
+    assert.equal(app.produced[0]!.body!.toString(), 'partial-done');
+  } finally {
+    await app.close();
+  }
+});
+
 test('a held response is replaced when the holder answers something else', async () => {
   const conflict = problemResponse({ status: 409, title: 'Conflict', code: 'IDEMPOTENCY_CONFLICT' });
   const app = await heldServer((res) => { res.writeHead(201).end('created'); }, async () => conflict);

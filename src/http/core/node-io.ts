@@ -193,7 +193,7 @@ export function applyNodeHeaders(res: ServerResponse, headers: Readonly<Record<s
 
 /** The channel for adapters whose response object is a Node `ServerResponse` (node:http, Express). */
 export const nodeResponseChannel: ResponseChannel<ServerResponse> = {
-  started: (res) => res.headersSent || res.writableEnded,
+  started: responseStarted,
   send: (res, response) => {
     const held = (res as Carrier)[kHeld];
     if (held === undefined) sendNodeResponse(res, response);
@@ -356,6 +356,11 @@ export class HeldResponse {
     for (const name of res.getHeaderNames()) this.headers.set(name, [name, res.getHeader(name)!]);
   }
 
+  /** True while the hold's methods stand in for the response's own. */
+  get recording(): boolean {
+    return this.#saved.size > 0;
+  }
+
   install(): void {
     const res = this.res as unknown as Record<string, unknown>;
     for (const name of HELD_NAMES) this.#saved.set(name, Object.getOwnPropertyDescriptor(res, name));
@@ -479,6 +484,17 @@ export function holdNodeResponse(res: ServerResponse, context: RequestContext, m
   carrier[kHeld] = held;
   held.install();
   return held;
+}
+
+/**
+ * Whether anything went out to the client. While a response is held its own getters show the
+ * handler's view (begun as soon as the handler wrote its head into the recording), which must
+ * not stop the core's 504 at the deadline: only the core's own answer counts then.
+ */
+export function responseStarted(res: ServerResponse): boolean {
+  const held = (res as Carrier)[kHeld];
+  if (held !== undefined && held.recording) return held.answered;
+  return res.headersSent || res.writableEnded;
 }
 
 /** The held response of `res`, if a protection holds it. */
