@@ -138,7 +138,10 @@ export class IdempotencyProtection implements Protection {
     } else if (Array.isArray(routes)) {
       // The same entries as a rate limit's `routes` ("POST /orders", "/orders/*", a route name).
       const filters = routes.map((entry: unknown) => compileRouteFilter(entry, 'idempotency.routes'));
-      this.#routes = (r) => filters.some((filter) => filter.matchesRequest(r.method, r.path, r.route.name));
+      this.#routes = (r) => {
+        for (let i = 0; i < filters.length; i++) if (filters[i]!.matchesRequest(r.method, r.path, r.route.name)) return true;
+        return false;
+      };
     } else {
       throw new InvalidOptionsError('idempotency.routes must be a list of "METHOD /path" entries (or route names) or a predicate');
     }
@@ -150,8 +153,9 @@ export class IdempotencyProtection implements Protection {
   /** Adapters read (or let the framework parse) the body first when this says so. */
   needsBody(request: RequestContext): boolean {
     if (!this.#methods.has(request.method)) return false;
-    if (this.#routes !== undefined && !this.#routes(request)) return false;
-    return this.#required || request.headers[this.#header] !== undefined;
+    // The header first: most requests carry no key, and then the routes need not be matched.
+    if (!this.#required && request.headers[this.#header] === undefined) return false;
+    return this.#routes === undefined || this.#routes(request);
   }
 
   async check(request: RequestContext): Promise<ProtectionVerdict> {
