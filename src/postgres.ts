@@ -1,3 +1,3 @@
 // Entry point `bulwark/postgres`: PostgreSQL integrations (the user brings their own `pg` Pool).
-export * from './clients/postgres.js';
-export * from './idempotency/stores/postgres.js';
+export * from './clients/guarded-postgres.js';
+export * from './idempotency/stores/postgres-store.js';

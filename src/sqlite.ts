@@ -1,2 +1,2 @@
 // Entry point `bulwark/sqlite`: embedded, durable stores on better-sqlite3.
-export * from './idempotency/stores/sqlite.js';
+export * from './idempotency/stores/sqlite-store.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { healthChecks } from '../src/http/core/health.js';
-import { guardPool } from '../src/clients/postgres.js';
+import { guardPool } from '../src/clients/guarded-postgres.js';
 import { DATABASE_URL, eventually, requireService } from '../src/clients/test/support.js';
 
 const tag = randomUUID();

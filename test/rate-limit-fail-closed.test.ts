@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
-import { redisRateLimiter } from '../src/ratelimit/redis.js';
-import type { RedisScriptClient } from '../src/redis-client/redis-client.js';
+import { redisRateLimiter } from '../src/ratelimit/redis-limiter.js';
+import type { RedisScriptClient } from '../src/redis-client/script-client.js';
 import { ADAPTERS, startApp, type RunningApp } from '../src/http/test/apps.js';
 import { REDIS_URL, requireService } from '../src/clients/test/support.js';
 

@@ -25,10 +25,10 @@ import { Idempotency } from '@node-idempotency/core';
 import type { StorageAdapter } from '@node-idempotency/storage';
 import { nsPerOp, type BenchContext } from '../harness.js';
 import { IdempotencyHttp, type IdempotentRequest } from '../../src/idempotency/http.js';
-import { MemoryIdempotencyStore } from '../../src/idempotency/stores/memory.js';
-import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis.js';
-import { PostgresIdempotencyStore, migratePostgresIdempotency } from '../../src/idempotency/stores/postgres.js';
-import { SqliteIdempotencyStore } from '../../src/idempotency/stores/sqlite.js';
+import { MemoryIdempotencyStore } from '../../src/idempotency/stores/memory-store.js';
+import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis-store.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency } from '../../src/idempotency/stores/postgres-store.js';
+import { SqliteIdempotencyStore } from '../../src/idempotency/stores/sqlite-store.js';
 import type { IdempotencyStore } from '../../src/idempotency/types.js';
 
 const BODY = { amount: 100, currency: 'EUR', customer: 'cus_123', description: 'order #42' };

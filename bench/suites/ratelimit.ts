@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
 import { nsPerOp, nsPerOpSync, round, type BenchContext } from '../harness.js';
 import { MemoryRateLimiter } from '../../src/ratelimit/memory.js';
-import { RedisRateLimiter } from '../../src/ratelimit/redis.js';
+import { RedisRateLimiter } from '../../src/ratelimit/redis-limiter.js';
 import { HybridRateLimiter } from '../../src/ratelimit/hybrid.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -31,8 +31,8 @@ import { createClient } from 'redis';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { percentile, type BenchContext } from '../harness.js';
 import { PrivateRedis } from '../../test/support/private-redis.js';
-import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis.js';
-import { RedisRateLimiter } from '../../src/ratelimit/redis.js';
+import { RedisIdempotencyStore } from '../../src/idempotency/stores/redis-store.js';
+import { RedisRateLimiter } from '../../src/ratelimit/redis-limiter.js';
 import { RedisStorage, bulwarkImpl, nodeIdempotencyImpl, type Impl, type RedisClient } from './idempotency.js';
 
 const execFile = promisify(execFileCallback);

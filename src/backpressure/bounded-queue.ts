@@ -3,7 +3,7 @@ import { systemClock } from '../core/clock.js';
 import { AbortedError, InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { nonNegative, nonNegativeInt, oneOf, positiveInt } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { QueueFullError } from './errors.js';
 import { RingBuffer } from './ring-buffer.js';
 import { WaitList, type WaitNode } from './wait-list.js';

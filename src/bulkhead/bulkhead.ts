@@ -7,7 +7,7 @@ import {
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { PriorityWaitQueue, priorityIndex, type PriorityNode } from './priority-queue.js';
 
 export interface BulkheadOptions {

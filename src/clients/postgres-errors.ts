@@ -11,7 +11,7 @@
  * serialization failures and deadlocks (the standard "retry the transaction" cases), restarts.
  */
 import { BulwarkError } from '../core/errors.js';
-import { findInCauses, isNetworkError } from './guard.js';
+import { findInCauses, isNetworkError } from './dependency-pipeline.js';
 
 /** A SQLSTATE: class (2 chars) + subclass (3 chars). Node's own codes (EPIPE...) never match: no class starts with E. */
 const SQLSTATE = /^(?:[0-5][0-9A-Z]|F0|HV|P0|XX)[0-9A-Z]{3}$/;

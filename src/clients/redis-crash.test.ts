@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { consecutive } from '../breaker/strategies.js';
-import { guardRedis, type GuardedRedis } from './redis.js';
+import { guardRedis, type GuardedRedis } from './guarded-redis.js';
 import { eventually, freePort, PrivateRedis } from './test/support.js';
 
 const servers: PrivateRedis[] = [];

@@ -9,7 +9,7 @@
  * Transient = worth another attempt for an operation marked safe.
  */
 import { BulwarkError } from '../core/errors.js';
-import { findInCauses, isNetworkError } from './guard.js';
+import { findInCauses, isNetworkError } from './dependency-pipeline.js';
 
 /** Reply-error prefixes that mean "Redis cannot serve right now". */
 const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|TRYAGAIN|MASTERDOWN|CLUSTERDOWN|READONLY|NOREPLICAS|OOM)\b/;

@@ -6,7 +6,7 @@ import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { nonNegative, positiveInt } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { isNeverRetried, isRetryableError } from '../retry/classify.js';
 import { HedgeLostError, NotIdempotentError } from './errors.js';
 import { LatencyTracker } from './latency-tracker.js';

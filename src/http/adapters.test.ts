@@ -1,6 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HttpGuard, type Protection } from './core/guard.js';
+import { HttpGuard, type Protection } from './core/http-guard.js';
 import { healthChecks } from './core/health.js';
 import type { RequestOutcome } from './core/request-context.js';
 import { ADAPTERS, sleep, startApp, type AppRoute, type RunningApp } from './test/apps.js';

@@ -1,7 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { deadlineHeaders } from './core/deadline.js';
-import { HttpGuard } from './core/guard.js';
+import { HttpGuard } from './core/http-guard.js';
 import { sleep, startApp, type AdapterKind, type RunningApp } from './test/apps.js';
 
 /**

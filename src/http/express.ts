@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/guard.js';
+import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import { applyNodeHeaders, attachContext, nodeRequestView, nodeResponseChannel, sendNodeResponse } from './core/node-io.js';
 import { InvalidOptionsError } from '../core/errors.js';
@@ -181,7 +181,7 @@ export function bulwarkErrorHandler(options: BulwarkErrorHandlerOptions = {}): E
 export { bulwarkContext } from './node.js';
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
 export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
+export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/http-guard.js';
 export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
 export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
 export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';

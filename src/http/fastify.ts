@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../core/errors.js';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
-import { HttpGuard, type Admission, type HttpGuardOptions } from './core/guard.js';
+import { HttpGuard, type Admission, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse } from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
@@ -199,7 +199,7 @@ export default fastifyBulwark;
 
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
 export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/guard.js';
+export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/http-guard.js';
 export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
 export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
 export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';

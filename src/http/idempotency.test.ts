@@ -2,7 +2,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StoreUnavailableError } from '../core/errors.js';
 import { eventually } from '../fetch/test/server.js';
-import { MemoryIdempotencyStore } from '../idempotency/stores/memory.js';
+import { MemoryIdempotencyStore } from '../idempotency/stores/memory-store.js';
 import type { CompleteInput } from '../idempotency/types.js';
 import { IdempotencyProtection, type IdempotencyOutcomeEvent } from './core/idempotency.js';
 import { ADAPTERS, gate, sleep, startApp, type AppRoute, type Gate, type RunningApp } from './test/apps.js';

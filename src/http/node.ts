@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/guard.js';
+import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import {
   applyNodeHeaders, attachContext, contextOf, nodeRequestView, nodeResponseChannel, sendNodeResponse,

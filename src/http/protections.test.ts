@@ -2,7 +2,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadShedder } from '../shedding/shedder.js';
 import { AdmissionControl } from './core/admission.js';
-import { HttpGuard } from './core/guard.js';
+import { HttpGuard } from './core/http-guard.js';
 import { healthChecks } from './core/health.js';
 import { RateLimitProtection } from './core/rate-limit.js';
 import { ADAPTERS, startApp, type AppRoute, type RunningApp } from './test/apps.js';

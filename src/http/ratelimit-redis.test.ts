@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { RedisRateLimiter } from '../ratelimit/redis.js';
+import { RedisRateLimiter } from '../ratelimit/redis-limiter.js';
 import { ADAPTERS, startApp, type AppRoute, type RunningApp } from './test/apps.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

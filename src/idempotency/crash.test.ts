@@ -14,8 +14,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { IdempotencyEngine, Lease } from './engine.js';
-import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres.js';
-import { RedisIdempotencyStore } from './stores/redis.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres-store.js';
+import { RedisIdempotencyStore } from './stores/redis-store.js';
 
 const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

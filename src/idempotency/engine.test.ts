@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { VirtualClock, flushPromises } from '../core/clock.js';
 import { IdempotencyEngine, type Lease } from './engine.js';
 import { recordId } from './scope.js';
-import { MemoryIdempotencyStore } from './stores/memory.js';
+import { MemoryIdempotencyStore } from './stores/memory-store.js';
 import type { ClaimResult, IdempotencyStore } from './types.js';
 
 const scope = (key = 'k1', principal: string | null = 'alice') => ({ principal, method: 'POST', route: '/orders', key });

@@ -6,11 +6,11 @@ import type { Policy } from '../core/policy.js';
 import { nonNegative, positive, positiveInt } from '../core/validate.js';
 import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeResponse, type ResponseInput, type StoredResponse } from './codec.js';
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
-import { defaultStoreGuard, toStoreUnavailable } from './guard.js';
+import { defaultStoreGuard, toStoreUnavailable } from './store-guard.js';
 import { recordId } from './scope.js';
 import type { ClaimResult, IdempotencyScope, IdempotencyStore, OwnerInput } from './types.js';
 import { sleep } from '../core/abort.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 
 export interface IdempotencyEngineOptions {
   store: IdempotencyStore;

@@ -5,7 +5,7 @@ import { IdempotencyEngine } from './engine.js';
 import { IdempotencyHttp, defaultShouldStore, httpDate, type IdempotencyHttpResponse, type IdempotentRequest } from './http.js';
 import { fingerprintRequest } from './fingerprint.js';
 import { LeaseLostError } from './errors.js';
-import { MemoryIdempotencyStore } from './stores/memory.js';
+import { MemoryIdempotencyStore } from './stores/memory-store.js';
 import type { IdempotencyStore } from './types.js';
 
 function setup(options: Partial<ConstructorParameters<typeof IdempotencyHttp>[0]> = {}) {

@@ -7,6 +7,6 @@ export { recordId, parseIdempotencyKey, DEFAULT_MAX_KEY_LENGTH } from './scope.j
 export { fingerprintRequest, fingerprintStream, canonicalJson, type FingerprintBody, type BodyChunk } from './fingerprint.js';
 export { encodeResponse, decodeResponse, type StoredResponse } from './codec.js';
 export * from './engine.js';
-export { defaultStoreGuard, type StoreGuardOptions } from './guard.js';
+export { defaultStoreGuard, type StoreGuardOptions } from './store-guard.js';
 export * from './http.js';
-export * from './stores/memory.js';
+export * from './stores/memory-store.js';

@@ -3,15 +3,15 @@ import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/c
 import { InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { keyLimit, positive, positiveInt } from '../core/validate.js';
-import { toRedisScriptClient, type RedisScriptClient } from '../redis-client/redis-client.js';
+import { toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
 import { circuitBreaker } from '../breaker/breaker.js';
 import { consecutive } from '../breaker/strategies.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/index.js';
 import { EPSILON, roundWait, wholeUnits } from './algorithms/kernel.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { hashSlot } from './crc16.js';
-import { HYBRID_SYNC_SCRIPT } from './redis-scripts.js';
-import type { StoreBreaker, StorePermit } from './redis.js';
+import { HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
+import type { StoreBreaker, StorePermit } from './redis-limiter.js';
 import type { AcquireOptions, Decision, RateLimiter } from './types.js';
 import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 

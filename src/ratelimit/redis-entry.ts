@@ -4,11 +4,11 @@ export {
   RedisRateLimiter, redisRateLimiter, runRateLimitScript,
   type RedisRateLimiterOptions, type StoreBreaker, type StorePermit,
   type FailMode as RateLimitFailMode, type StoreErrorEvent as RateLimitStoreErrorEvent,
-} from './redis.js';
+} from './redis-limiter.js';
 export {
   HybridRateLimiter, hybridRateLimiter, redisHybridRemote, memoryHybridRemote,
   type HybridRateLimiterOptions, type HybridRemote, type HybridSyncEvent,
 } from './hybrid.js';
 export type { StoreHealthSnapshot as RateLimitStoreHealth, StoreRecoveredEvent as RateLimitStoreRecoveredEvent } from './store-health.js';
-export { RATE_LIMIT_SCRIPTS, HYBRID_SYNC_SCRIPT } from './redis-scripts.js';
+export { RATE_LIMIT_SCRIPTS, HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
 export { hashSlot } from './crc16.js';

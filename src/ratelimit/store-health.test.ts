@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
-import type { RedisScriptClient } from '../redis-client/redis-client.js';
+import type { RedisScriptClient } from '../redis-client/script-client.js';
 import { HybridRateLimiter, memoryHybridRemote } from './hybrid.js';
-import { RedisRateLimiter } from './redis.js';
+import { RedisRateLimiter } from './redis-limiter.js';
 
 /** A Redis stand-in that answers "allowed" for every decision, or fails while `down`. */
 function fakeRedis(): RedisScriptClient & { down: boolean; calls: number } {

@@ -1,1 +1,1 @@
-export * from './redis-client.js';
+export * from './script-client.js';

@@ -5,7 +5,7 @@ import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { StandingQueueDetector } from './codel.js';
 import { InvalidAdmissionError } from './errors.js';
 import { redDropProbability, resolveThresholds } from './priority.js';

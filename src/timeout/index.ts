@@ -1,2 +1,2 @@
 export * from './timeout.js';
-export { DeadlineQueue, DeadlineEntry } from './deadline-queue.js';
+export { DeadlineQueue, DeadlineEntry } from '../core/deadline-queue.js';

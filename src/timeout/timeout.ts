@@ -5,7 +5,7 @@ import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { nonNegative, positive, ratio } from '../core/validate.js';
 import { EventEmitter } from '../core/events.js';
-import { DeadlineEntry, DeadlineQueue } from './deadline-queue.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 
 export interface TimeoutOptions {
   /** The configured timeout in ms. Placed inside a retry it bounds each attempt; outside, the whole call. */

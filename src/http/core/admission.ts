@@ -2,7 +2,7 @@ import { PRIORITIES, type Priority } from '../../core/context.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import type { LoadShedder, ShedReason, ShedRejection } from '../../shedding/shedder.js';
-import type { Protection, ProtectionVerdict } from './guard.js';
+import type { Protection, ProtectionVerdict } from './http-guard.js';
 import { overloadedResponse, type HttpResponse } from './problem.js';
 import type { RequestContext } from './request-context.js';
 

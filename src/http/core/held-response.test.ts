@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { HttpGuard } from './guard.js';
+import { HttpGuard } from './http-guard.js';
 import { nodeRequestView, nodeResponseChannel } from './node-io.js';
 import { problemResponse, type HttpResponse } from './problem.js';
 import type { ProducedResponse, RequestContext } from './request-context.js';

@@ -8,7 +8,7 @@ import {
   IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
 } from '../../idempotency/http.js';
 import type { IdempotencyStore } from '../../idempotency/types.js';
-import type { Protection, ProtectionVerdict } from './guard.js';
+import type { Protection, ProtectionVerdict } from './http-guard.js';
 import type { HttpResponse } from './problem.js';
 import type { ProducedResponse, RequestContext } from './request-context.js';
 import { compileRouteFilter } from './routes.js';

@@ -12,5 +12,5 @@ export {
 export * from './admission.js';
 export * from './rate-limit.js';
 export * from './idempotency.js';
-export * from './guard.js';
+export * from './http-guard.js';
 export * from './health.js';

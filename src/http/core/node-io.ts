@@ -1,5 +1,5 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { RequestView } from './guard.js';
+import type { RequestView } from './http-guard.js';
 import type { HttpResponse } from './problem.js';
 import {
   ClientDisconnectedError, type ProducedResponse, type RequestContext, type RequestOutcome, type ResponseChannel,

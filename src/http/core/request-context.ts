@@ -1,7 +1,7 @@
 import type { Clock } from '../../core/clock.js';
 import { CALL_SOURCE, type Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
-import { DeadlineEntry, type DeadlineQueue } from '../../timeout/deadline-queue.js';
+import { DeadlineEntry, type DeadlineQueue } from '../../core/deadline-queue.js';
 import type { DeadlineSource } from './deadline.js';
 import type { IdempotentRun } from './idempotency.js';
 import type { HttpResponse } from './problem.js';

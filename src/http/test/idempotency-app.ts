@@ -3,9 +3,9 @@
  * waits until the test lets it finish, for the "handler still running" cases on every adapter.
  */
 import { systemClock, VirtualClock, type Clock } from '../../core/clock.js';
-import { MemoryIdempotencyStore } from '../../idempotency/stores/memory.js';
+import { MemoryIdempotencyStore } from '../../idempotency/stores/memory-store.js';
 import type { IdempotencyStore } from '../../idempotency/types.js';
-import { HttpGuard } from '../core/guard.js';
+import { HttpGuard } from '../core/http-guard.js';
 import { IdempotencyProtection, type IdempotencyOutcomeEvent } from '../core/idempotency.js';
 import { gate, startApp, type AdapterKind, type AppRoute, type Gate, type RunningApp } from './apps.js';
 

@@ -8,8 +8,8 @@
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { IdempotencyEngine } from '../engine.js';
-import { PostgresIdempotencyStore, type PgQueryable } from '../stores/postgres.js';
-import { RedisIdempotencyStore } from '../stores/redis.js';
+import { PostgresIdempotencyStore, type PgQueryable } from '../stores/postgres-store.js';
+import { RedisIdempotencyStore } from '../stores/redis-store.js';
 import type { IdempotencyStore } from '../types.js';
 
 const key = process.env.KEY!;

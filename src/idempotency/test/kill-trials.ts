@@ -31,7 +31,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { seededRandom, type Random } from '../../core/random.js';
-import { migratePostgresIdempotency } from '../stores/postgres.js';
+import { migratePostgresIdempotency } from '../stores/postgres-store.js';
 import type { EffectAnswer, TrialAdapter, TrialStore } from './trial-server.js';
 
 const SERVER = fileURLToPath(new URL('./trial-server.ts', import.meta.url));

@@ -33,7 +33,7 @@ import { seededRandom } from '../../core/random.js';
 import { IdempotencyProtection, type IdempotentRun } from '../../http/core/idempotency.js';
 import type { RequestContext } from '../../http/core/request-context.js';
 import type { IdempotencyHttpResponse } from '../http.js';
-import type { SqliteIdempotencyStore } from '../stores/sqlite.js';
+import type { SqliteIdempotencyStore } from '../stores/sqlite-store.js';
 import type { IdempotencyStore } from '../types.js';
 
 export type TrialAdapter = 'fastify' | 'express' | 'node';
@@ -69,18 +69,18 @@ const schema = env('SCHEMA');
 // Only what this server uses is imported: a restart is on the clock of every kill.
 let store: IdempotencyStore;
 if (storeKind === 'postgres') {
-  const { PostgresIdempotencyStore } = await import('../stores/postgres.js');
+  const { PostgresIdempotencyStore } = await import('../stores/postgres-store.js');
   store = new PostgresIdempotencyStore({ pool, schema, sweepEveryMs: false });
 } else if (storeKind === 'sqlite') {
-  const { SqliteIdempotencyStore } = await import('../stores/sqlite.js');
+  const { SqliteIdempotencyStore } = await import('../stores/sqlite-store.js');
   store = new SqliteIdempotencyStore({ database: env('SQLITE_PATH'), sweepEveryMs: false });
 } else if (storeKind === 'redis') {
-  const [{ Redis }, { RedisIdempotencyStore }] = await Promise.all([import('ioredis'), import('../stores/redis.js')]);
+  const [{ Redis }, { RedisIdempotencyStore }] = await Promise.all([import('ioredis'), import('../stores/redis-store.js')]);
   const redis = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: 1 });
   redis.on('error', () => {});
   store = new RedisIdempotencyStore({ client: redis, prefix: env('PREFIX') });
 } else if (storeKind === 'memory') {
-  const { MemoryIdempotencyStore } = await import('../stores/memory.js');
+  const { MemoryIdempotencyStore } = await import('../stores/memory-store.js');
   store = new MemoryIdempotencyStore();
 } else {
   throw new Error(`trial server: unknown STORE ${String(storeKind)}`);

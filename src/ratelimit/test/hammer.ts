@@ -1,7 +1,7 @@
-// A separate process hammering one key (used by redis.test.ts to prove zero overshoot across processes).
+// A separate process hammering one key (used by redis-limiter.test.ts to prove zero overshoot across processes).
 // argv: redisUrl prefix key algorithms(comma-separated) attempts; prints { algorithm: { allowed, degraded } }
 import { Redis } from 'ioredis';
-import { RedisRateLimiter } from '../redis.js';
+import { RedisRateLimiter } from '../redis-limiter.js';
 import type { AlgorithmKind } from '../types.js';
 
 const [url, prefix, key, algorithms, attempts] = process.argv.slice(2) as [string, string, string, string, string];

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../../core/clock.js';
-import { MemoryIdempotencyStore } from '../../idempotency/stores/memory.js';
+import { MemoryIdempotencyStore } from '../../idempotency/stores/memory-store.js';
 import { timeout } from '../../timeout/timeout.js';
-import { HttpGuard, pathOf, type Admission, type Protection, type RequestView } from './guard.js';
+import { HttpGuard, pathOf, type Admission, type Protection, type RequestView } from './http-guard.js';
 import type { HttpResponse } from './problem.js';
 import type { RequestContext, RequestOutcome, ResponseChannel } from './request-context.js';
 

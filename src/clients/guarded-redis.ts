@@ -19,12 +19,12 @@ import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
 import { isRedisFailure, isRedisTransient, READ_ONLY_COMMANDS } from './redis-errors.js';
-import { nodeRedisCommandTimeout } from '../redis-client/redis-client.js';
+import { nodeRedisCommandTimeout } from '../redis-client/script-client.js';
 
 export { isRedisFailure, isRedisTransient, redisReplyOf, READ_ONLY_COMMANDS } from './redis-errors.js';
-export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './guard.js';
+export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './dependency-pipeline.js';
 
 export type RedisFlavour = 'ioredis' | 'node-redis' | 'custom';
 export type RedisArgument = string | number | Buffer;

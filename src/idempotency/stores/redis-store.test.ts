@@ -7,7 +7,7 @@ import { createClient } from 'redis';
 import { systemClock } from '../../core/clock.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
-import { RedisIdempotencyStore } from './redis.js';
+import { RedisIdempotencyStore } from './redis-store.js';
 import type { RedisScriptClient } from '../../redis-client/index.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

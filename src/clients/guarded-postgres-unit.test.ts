@@ -1,12 +1,12 @@
 // The guarded pool's logic on a fake pool and a VirtualClock: checkout abandonment, cancel
-// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in postgres.test.ts.
+// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in guarded-postgres.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { TimeoutError } from '../core/errors.js';
 import { seededRandom } from '../core/random.js';
 import { cancelRequestPacket } from './pg-cancel.js';
-import { guardPool, isPostgresFailure, isPostgresTransient, sqlStateOf, type PgClientLike } from './postgres.js';
+import { guardPool, isPostgresFailure, isPostgresTransient, sqlStateOf, type PgClientLike } from './guarded-postgres.js';
 
 function pgError(code: string, message = `error ${code}`): Error {
   return Object.assign(new Error(message), { code, severity: 'ERROR' });

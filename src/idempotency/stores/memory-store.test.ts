@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../../core/clock.js';
 import { idempotencyStoreContract } from '../contract.js';
-import { MemoryIdempotencyStore } from './memory.js';
+import { MemoryIdempotencyStore } from './memory-store.js';
 
 idempotencyStoreContract('memory', async () => {
   const clock = new VirtualClock(1_700_000_000_000);

@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { VirtualClock } from '../../core/clock.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
-import { SqliteIdempotencyStore, migrateSqliteIdempotency, sqliteIdempotencySchema } from './sqlite.js';
+import { SqliteIdempotencyStore, migrateSqliteIdempotency, sqliteIdempotencySchema } from './sqlite-store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-idem-sqlite-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,7 +1,7 @@
 import { systemClock, type Clock } from '../../core/clock.js';
 import { EventEmitter } from '../../core/events.js';
 import { InvalidOptionsError } from '../../core/errors.js';
-import { DeadlineQueue, type DeadlineEntry } from '../../timeout/deadline-queue.js';
+import { DeadlineQueue, type DeadlineEntry } from '../../core/deadline-queue.js';
 import { AdmissionControl, type AdmissionOptions } from './admission.js';
 import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
 import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';

@@ -7,9 +7,9 @@ import { seededRandom } from '../core/random.js';
 import { retry } from '../retry/retry.js';
 import { ClientDisconnectedError, RequestContext } from '../http/core/request-context.js';
 import { resolveRoute } from '../http/core/routes.js';
-import { callOptionsOf } from './guard.js';
-import { guardRedis } from './redis.js';
-import { guardPool, type PgClientLike } from './postgres.js';
+import { callOptionsOf } from './dependency-pipeline.js';
+import { guardRedis } from './guarded-redis.js';
+import { guardPool, type PgClientLike } from './guarded-postgres.js';
 
 const T0 = 1_000_000;
 

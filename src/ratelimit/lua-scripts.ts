@@ -1,4 +1,4 @@
-import { RedisScript } from '../redis-client/redis-client.js';
+import { RedisScript } from '../redis-client/script-client.js';
 import type { AlgorithmKind } from './types.js';
 
 /*

@@ -1,4 +1,4 @@
-import { unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
+import { unrefTimer, type Clock, type TimerHandle } from './clock.js';
 
 /** A scheduled expiry; the queue's doubly linked list node. */
 export class DeadlineEntry {

@@ -5,12 +5,12 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { systemClock } from '../../core/clock.js';
-import { guardPool } from '../../clients/postgres.js';
+import { guardPool } from '../../clients/guarded-postgres.js';
 import { eventually, freePort } from '../../clients/test/support.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
 import { recordId } from '../scope.js';
-import { PostgresIdempotencyStore, migratePostgresIdempotency, postgresIdempotencySchema, type PgQueryable } from './postgres.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency, postgresIdempotencySchema, type PgQueryable } from './postgres-store.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `bw_idem_${randomUUID().replace(/-/g, '').slice(0, 12)}`;

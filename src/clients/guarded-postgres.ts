@@ -19,13 +19,13 @@ import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './guard.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
 import { cancelTargetOf, sendCancelRequest } from './pg-cancel.js';
 import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
 export { isPostgresFailure, isPostgresTransient, sqlStateOf, TRANSIENT_SQLSTATES } from './postgres-errors.js';
 export { sendCancelRequest, type CancelTarget } from './pg-cancel.js';
-export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './guard.js';
+export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './dependency-pipeline.js';
 
 /** What the guard needs of a pooled client (a `pg` PoolClient has all of it). */
 export interface PgClientLike {

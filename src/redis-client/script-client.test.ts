@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
-import { RedisScript, clusterKey, toRedisScriptClient } from './redis-client.js';
+import { RedisScript, clusterKey, toRedisScriptClient } from './script-client.js';
 import { PrivateRedis, freePort } from '../../test/support/private-redis.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';

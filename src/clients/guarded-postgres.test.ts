@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { seededRandom } from '../core/random.js';
-import { guardPool, type QueryCancelEvent } from './postgres.js';
+import { guardPool, type QueryCancelEvent } from './guarded-postgres.js';
 import { DATABASE_URL, eventually, requireService } from './test/support.js';
 
 const schema = `bw_clients_${randomUUID().replaceAll('-', '')}`;

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { systemClock, VirtualClock } from '../core/clock.js';
+import { systemClock, VirtualClock } from './clock.js';
 import { CountingClock } from '../../test/support/counting-clock.js';
 import { hedge } from '../hedge/hedge.js';
 import { DeadlineEntry, DeadlineQueue } from './deadline-queue.js';

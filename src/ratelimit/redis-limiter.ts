@@ -2,15 +2,15 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { InvalidOptionsError, StoreUnavailableError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { nonNegative, oneOf, positive, positiveInt } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../timeout/deadline-queue.js';
-import { toRedisScriptClient, type RedisScript, type RedisScriptClient } from '../redis-client/redis-client.js';
+import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
+import { toRedisScriptClient, type RedisScript, type RedisScriptClient } from '../redis-client/script-client.js';
 import { circuitBreaker } from '../breaker/breaker.js';
 import { consecutive } from '../breaker/strategies.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/index.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { hashSlot } from './crc16.js';
 import { MemoryRateLimiter } from './memory.js';
-import { DELETE_SCRIPT, RATE_LIMIT_SCRIPTS, keysPerEntry } from './redis-scripts.js';
+import { DELETE_SCRIPT, RATE_LIMIT_SCRIPTS, keysPerEntry } from './lua-scripts.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
 import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 
