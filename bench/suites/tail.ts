@@ -221,6 +221,9 @@ class Passthrough extends BasePolicy {
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
     return next(context);
   }
+  stats(): object {
+    return {};
+  }
   describe(): PolicyDescription {
     return { kind: this.kind, options: {} };
   }

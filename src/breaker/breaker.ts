@@ -212,7 +212,7 @@ export class BreakerPermit {
  */
 export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
   readonly kind = 'circuit-breaker';
-  readonly name: string;
+  override readonly name: string;
   readonly openMs: number;
   readonly #strategyFactory: TripStrategyFactory;
   readonly #strategy: TripStrategy;
@@ -254,7 +254,7 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> im
   readonly onFailure = this.#onFailure.event;
 
   constructor(options: CircuitBreakerOptions<In> = {}) {
-    super(options.clock);
+    super(options.clock, options);
     if (options.name !== undefined && typeof options.name !== 'string') throw new InvalidOptionsError('breaker.name must be a string');
     this.name = options.name ?? 'circuit-breaker';
     const strategy = options.strategy ?? consecutive();

@@ -214,6 +214,10 @@ class KeyedBreakerPolicy<K, In> extends BasePolicy<never, In> {
     return breaker.run(context, next);
   }
 
+  stats(): object {
+    return this.keyed.stats();
+  }
+
   describe(): PolicyDescription {
     return { kind: this.kind, name: this.keyed.name, options: { maxKeys: this.keyed.maxKeys } };
   }

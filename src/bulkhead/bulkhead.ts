@@ -95,7 +95,6 @@ class Waiter extends DeadlineEntry implements PriorityNode {
  */
 export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
   readonly kind = 'bulkhead';
-  readonly name: string | undefined;
   readonly maxConcurrent: number;
   readonly maxQueue: number;
   readonly queueTimeoutMs: number;
@@ -121,14 +120,13 @@ export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
   readonly onQueued = this.#onQueued.event;
 
   constructor(options: BulkheadOptions) {
-    super(options?.clock);
+    super(options?.clock, options);
     if (typeof options !== 'object' || options === null) {
       throw new InvalidOptionsError('bulkhead() needs options: { maxConcurrent }');
     }
     this.maxConcurrent = positiveInt('bulkhead.maxConcurrent', options.maxConcurrent, NaN);
     this.maxQueue = nonNegativeInt('bulkhead.maxQueue', options.maxQueue, 0);
     this.queueTimeoutMs = nonNegative('bulkhead.queueTimeoutMs', options.queueTimeoutMs, Infinity);
-    this.name = options.name;
     this.#timers = new DeadlineQueue(this.clock);
   }
 

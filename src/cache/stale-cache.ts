@@ -89,7 +89,6 @@ const DEGRADED = Symbol.for('bulwark.degraded');
  */
 export class StaleCachePolicy extends KeyedPolicy {
   readonly kind = 'stale-cache';
-  readonly name: string | undefined;
   readonly ttlMs: number;
   readonly staleWhileRevalidateMs: number;
   readonly staleIfErrorMs: number;
@@ -112,9 +111,8 @@ export class StaleCachePolicy extends KeyedPolicy {
   readonly onRevalidateError = this.#onRevalidateError.event;
 
   constructor(options: StaleCacheOptions) {
-    super(options?.clock, options?.key, 'staleCache');
+    super(options?.clock, options?.key, 'staleCache', options);
     if (options === undefined || options.ttlMs === undefined) throw new InvalidOptionsError('staleCache needs ttlMs');
-    this.name = options.name;
     this.ttlMs = positive('staleCache.ttlMs', options.ttlMs, NaN);
     this.staleWhileRevalidateMs = nonNegative('staleCache.staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0);
     this.staleIfErrorMs = nonNegative('staleCache.staleIfErrorMs', options.staleIfErrorMs, 0);

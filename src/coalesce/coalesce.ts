@@ -66,7 +66,6 @@ interface KeptResult {
  */
 export class CoalescePolicy extends KeyedPolicy {
   readonly kind = 'coalesce';
-  readonly name: string | undefined;
   readonly #resultTtlMs: number;
   readonly #maxResults: number;
   readonly #flights = new Map<string, Flight<any>>();
@@ -78,8 +77,7 @@ export class CoalescePolicy extends KeyedPolicy {
   readonly onAbandoned = this.#onAbandoned.event;
 
   constructor(options: CoalesceOptions = {}) {
-    super(options.clock, options.key, 'coalesce');
-    this.name = options.name;
+    super(options.clock, options.key, 'coalesce', options);
     this.#resultTtlMs = nonNegative('coalesce.resultTtlMs', options.resultTtlMs, 0);
     this.#maxResults = positiveInt('coalesce.maxResults', options.maxResults, 1000);
   }

@@ -123,7 +123,6 @@ const defaultClassify = (error: unknown): SampleOutcome => (hasCode(error, 'ABOR
  */
 export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePolicy {
   readonly kind = 'adaptive-concurrency';
-  readonly name: string | undefined;
   readonly algorithm: LimitAlgorithm<S>;
   readonly #window: SampleWindow | undefined;
   readonly #classify: (error: unknown) => SampleOutcome;
@@ -144,7 +143,7 @@ export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePoli
   readonly onReject = this.#onReject.event;
 
   constructor(options: AdaptiveLimiterOptions<S>) {
-    super(options.clock);
+    super(options.clock, options);
     const algorithm = options?.limit;
     if (!algorithm || typeof algorithm.update !== 'function' || typeof algorithm.initial !== 'function') {
       throw new InvalidOptionsError('adaptiveLimiter needs `limit`: aimd(...), vegas(...), gradient2(...) or a LimitAlgorithm');
@@ -155,7 +154,6 @@ export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePoli
     this.#window = options.window === false ? undefined : new SampleWindow(options.window ?? {});
     this.#classify = options.classify ?? defaultClassify;
     this.#retryAfterMs = options.retryAfterMs === undefined ? undefined : nonNegative('adaptiveLimiter.retryAfterMs', options.retryAfterMs, 0);
-    this.name = options.name;
   }
 
   /** The limit enforced now. */

@@ -160,6 +160,7 @@ class Tag extends BasePolicy {
     this.log.push(`>${this.label}`);
     try { return await next(context); } finally { this.log.push(`<${this.label}`); }
   }
+  stats(): object { return {}; }
   describe(): PolicyDescription { return { kind: this.kind, name: this.label, options: {} }; }
 }
 
@@ -236,7 +237,7 @@ test('a pipeline whose policies run on different clocks is refused with INVALID_
   // Nested pipelines are flattened and checked as one; an explicit pipeline clock counts too.
   const inner = pipeline(timeout({ clock: other, ms: 100 }));
   assert.throws(() => pipeline(retry({ clock: virtual }), inner), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new Pipeline([timeout({ clock: virtual, ms: 100 })], other), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => new Pipeline([timeout({ clock: virtual, ms: 100 })], { clock: other }), { code: 'INVALID_OPTIONS' });
 
   // One clock everywhere builds, and the whole pipeline runs on it.
   const one = pipeline(fallback({ clock: virtual, fallback: 'late' }), timeout({ clock: virtual, ms: 100, graceMs: 0 }));

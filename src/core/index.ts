@@ -10,3 +10,4 @@ export * from './budget.js';
 export * from './degraded.js';
 export * from './keyed-policy.js';
 export * from './abort.js';
+export * from './telemetry.js';

@@ -2,6 +2,7 @@ import type { Clock } from './clock.js';
 import { CallContext, type CallOptions, type Operation } from './context.js';
 import { InvalidInputError } from './errors.js';
 import { BasePolicy, invokeOperation, type Next } from './policy.js';
+import type { PolicyIdentity } from './telemetry.js';
 
 /** How a keyed policy finds the key of a call; undefined means "not keyed: pass through". */
 export type CallKey = (context: CallContext) => string | undefined;
@@ -14,8 +15,8 @@ export abstract class KeyedPolicy extends BasePolicy {
   readonly #keyOf: CallKey | undefined;
   readonly #label: string;
 
-  constructor(clock: Clock | undefined, keyOf: CallKey | undefined, label: string) {
-    super(clock);
+  constructor(clock: Clock | undefined, keyOf: CallKey | undefined, label: string, identity?: PolicyIdentity) {
+    super(clock, identity);
     this.#keyOf = keyOf;
     this.#label = label;
   }

@@ -1,6 +1,9 @@
 import { systemClock, type Clock } from './clock.js';
 import { CallContext, type CallOptions, type Operation } from './context.js';
-import { InvalidOptionsError } from './errors.js';
+import { BulwarkError, InvalidOptionsError } from './errors.js';
+import { meaningOf } from './error-table.js';
+import type { Event } from './events.js';
+import { PolicyTelemetry, subscribeAll, type PolicyEvent, type PolicyIdentity, type PolicyOutcome } from './telemetry.js';
 
 /** Continues a call inward: the next policy, or finally the caller's operation. */
 export type Next<T> = (context: CallContext) => Promise<T>;
@@ -21,7 +24,13 @@ export interface PolicyDescription {
  */
 export interface Policy<R = never, In = unknown> {
   readonly kind: string;
+  /** The `name` option: names the policy in its events, stats and the registry. */
+  readonly name?: string | undefined;
   readonly clock: Clock;
+  /** Every event of this policy in one uniform shape (see PolicyEvent). Free when nobody listens. */
+  readonly onEvent: Event<PolicyEvent>;
+  /** Counters and gauges since the policy was built. */
+  stats(): object;
   /**
    * Type-only, never set at run time: carries `R` so that `pipeline()` can compute the union
    * of its policies' substitutes (a generic method's return type cannot be inferred from).
@@ -180,12 +189,23 @@ function startCall<T>(clock: Clock, operation: Operation<T>, options: CallOption
 /** Shared plumbing: `execute` is `run` with a fresh root context and the operation as `next`. */
 export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, In> {
   abstract readonly kind: string;
+  readonly name: string | undefined;
   readonly clock: Clock;
+  /** The uniform event stream; subclasses build their typed emitters with `telemetry.emitter()`. */
+  protected readonly telemetry: PolicyTelemetry;
+  readonly onEvent: Event<PolicyEvent>;
   declare readonly '~substitute'?: { readonly value: R };
   declare readonly '~accepts'?: (result: In) => void;
 
-  constructor(clock: Clock | undefined) {
+  /** `identity` is usually the policy's options object: its `name` and `registry` are read. */
+  constructor(clock: Clock | undefined, identity?: PolicyIdentity) {
     this.clock = clock ?? systemClock;
+    if (identity?.name !== undefined && (typeof identity.name !== 'string' || identity.name === '')) {
+      throw new InvalidOptionsError(`a policy's name must be a non-empty string, got ${String(identity.name)}`);
+    }
+    this.name = identity?.name;
+    this.telemetry = new PolicyTelemetry(this, identity);
+    this.onEvent = this.telemetry.onEvent;
   }
 
   execute<T extends In>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
@@ -194,6 +214,9 @@ export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, I
 
   abstract run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R>;
   abstract describe(): PolicyDescription;
+
+  /** Counters and gauges since the policy was built, each policy's own type. */
+  abstract stats(): object;
 }
 
 /**
@@ -203,15 +226,29 @@ export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, I
  */
 export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   readonly kind = 'pipeline';
+  readonly name: string | undefined;
   readonly clock: Clock;
   readonly policies: readonly AnyPolicy[];
   readonly #entry: Next<any>;
+  readonly #telemetry: PolicyTelemetry;
   declare readonly '~substitute'?: { readonly value: R };
   declare readonly '~accepts'?: (result: In) => void;
 
-  constructor(policies: readonly AnyPolicy[], clock?: Clock) {
+  /**
+   * The pipeline's own `call` events (one per `execute`, with its outcome and duration) and every
+   * event of its policies: one subscription sees the whole stack.
+   */
+  readonly onEvent: Event<PolicyEvent> = (listener) =>
+    subscribeAll([this.#telemetry.onEvent, ...this.policies.map((p) => p.onEvent)], listener);
+
+  constructor(policies: readonly AnyPolicy[], options: PipelineOptions = {}) {
+    if (options.name !== undefined && (typeof options.name !== 'string' || options.name === '')) {
+      throw new InvalidOptionsError(`pipeline name must be a non-empty string, got ${String(options.name)}`);
+    }
+    this.name = options.name;
+    this.#telemetry = new PolicyTelemetry(this, options);
     this.policies = policies.flatMap((p) => (p instanceof Pipeline ? p.policies : [p]));
-    this.clock = clock ?? this.policies[0]?.clock ?? systemClock;
+    this.clock = options.clock ?? this.policies[0]?.clock ?? systemClock;
     checkOneClock(this.clock, this.policies);
     let next: Next<any> = invokeOperation;
     for (let i = this.policies.length - 1; i >= 0; i--) {
@@ -232,7 +269,32 @@ export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   }
 
   execute<T extends In>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T | R> {
+    if (this.#telemetry.active) return this.#observed(operation, options);
     return startCall<T | R>(this.clock, operation, options, this.#entry);
+  }
+
+  /** A call somebody watches: its outcome and duration become a `call` event. */
+  #observed<T>(operation: Operation<T>, options: CallOptions | AbortSignal | undefined): Promise<T | R> {
+    const started = this.clock.now();
+    const report = (outcome: PolicyOutcome, code: string | undefined): void => {
+      if (!this.#telemetry.active) return;
+      this.#telemetry.emit('call', { outcome, durationMs: this.clock.now() - started, attributes: { code } });
+    };
+    return startCall<T | R>(this.clock, operation, options, this.#entry).then(
+      (value) => {
+        report('success', undefined);
+        return value;
+      },
+      (error: unknown) => {
+        report(meaningOf(error)?.origin === 'local' ? 'rejected' : 'failure', error instanceof BulwarkError ? error.code : undefined);
+        throw error;
+      },
+    );
+  }
+
+  /** Each policy's stats, outermost first. */
+  stats(): { policies: { kind: string; name: string | undefined; stats: object }[] } {
+    return { policies: this.policies.map((p) => ({ kind: p.kind, name: p.name, stats: p.stats() })) };
   }
 
   run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R> {
@@ -243,7 +305,7 @@ export class Pipeline<R = never, In = unknown> implements Policy<R, In> {
   }
 
   describe(): PolicyDescription {
-    return { kind: 'pipeline', options: {}, policies: this.policies.map((p) => p.describe()) };
+    return { kind: 'pipeline', ...(this.name !== undefined ? { name: this.name } : {}), options: {}, policies: this.policies.map((p) => p.describe()) };
   }
 }
 
@@ -275,9 +337,22 @@ function layer(policy: AnyPolicy, inner: Next<unknown>): Next<unknown> {
  * The operation's result must suit every policy's result predicate (`retry({ handleResult:
  * (r: Response) => ... })` takes operations that return a Response).
  */
-export function pipeline<P extends AnyPolicy[]>(...policies: P): Pipeline<SubstituteOf<P[number]>, AcceptedBy<P[number]>> {
+export function pipeline<P extends AnyPolicy[]>(...policies: P): Pipeline<SubstituteOf<P[number]>, AcceptedBy<P[number]>>;
+/** `pipeline({ name: 'inventory' }, retry(), breaker())`: a named pipeline (events, stats, registry). */
+export function pipeline<P extends AnyPolicy[]>(options: PipelineOptions, ...policies: P): Pipeline<SubstituteOf<P[number]>, AcceptedBy<P[number]>>;
+export function pipeline(...args: unknown[]): Pipeline<unknown, unknown> {
+  const first = args[0];
+  const named = first !== null && typeof first === 'object' && typeof (first as Partial<AnyPolicy>).run !== 'function';
+  const options = named ? (first as PipelineOptions) : {};
+  const policies = named ? args.slice(1) : args;
   for (const p of policies) {
-    if (!p || typeof p.run !== 'function') throw new InvalidOptionsError('pipeline() takes policies (objects with run/execute/describe)');
+    if (!p || typeof (p as Partial<AnyPolicy>).run !== 'function') throw new InvalidOptionsError('pipeline() takes policies (objects with run/execute/describe)');
   }
-  return new Pipeline(policies);
+  return new Pipeline(policies as AnyPolicy[], options);
+}
+
+/** Options of a named pipeline. */
+export interface PipelineOptions extends PolicyIdentity {
+  /** Only for a pipeline built with `new Pipeline(...)`: the clock when no policy gives one. */
+  clock?: Clock;
 }

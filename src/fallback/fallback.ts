@@ -61,7 +61,6 @@ export interface FallbackEvent {
  */
 export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In> {
   readonly kind = 'fallback';
-  readonly name: string | undefined;
   readonly #codes: ReadonlySet<string>;
   readonly #classes: readonly ErrorClass[];
   readonly #predicate: ((error: unknown, context: CallContext) => boolean) | undefined;
@@ -74,7 +73,7 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
   readonly onFallback = this.#onFallback.event;
 
   constructor(options: FallbackOptions<R, In>) {
-    super(options?.clock);
+    super(options?.clock, options);
     if (typeof options !== 'object' || options === null || !('fallback' in options)) {
       throw new InvalidOptionsError('fallback() needs options: { fallback: value | (outcome, context) => value }');
     }
@@ -104,7 +103,6 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
     this.#handleResult = handleResult as ((result: unknown) => boolean) | undefined;
     if (typeof options.fallback === 'function') this.#fallbackFn = options.fallback as FallbackFunction<R>;
     else this.#fallbackValue = options.fallback;
-    this.name = options.name;
   }
 
   async run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R> {
@@ -143,6 +141,11 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
     markDegraded(value, { source: 'fallback', reason: replaced });
     if (this.#onFallback.active) this.#onFallback.emit(outcome);
     return value;
+  }
+
+  /** Filled in with the policy's counters when its events are wired (below). */
+  stats(): object {
+    return {};
   }
 
   describe(): PolicyDescription {

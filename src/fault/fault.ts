@@ -107,7 +107,6 @@ const MAX_FAULTS = 32;
  */
 export class FaultInjectionPolicy extends BasePolicy {
   readonly kind = 'fault-injection';
-  readonly name: string | undefined;
   #enabled: boolean;
   #faults: readonly Fault[];
   #injected: number[];
@@ -118,8 +117,7 @@ export class FaultInjectionPolicy extends BasePolicy {
   readonly onInjected = this.#onInjected.event;
 
   constructor(options: FaultInjectionOptions) {
-    super(options.clock);
-    this.name = options.name;
+    super(options.clock, options);
     this.#faults = validateFaults(options.faults);
     this.#injected = this.#faults.map(() => 0);
     this.#enabled = options.enabled ?? false;

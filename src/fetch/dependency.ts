@@ -80,6 +80,10 @@ class When<In> extends BasePolicy<never, In> {
     return this.applies(callOf(context.tags), context) ? this.policy.run(context, next) : next(context);
   }
 
+  stats(): object {
+    return this.policy.stats();
+  }
+
   describe(): PolicyDescription {
     const inner = this.policy.describe();
     return { ...inner, options: { ...inner.options, when: this.condition } };
@@ -91,6 +95,9 @@ class ServerErrorsThrow extends BasePolicy {
   readonly kind = 'server-errors-throw';
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
     return next(context).then(throwServerError);
+  }
+  stats(): object {
+    return {};
   }
   describe(): PolicyDescription {
     return { kind: this.kind, options: {} };

@@ -111,7 +111,6 @@ class HedgedCall<T> extends DeadlineEntry {
  */
 export class HedgePolicy extends BasePolicy {
   readonly kind = 'hedge';
-  readonly name: string | undefined;
   readonly maxOutstanding: number;
   readonly #delayMs: number | undefined;
   readonly #percentile: number | undefined;
@@ -139,8 +138,7 @@ export class HedgePolicy extends BasePolicy {
   readonly onHedgeDenied = this.#onDenied.event;
 
   constructor(options: HedgeOptions) {
-    super(options.clock);
-    this.name = options.name;
+    super(options.clock, options);
     if (options.delayMs === undefined && options.percentile === undefined) {
       throw new InvalidOptionsError('hedge needs delayMs (fixed delay) or percentile (adaptive delay)');
     }

@@ -30,7 +30,6 @@ export interface RateLimitRejection {
  */
 export class RateLimitPolicy extends BasePolicy {
   readonly kind = 'rate-limit';
-  readonly name: string | undefined;
   readonly limiter: RateLimiter;
   readonly #key: (context: CallContext) => string;
   readonly #cost: number;
@@ -40,13 +39,12 @@ export class RateLimitPolicy extends BasePolicy {
   readonly onRejected = this.#onRejected.event;
 
   constructor(options: RateLimitPolicyOptions) {
-    super(options?.limiter?.clock);
+    super(options?.limiter?.clock, options);
     if (typeof options?.limiter?.consume !== 'function') throw new InvalidOptionsError('rateLimit: a limiter is required');
     this.limiter = options.limiter;
     this.#key = options.key ?? (() => 'global');
     this.#cost = nonNegative('rateLimit.cost', options.cost, 1);
     this.#maxWaitMs = nonNegative('rateLimit.maxWaitMs', options.maxWaitMs, 0);
-    this.name = options.name;
   }
 
   async run<T>(context: CallContext, next: Next<T>): Promise<T> {
@@ -62,6 +60,11 @@ export class RateLimitPolicy extends BasePolicy {
         : undefined);
     }
     return next(context);
+  }
+
+  /** Filled in with the policy's counters when its events are wired (below). */
+  stats(): object {
+    return {};
   }
 
   describe(): PolicyDescription {

@@ -126,6 +126,9 @@ class OpenBreaker extends BasePolicy {
     this.calls++;
     return Promise.reject(new CircuitOpenError('payments', 30_000, 'open'));
   }
+  stats(): object {
+    return {};
+  }
   describe(): PolicyDescription {
     return { kind: this.kind, options: {} };
   }

@@ -85,7 +85,6 @@ export const RETRY_DEFAULTS = Object.freeze({
 
 export class RetryPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
   readonly kind = 'retry';
-  readonly name: string | undefined;
   readonly maxAttempts: number;
   readonly backoff: Backoff;
   readonly maxElapsedMs: number;
@@ -107,8 +106,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> implements 
   readonly onSuccess = this.#onSuccess.event;
 
   constructor(options: RetryOptions<In> = {}) {
-    super(options.clock);
-    this.name = options.name;
+    super(options.clock, options);
     this.maxElapsedMs = nonNegative('retry.maxElapsedMs', options.maxElapsedMs, RETRY_DEFAULTS.maxElapsedMs);
     this.maxRetryAfterMs = nonNegative('retry.maxRetryAfterMs', options.maxRetryAfterMs, RETRY_DEFAULTS.maxRetryAfterMs);
     if (this.maxRetryAfterMs > MAX_TIMER_MS) throw new InvalidOptionsError(`retry.maxRetryAfterMs must be <= ${MAX_TIMER_MS} ms, got ${options.maxRetryAfterMs}`);
@@ -293,6 +291,11 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> implements 
         reject(abortedError(reason));
       });
     });
+  }
+
+  /** Filled in with the policy's counters when its events are wired (below). */
+  stats(): object {
+    return {};
   }
 
   describe(): PolicyDescription {

@@ -178,7 +178,6 @@ export type ReservationDecision = ReservationPermit | ReservationRejection;
  */
 export class ReservationGate extends BasePolicy {
   readonly kind = 'reservation';
-  readonly name: string | undefined;
   readonly plan: ReservationPlan;
   readonly #classes = new Map<string, ClassState>();
   readonly #classify: (context: CallContext) => string;
@@ -190,10 +189,9 @@ export class ReservationGate extends BasePolicy {
   readonly onModeChange = this.#onModeChange.event;
 
   constructor(options: ReservationGateOptions) {
-    super(options?.clock);
+    super(options?.clock, options);
     validateReservationPlan(options);
     this.plan = { total: options.total, shares: { ...options.shares }, lending: [...(options.lending ?? [])] };
-    this.name = options.name;
     this.#retryAfterMs = nonNegative('reservation.retryAfterMs', options.retryAfterMs, 1000);
     this.#classify = options.classify ?? defaultClassify;
     this.#allocation = allocateCapacity(this.plan, false);

@@ -168,7 +168,6 @@ const SHED_REASONS: readonly ShedReason[] = ['deadline', 'priority', 'red', 'cap
  */
 export class LoadShedder extends BasePolicy {
   readonly kind = 'load-shedder';
-  readonly name: string | undefined;
   readonly capacity: number;
   readonly thresholds: Readonly<Record<Priority, number>>;
   readonly #room: number;
@@ -201,11 +200,10 @@ export class LoadShedder extends BasePolicy {
   readonly onOverload = this.#onOverload.event;
 
   constructor(options: LoadShedderOptions) {
-    super(options?.clock);
+    super(options?.clock, options);
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('loadShedder needs options with a capacity');
     this.capacity = positiveInt('loadShedder.capacity', options.capacity, NaN);
     this.thresholds = resolveThresholds(options.thresholds);
-    this.name = options.name;
     this.#random = options.random ?? systemRandom;
     this.#minRemainingMs = nonNegative('loadShedder.minRemainingMs', options.minRemainingMs, 0);
     this.#occupancy = options.occupancy ?? true;

@@ -59,7 +59,6 @@ export interface ThrottleSnapshot {
  */
 export class AdaptiveThrottlePolicy extends BasePolicy {
   readonly kind = 'adaptive-throttle';
-  readonly name: string | undefined;
   readonly k: number;
   readonly windowMs: number;
   readonly #window: CountWindow;
@@ -72,8 +71,7 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   readonly onThrottled = this.#onThrottled.event;
 
   constructor(options: AdaptiveThrottleOptions = {}) {
-    super(options.clock);
-    this.name = options.name;
+    super(options.clock, options);
     this.k = positive('throttle.k', options.k, 2);
     if (this.k < 1) throw new InvalidOptionsError(`throttle.k must be >= 1 (below 1 it rejects a healthy backend's traffic), got ${this.k}`);
     this.windowMs = positive('throttle.windowMs', options.windowMs, 120_000);
@@ -147,6 +145,11 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
     if (this.#isAccepted(error)) this.#accept();
     throw error;
   };
+
+  /** Filled in with the policy's counters when its events are wired (below). */
+  stats(): object {
+    return {};
+  }
 
   describe(): PolicyDescription {
     return {

@@ -53,7 +53,6 @@ class TimeoutRun<T> extends DeadlineEntry {
 export class TimeoutPolicy extends BasePolicy {
   readonly kind = 'timeout';
   readonly ms: number;
-  readonly name: string | undefined;
   readonly #ratio: number;
   readonly #margin: number | undefined;
   readonly #graceMs: number;
@@ -63,12 +62,11 @@ export class TimeoutPolicy extends BasePolicy {
   readonly onTimeout = this.#onTimeout.event;
 
   constructor(options: TimeoutOptions) {
-    super(options.clock);
+    super(options.clock, options);
     this.ms = positive('timeout.ms', options.ms, NaN);
     this.#ratio = ratio('timeout.deadlineRatio', options.deadlineRatio, 0.9);
     this.#margin = options.safetyMarginMs === undefined ? undefined : nonNegative('timeout.safetyMarginMs', options.safetyMarginMs, 0);
     this.#graceMs = nonNegative('timeout.graceMs', options.graceMs, 1000);
-    this.name = options.name;
     this.#queue = new DeadlineQueue(this.clock);
   }
 
@@ -134,6 +132,11 @@ export class TimeoutPolicy extends BasePolicy {
     run.settled = true;
     if (this.#onTimeout.active) this.#onTimeout.emit({ timeoutMs: run.timeoutMs, abandoned: true });
     run.reject(new TimeoutError(round(run.timeoutMs), true));
+  }
+
+  /** Filled in with the policy's counters when its events are wired (below). */
+  stats(): object {
+    return {};
   }
 
   describe(): PolicyDescription {
