@@ -40,6 +40,19 @@ test('the link finder skips code, web links and anchors, and keeps relative path
   assert.deepEqual(relativeLinks(sample), ['docs/a.md#part', '../b.md']);
 });
 
+/** Repository paths named in code spans (`src/core/policy.ts`), which rot on a rename as links do. */
+function namedPaths(markdown: string): string[] {
+  return [...markdown.matchAll(/`((?:src|test|bench|examples|sql|scripts|docs)\/[^`\s<>*{}]+)`/g)].map((m) => m[1]!);
+}
+
+test('every repository path named in a code span of README.md and docs/ exists', () => {
+  const files = [join(root, 'README.md'), ...markdownFiles(join(root, 'docs'))];
+  const named = files.flatMap((file) => namedPaths(readFileSync(file, 'utf8')).map((path) => ({ file, path })));
+  assert.ok(named.length > 10, `only ${named.length} paths found: the finder is broken`);
+  const missing = named.filter(({ path }) => !existsSync(join(root, path.replace(/[.,:;]+$/, ''))));
+  assert.deepEqual(missing.map(({ file, path }) => `${relative(root, file)} → ${path}`), [], 'paths that do not exist');
+});
+
 test('every relative link in README.md and docs/ resolves to an existing file', () => {
   const files = [join(root, 'README.md'), ...markdownFiles(join(root, 'docs'))];
   const dead: string[] = [];
