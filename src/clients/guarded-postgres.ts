@@ -176,7 +176,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
     // How a timeout reaches the running statement without a per-call abort listener (adding and
-    // removing one costs ~10 µs, too much to pay on every call): the timeout aborts the attempt's
+    // removing one costs too much per call, see docs/benchmarks.md): the timeout aborts the attempt's
     // context and then emits onTimeout synchronously; one subscription per guard then finds the
     // aborted attempts among the few in flight (at most the pool size).
     this.timeout.onTimeout(() => {

@@ -87,7 +87,7 @@ export class GuardedRedis<C extends object> {
   readonly warnings: readonly string[];
   readonly #guard: Guard;
   /**
-   * node-redis (v5+) gives every command its own `AbortSignal.timeout` (~10 µs of CPU each).
+   * node-redis (v5+) gives every command its own `AbortSignal.timeout` (costly, docs/benchmarks.md).
    * When that timeout is no shorter than the guard's, the guard always answers first, so
    * `command()` turns it off for its commands.
    */

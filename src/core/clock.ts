@@ -18,7 +18,7 @@ export interface Clock {
 }
 
 // Taken from node:perf_hooks once: the global `performance` is a lazy getter in Node 20 and
-// looking it up costs more than the reading itself (~235 ns vs ~140 ns here).
+// looking it up costs more than the reading itself (docs/benchmarks.md).
 const origin = performance.timeOrigin;
 const perfNow = performance.now.bind(performance);
 

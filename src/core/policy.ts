@@ -59,8 +59,8 @@ export type AcceptedBy<P> = [P] extends [{ readonly '~accepts'?: (result: infer 
  * The synchronous half of a policy whose whole job on the way in is an immediate admission and
  * on the way out is bookkeeping (retry's first attempt, a closed breaker, a bulkhead with a free
  * slot). A pipeline runs adjacent such policies as one layer with a single `then` instead of one
- * promise hop each (a hop costs ~40 ns, a large share of a call that is admitted and succeeds,
- * which most are). Anything else (queueing, a half-open breaker, later attempts) goes through
+ * promise hop each (a hop is a large share of a call that is admitted and succeeds, which most
+ * are; see docs/benchmarks.md). Anything else (queueing, a half-open breaker, later attempts) goes through
  * the policy's own `run`, so both paths share one implementation of every decision.
  */
 export interface FusablePolicy {

@@ -96,8 +96,8 @@ export async function fingerprintStream(
  *
  * The native serializer writes the text. A JavaScript pass first puts keys in order, copying
  * only the objects that are not (most parsed bodies need few or no copies); the serializer then
- * runs without a replacer, which costs a native-to-JavaScript call per value (~1.1 µs for a
- * four-field body against ~0.4 µs this way). Values with a toJSON other than Date's (the
+ * runs without a replacer, which costs a native-to-JavaScript call per value (several times this
+ * way's cost, see docs/benchmarks.md). Values with a toJSON other than Date's (the
  * serializer would replace them first) and deep nesting take the replacer path, which gives
  * the same text.
  */

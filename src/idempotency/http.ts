@@ -308,8 +308,8 @@ function respond(response: IdempotencyHttpResponse, reason: BeginRespond['reason
 
 function replay(stored: StoredResponse, completedAt: number): IdempotencyHttpResponse {
   // Copied name by name into a fresh object: `{ ...parsed, extra }` keeps the JSON.parse'd
-  // object's map and each added name then takes V8's slow path (~1.2 µs, a fifth of a replay
-  // from memory); a fresh object costs ~20 ns.
+  // object's map and each added name then takes V8's slow path (a large share of a replay from
+  // memory; a fresh object costs next to nothing, see docs/benchmarks.md).
   const headers: Record<string, string> = {};
   for (const name of Object.keys(stored.headers)) headers[name] = stored.headers[name]!;
   headers[REPLAYED_HEADER] = 'true';
@@ -322,7 +322,7 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 let lastSecond = NaN;
 let lastDate = '';
 
-/** IMF-fixdate (what toUTCString gives), about 2x faster, and free for repeats within a second (replay storms). */
+/** IMF-fixdate (what toUTCString gives), cheaper than it (docs/benchmarks.md), and free for repeats within a second (replay storms). */
 export function httpDate(ms: number): string {
   const second = Math.floor(ms / 1000);
   if (second === lastSecond) return lastDate;

@@ -4,8 +4,8 @@
  * that sees millions of distinct keys spends its time inserting and evicting: a Map allocates and
  * rehashes its backing store as it churns and must look the evicted key up again to delete it;
  * this table never allocates after growing to size, and an eviction removes the victim by its
- * stored hash (measured 2-3.5x faster than a Map on a flood of new keys; known keys are served
- * faster still by the small Map of returning keys in front of it, see MemoryRateLimiter).
+ * stored hash (faster than a Map on a flood of new keys, see docs/benchmarks.md; known keys are
+ * served faster still by the small Map of returning keys in front of it, see MemoryRateLimiter).
  *
  * The hash (FNV-1a over UTF-16 code units) starts from a per-process random seed, so keys an
  * attacker controls (IPs, user ids) cannot be precomputed to collide.
@@ -15,8 +15,8 @@ const SEED = (Math.random() * 0x7fffffff) | 0;
 /**
  * `String.prototype.charCodeAt`, called through `.call`: once any module declares a subclass of
  * String (ioredis and node-redis both do, for RESP verbatim strings), V8 stops inlining the
- * method form `key.charCodeAt(i)` everywhere in the process and it gets ~5x slower (171 vs 31 ns
- * for a 17-character key); a call of the saved builtin keeps its fast path.
+ * method form `key.charCodeAt(i)` everywhere in the process and it gets several times slower
+ * (docs/benchmarks.md); a call of the saved builtin keeps its fast path.
  */
 const charCodeAt = String.prototype.charCodeAt;
 

@@ -101,9 +101,8 @@ export function toRedisScriptClient(client: unknown): RedisScriptClient {
 
 /**
  * node-redis (v5+) bounds every command with its own `AbortSignal.timeout(commandOptions.timeout)`
- * (5 s by default in v6): a timer, an AbortSignal and two listeners per command, measured at
- * ~15 µs of CPU per command on a loaded 2-core machine, about a fifth of a whole idempotent
- * request. Bulwark's commands keep the client's bound but enforce it with one shared timer (a
+ * (5 s by default in v6): a timer, an AbortSignal and two listeners per command, a large share
+ * of a whole idempotent request's CPU (docs/benchmarks.md). Bulwark's commands keep the client's bound but enforce it with one shared timer (a
  * `timeout` policy over a deadline queue): they go through a proxy of the client without the
  * per-command timer, and a command still pending after `timeout` ms rejects with TIMEOUT, as
  * node-redis's own timeout would. Other users of the client are not affected. A client without
@@ -127,8 +126,8 @@ export function nodeRedisCommandTimeout(client: unknown): number | undefined {
 
 /**
  * A standalone node-redis client's `sendCommand(args)`: the raw command, without the argument
- * parser, reply transform and reply tracing its typed methods add (~1.2 µs of CPU per command
- * measured here, on a path that runs twice per idempotent request). Cluster and sentinel clients
+ * parser, reply transform and reply tracing its typed methods add (CPU per command measured in
+ * docs/benchmarks.md, on a path that runs twice per idempotent request). Cluster and sentinel clients
  * take other arguments (`sendCommand(firstKey, isReadonly, args)`, `sendCommand(isReadonly,
  * args)`), so they keep the typed methods, which route by key.
  */

@@ -105,8 +105,8 @@ export function vegasUpdate(state: VegasState, sample: LimitSample, s: VegasSett
 
 /**
  * The same limit with new probe bookkeeping. Spelled out, not `{ ...state, probeCount }`: in
- * Node 20 a spread followed by more properties takes V8's generic copy path (~0.6 µs against
- * ~20 ns), and this runs once per sample.
+ * Node 20 a spread followed by more properties takes V8's generic copy path (many times the
+ * cost, see docs/benchmarks.md), and this runs once per sample.
  */
 function probed(state: VegasState, rttNoLoadMs: number, probeCount: number, jitter: number): VegasState {
   return { limit: state.limit, estimate: state.estimate, rttNoLoadMs, probeCount, probeJitter: jitter };

@@ -32,7 +32,7 @@ import type {
  *   `offset` ms before the key expires (offset = record ttl - lease). Every later header write
  *   either keeps the TTL (KEEPTTL) or writes an absolute time.
  *   A string, not a hash: creating and completing a record are one GET + one SET each, which
- *   measured about 18% faster per first request than HMGET/HSET/PEXPIRE.
+ *   measured faster per first request than HMGET/HSET/PEXPIRE (docs/benchmarks.md).
  * - `<prefix>:{<id>}:steps` — a hash of saved step results, only for multi-step operations.
  *
  * Durability is Redis's: with the default snapshotting a crash or restart can lose recent
@@ -108,7 +108,7 @@ return out`);
  * The hot write of every first request, so it does the least a fenced write can: one GET, the
  * owner compared by position (no parse into fields), one SET. The completion time comes from
  * the caller (ARGV[4]) rather than `TIME`: it is only reported (the replay's original date),
- * never compared, and one redis.call fewer measured ~1.4 µs less Redis CPU per request.
+ * never compared, and one redis.call fewer is measurably less Redis CPU per request (docs/benchmarks.md).
  */
 const COMPLETE = new RedisScript(`local v = redis.call('GET', KEYS[1])
 if not v or ARGV[1] == '' then return 0 end
