@@ -6,7 +6,8 @@ import { AdmissionControl, type AdmissionOptions } from './admission.js';
 import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
 import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';
 import { clientIpResolver, type ClientIpResolver, type TrustProxy } from './client-ip.js';
-import { DEADLINE_HEADER, resolveDeadline, TIMEOUT_HEADER, type DeadlineCombine } from './deadline.js';
+import { DEADLINE_HEADER, TIMEOUT_HEADER } from '../../core/deadline-headers.js';
+import { resolveDeadline, type DeadlineCombine } from './deadline.js';
 import { problemForError, problemResponse, type HttpResponse } from './problem.js';
 import {
   ClientDisconnectedError, RequestContext, RequestDeadlineExceededError,

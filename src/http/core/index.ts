@@ -3,6 +3,7 @@
 export * from './problem.js';
 export * from './rate-limit-headers.js';
 export * from './deadline.js';
+export * from '../../core/deadline-headers.js';
 export * from './client-ip.js';
 export * from './routes.js';
 export {
