@@ -13,5 +13,6 @@ export {
 export * from './admission.js';
 export * from './rate-limit.js';
 export * from './idempotency.js';
+export * from './protection.js';
 export * from './http-guard.js';
 export * from './health.js';
