@@ -24,6 +24,8 @@ const result = output as ICruiseResult;
 
 const shipped = (m: IModule): boolean => m.source.startsWith('src/') && !layering.NOT_SHIPPED.some((p) => new RegExp(p).test(m.source));
 const importsOf = (m: IModule): string[] => m.dependencies.map((d) => d.resolved);
+// A package resolves into node_modules, which may be a link to another checkout's (then the path climbs out first).
+const isPackage = (resolved: string, name: string): boolean => new RegExp(`(^|/)node_modules/(@types/)?${name}/`).test(resolved);
 
 test('src follows the layering rules: no violations', async () => {
   if (result.summary.violations.length > 0) {
@@ -36,10 +38,13 @@ test('the check sees what it checks: TypeScript sources, type-only imports and p
   // Without a TypeScript it can load, dependency-cruiser skips .ts files silently.
   assert.equal(getAvailableTranspilers().find((t) => t.name === 'typescript')?.available, true);
   assert.ok(result.summary.totalCruised > 150, `only ${result.summary.totalCruised} modules cruised`);
-  const edge = (from: string, to: string) => result.modules.find((m) => m.source === from)?.dependencies.find((d) => d.resolved.startsWith(to));
-  assert.ok(edge('src/hedge/hedge.ts', 'src/retry/classify.ts'), 'a value import between folders');
-  assert.ok(edge('src/http/core/protection.ts', 'src/http/core/request-context.ts')?.dependencyTypes.includes('type-only'), 'a type-only import');
-  assert.ok(edge('src/fetch/client.ts', 'node_modules/undici/'), 'a package import');
+  const dependencies = (from: string) => result.modules.find((m) => m.source === from)?.dependencies ?? [];
+  assert.ok(dependencies('src/hedge/hedge.ts').some((d) => d.resolved === 'src/retry/classify.ts'), 'a value import between folders');
+  assert.ok(
+    dependencies('src/http/core/protection.ts').some((d) => d.resolved === 'src/http/core/request-context.ts' && d.dependencyTypes.includes('type-only')),
+    'a type-only import',
+  );
+  assert.ok(dependencies('src/fetch/client.ts').some((d) => isPackage(d.resolved, 'undici')), 'a package import');
 });
 
 test('every allowance in the rules is still used (the rules say what is true, not what once was)', () => {
@@ -58,7 +63,7 @@ test('every allowance in the rules is still used (the rules say what is true, no
     const imports = importsOf(modules.find((m) => m.source === file) ?? assert.fail(`THIRD_PARTY lists ${file}, which does not exist`));
     for (const name of packages) {
       assert.ok(
-        imports.some((i) => i.startsWith(`node_modules/${name}/`) || i.startsWith(`node_modules/@types/${name}/`)),
+        imports.some((i) => isPackage(i, name)),
         `THIRD_PARTY lets ${file} import ${name}, but it does not: remove the allowance`,
       );
     }
