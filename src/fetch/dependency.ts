@@ -14,7 +14,7 @@ import type { CircuitStateKind } from '../breaker/snapshot.js';
 import { StaleCachePolicy } from '../cache/stale-cache.js';
 import { CoalescePolicy } from '../coalesce/coalesce.js';
 import { HedgePolicy } from '../hedge/hedge.js';
-import { deadlineHeaders } from '../http/core/deadline.js';
+import { deadlineHeaders } from '../core/deadline-headers.js';
 import { RetryPolicy } from '../retry/retry.js';
 import { MAX_TIMER_MS } from '../retry/backoff.js';
 import { TimeoutPolicy } from '../timeout/timeout.js';

@@ -34,4 +34,4 @@ export {
 export { SharedResponse, DRAIN_LIMIT_BYTES } from './body.js';
 // The don't-retry header servers add to shed responses, and the deadline header the client sends.
 export { NO_RETRY_HEADER } from '../retry/classify.js';
-export { TIMEOUT_HEADER } from '../http/core/deadline.js';
+export { TIMEOUT_HEADER } from '../core/deadline-headers.js';

@@ -198,8 +198,9 @@ export const fastifyBulwark = Object.assign(plugin, {
 export default fastifyBulwark;
 
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
-export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/http-guard.js';
+export { deadlineHeaders, type DeadlineHeadersOptions } from '../core/deadline-headers.js';
+export { HttpGuard, httpGuard, type HttpGuardOptions } from './core/http-guard.js';
+export type { Protection, ProtectionVerdict } from './core/protection.js';
 export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
 export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
 export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';

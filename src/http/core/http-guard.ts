@@ -6,8 +6,10 @@ import { AdmissionControl, type AdmissionOptions } from './admission.js';
 import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
 import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';
 import { clientIpResolver, type ClientIpResolver, type TrustProxy } from './client-ip.js';
-import { DEADLINE_HEADER, resolveDeadline, TIMEOUT_HEADER, type DeadlineCombine } from './deadline.js';
+import { DEADLINE_HEADER, TIMEOUT_HEADER } from '../../core/deadline-headers.js';
+import { resolveDeadline, type DeadlineCombine } from './deadline.js';
 import { problemForError, problemResponse, type HttpResponse } from './problem.js';
+import type { Protection, ProtectionVerdict } from './protection.js';
 import {
   ClientDisconnectedError, RequestContext, RequestDeadlineExceededError,
   type RequestDeadline, type RequestHeaders, type ResponseChannel,
@@ -16,25 +18,6 @@ import {
   compileRouteTable, resolveRoute, validateRouteConfig,
   type ResolvedRoute, type RouteConfig, type RouteResolver, type RouteTable,
 } from './routes.js';
-
-/**
- * A step in the request pipeline that may answer instead of the handler: a rate limiter, an
- * idempotency layer, admission control. Return `undefined` to let the request continue (after
- * `request.setHeader(...)` / `request.onEnd(...)` as needed) or a response to send instead.
- * Steps run in order after the deadline checks; sync steps cost no promise.
- */
-export interface Protection {
-  readonly name: string;
-  check(request: RequestContext): ProtectionVerdict | PromiseLike<ProtectionVerdict>;
-  /**
-   * Defined by steps that need the request body (idempotency fingerprints it): they run after
-   * the other steps, once the adapter has the body, and only for requests where this is true
-   * (so other requests are never buffered).
-   */
-  needsBody?(request: RequestContext): boolean;
-}
-
-export type ProtectionVerdict = HttpResponse | undefined | void;
 
 export interface DeadlineHeaderOptions {
   /** Relative budget header. Default `x-request-timeout-ms`. */
@@ -185,12 +168,12 @@ export class HttpGuard {
   }
 
   /**
-   * False when no step can ask for `captureResponse()` (only the built-in steps are configured:
-   * admission control, rate limiting, and idempotency, which holds the response through the
-   * adapter's channel instead): adapters then skip their response-recording hook.
+   * False when every step declares `capturesResponses: false` (the built-in ones do: admission
+   * control, rate limiting, and idempotency, which holds the response through the adapter's
+   * channel instead): adapters then skip their response-recording hook.
    */
   get mayCaptureResponses(): boolean {
-    return this.#protections.some(isCustomStep) || this.#bodyProtections.some(isCustomStep);
+    return this.#protections.some(mayCapture) || this.#bodyProtections.some(mayCapture);
   }
 
   /** True when some step needs request bodies (adapters then arrange a body phase). */
@@ -406,8 +389,8 @@ export function pathOf(url: string): string {
   return end === url.length ? url : url.slice(0, end);
 }
 
-function isCustomStep(protection: Protection): boolean {
-  return !(protection instanceof AdmissionControl || protection instanceof RateLimitProtection || protection instanceof IdempotencyProtection);
+function mayCapture(protection: Protection): boolean {
+  return protection.capturesResponses !== false;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {

@@ -3,6 +3,7 @@
 export * from './problem.js';
 export * from './rate-limit-headers.js';
 export * from './deadline.js';
+export * from '../../core/deadline-headers.js';
 export * from './client-ip.js';
 export * from './routes.js';
 export {
@@ -12,5 +13,6 @@ export {
 export * from './admission.js';
 export * from './rate-limit.js';
 export * from './idempotency.js';
+export * from './protection.js';
 export * from './http-guard.js';
 export * from './health.js';

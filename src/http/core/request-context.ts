@@ -2,12 +2,33 @@ import type { Clock } from '../../core/clock.js';
 import { CALL_SOURCE, type Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../core/deadline-queue.js';
+import type { ResponseInput } from '../../idempotency/codec.js';
+import type { Lease } from '../../idempotency/engine.js';
 import type { DeadlineSource } from './deadline.js';
-import type { IdempotentRun } from './idempotency.js';
 import type { HttpResponse } from './problem.js';
 import type { ResolvedRoute } from './routes.js';
 
 export type RequestHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/**
+ * The first execution of an idempotency key, as the handler sees it (`request.idempotency`).
+ * For exactly-once effects, write the completion in the same transaction as the business
+ * write: `complete(client, response)` inside it, COMMIT, then answer with that same response
+ * (duplicates replay the stored one). The adapter then does not store the answer again; a
+ * handler that rolls back throws (or answers 5xx) and the key is released.
+ */
+export interface IdempotentRun {
+  readonly key: string;
+  readonly lease: Lease;
+  /**
+   * Writes the completion inside your open transaction. PostgreSQL: `client` is the pg
+   * client that ran BEGIN; await the promise before COMMIT. SQLite: `client` is the store's
+   * Database; call it inside `db.transaction(...)` (synchronous). Throws LEASE_LOST when
+   * another worker owns the key now (roll back), INVALID_OPTIONS on a store that cannot
+   * write inside your transaction (memory, Redis).
+   */
+  complete(client: unknown, response: ResponseInput): Promise<void> | void;
+}
 
 /** How a request ended, given to `onEnd` listeners (protections release permits, record outcomes). */
 export interface RequestOutcome {
