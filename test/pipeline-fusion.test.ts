@@ -10,9 +10,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
-  CallContext, VirtualClock, bulkhead, circuitBreaker, consecutive, constantBackoff, countWindow, invokeOperation,
-  NOT_FUSED, pipeline, retry, ratioBudget, seededRandom, timeout, type Policy,
+  CallContext, bulkhead, circuitBreaker, consecutive, constantBackoff, countWindow, pipeline, retry, ratioBudget, timeout,
+  type Policy,
 } from '../src/index.js';
+import { VirtualClock, seededRandom } from '../src/testing.js';
+// The fused path's hooks are internal: not in any entry point.
+import { invokeOperation, NOT_FUSED } from '../src/core/policy.js';
 
 /** hang: takes 100 ms unless aborted; stuck: takes 100 ms and ignores aborts (the timeout abandons it). */
 type Step = 'ok' | 'e503' | 'e400' | 'hang' | 'stuck' | 'throw';

@@ -2,7 +2,7 @@ import type { Clock } from '../../core/clock.js';
 import { CALL_SOURCE, type Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../core/deadline-queue.js';
-import type { DeadlineSource } from './deadline.js';
+import type { DeadlineOrigin } from './deadline.js';
 import type { IdempotentRun } from './idempotency.js';
 import type { HttpResponse } from './problem.js';
 import type { ResolvedRoute } from './routes.js';
@@ -80,7 +80,7 @@ export interface RequestContextInit {
   route: ResolvedRoute;
   startedAt: number;
   deadline: number;
-  deadlineSource: DeadlineSource;
+  deadlineSource: DeadlineOrigin;
   channel: ResponseChannel<unknown>;
   target: unknown;
   /** The framework's own request object (Fastify request, Express req, IncomingMessage). */
@@ -151,7 +151,7 @@ export class RequestContext {
   readonly startedAt: number;
   /** Absolute deadline on `clock` (epoch-aligned ms with the system clock); Infinity without one. */
   readonly deadline: number;
-  readonly deadlineSource: DeadlineSource;
+  readonly deadlineSource: DeadlineOrigin;
   /** The budget the request arrived with (ms; Infinity without a deadline). */
   readonly budgetMs: number;
   /**
