@@ -5,7 +5,7 @@
 export {
   createFetch, type BulwarkFetch, type BulwarkRequestInit, type FetchClientStats, type FetchDependencyHandle,
 } from './fetch/client.js';
-export { FetchDependency, STALE_HEADER, type FetchBreakerStateChange, type FetchDependencyStats } from './fetch/dependency.js';
+export { type FetchDependency, STALE_HEADER, type FetchBreakerStateChange, type FetchDependencyStats } from './fetch/dependency.js';
 export {
   FETCH_DEFAULTS, DEFAULT_DEPENDENCY,
   type CreateFetchOptions, type DependencyOptions, type FetchRetryOptions, type FetchBreakerOptions, type FetchAnswer,

@@ -27,7 +27,7 @@ export {
 // One request as a handler sees it, and how an adapter answers it.
 export {
   RequestContext, RequestDeadlineExceededError, ClientDisconnectedError,
-  type RequestOutcome, type ResponseChannel, type RequestHeaders, type ProducedResponse, type ResponseHold,
+  type RequestContextInit, type RequestEndListener, type RequestOutcome, type ResponseChannel, type RequestHeaders, type ProducedResponse, type ResponseHold,
 } from './http/core/request-context.js';
 export type { RouteConfig, RouteTable, RouteFilter, ResolvedRoute, RouteResolver } from './http/core/routes.js';
 export { clientIpResolver, type ClientIpResolver, type TrustProxy } from './http/core/client-ip.js';

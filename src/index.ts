@@ -39,7 +39,7 @@ export {
 export {
   backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff,
   ScheduleBackoff, BACKOFF_DEFAULTS,
-  type Backoff, type BackoffOptions, type BackoffKind, type JitterKind,
+  type Backoff, type BackoffOptions, type ShorthandBackoffOptions, type BackoffKind, type JitterKind,
 } from './retry/backoff.js';
 export type { RetryBudget, RetryBudgetSnapshot } from './core/budget.js';
 export {
@@ -93,9 +93,11 @@ export {
 } from './concurrency/limiter.js';
 export type { SampleWindowOptions, WindowAggregate } from './concurrency/sample-window.js';
 export type { LimitAlgorithm, LimitSample, LimitState } from './concurrency/limits/types.js';
-export { aimd, type AimdLimit, type AimdOptions, type AimdState } from './concurrency/limits/aimd.js';
-export { vegas, type VegasLimit, type VegasOptions, type VegasState } from './concurrency/limits/vegas.js';
-export { gradient2, type Gradient2Limit, type Gradient2Options, type Gradient2State } from './concurrency/limits/gradient2.js';
+export { aimd, type AimdLimit, type AimdOptions, type AimdSettings, type AimdState } from './concurrency/limits/aimd.js';
+export { vegas, type VegasLimit, type VegasOptions, type VegasSettings, type VegasState } from './concurrency/limits/vegas.js';
+export {
+  gradient2, type Gradient2Limit, type Gradient2Options, type Gradient2Settings, type Gradient2State,
+} from './concurrency/limits/gradient2.js';
 
 // Load shedding, reserved capacity per class of work, and the overload signal.
 export {
@@ -104,8 +106,8 @@ export {
   type ShedQueueMode, type ShedQueueOptions, type ShedEvent, type OverloadEvent,
 } from './shedding/shedder.js';
 export {
-  reservationGate, ReservationGate, ReservationPermit,
-  type ReservationGateOptions, type ReservationPlan, type LendingRule, type ReservationDecision, type ReservationRejection,
+  reservationGate, ReservationGate, type ReservationPermit,
+  type ReservationGateOptions, type ReservationPlan, type CapacityAllocation, type LendingRule, type ReservationDecision, type ReservationRejection,
   type ReservationStats, type ReservationModeEvent,
 } from './shedding/reservation.js';
 export { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './shedding/signals.js';
@@ -141,7 +143,7 @@ export {
 // Fault injection (chaos testing in staging).
 export {
   faultInjection, FaultInjectionPolicy, FaultInjectedError, connectionResetError,
-  type Fault, type LatencyFault, type ErrorFault, type AbortFault, type TimeoutFault, type ResultFault,
+  type Fault, type FaultBase, type LatencyFault, type ErrorFault, type AbortFault, type TimeoutFault, type ResultFault,
   type FaultInjectionOptions, type FaultInjectedEvent,
 } from './fault/fault.js';
 export * as distributions from './fault/distributions.js';
@@ -152,6 +154,7 @@ export {
   type RateLimiter, type Decision, type AcquireOptions, type AlgorithmKind, type AlgorithmOptions, type DecisionStore,
   type Degraded, RateLimitInputError,
 } from './ratelimit/types.js';
+export type { ResolvedAlgorithmOptions } from './ratelimit/algorithms/registry.js';
 export {
   memoryRateLimiter, MemoryRateLimiter, type MemoryRateLimiterOptions, type MemoryRateLimiterStats,
 } from './ratelimit/memory.js';
@@ -163,7 +166,7 @@ export { rateLimit, RateLimitPolicy, type RateLimitPolicyOptions, type RateLimit
 // Idempotency keys: the engine, its HTTP semantics, the memory store and what a store implements
 // (the Redis, PostgreSQL and SQLite stores are in their own entry points).
 export {
-  idempotencyEngine, IdempotencyEngine, Lease,
+  idempotencyEngine, IdempotencyEngine, type Lease,
   type IdempotencyEngineOptions, type ClaimOptions, type ClaimOutcome, type LeaseStatus, type RunResult,
   type ClaimEvent, type LeaseLostEvent, type StoreErrorEvent, type ResponseInput,
 } from './idempotency/engine.js';

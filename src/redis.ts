@@ -28,4 +28,4 @@ export {
 } from './idempotency/stores/redis-store.js';
 
 // The narrow client interface the integrations above run scripts through.
-export type { RedisScriptClient } from './redis-client/script-client.js';
+export type { RedisScriptClient, RedisScript } from './redis-client/script-client.js';

@@ -3,5 +3,5 @@
 // The idempotency store on SQLite, and its schema.
 export {
   sqliteIdempotencyStore, SqliteIdempotencyStore, migrateSqliteIdempotency, sqliteIdempotencySchema,
-  type SqliteIdempotencyStoreOptions, type SqliteTableOptions,
+  type SqliteIdempotencyStoreOptions, type SqliteTableOptions, type SqliteDatabase,
 } from './idempotency/stores/sqlite-store.js';

@@ -51,6 +51,7 @@ const RECENT_KEYS = 8192;
 export class MemoryRateLimiter implements RateLimiter {
   readonly store = 'memory' as const;
   readonly limit: number;
+  /** @internal */
   readonly algorithm: RateAlgorithm;
   readonly options: ResolvedAlgorithmOptions;
   readonly clock: Clock;

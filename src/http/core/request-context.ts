@@ -119,7 +119,8 @@ export interface ResponseHold {
   failed(error: unknown, request: RequestContext): Promise<void> | void;
 }
 
-type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
+/** Told once when a request ends, with how it ended. */
+export type RequestEndListener = (outcome: RequestOutcome, request: RequestContext) => void;
 
 /**
  * One inbound request as Bulwark sees it: who sent it, which route, how long it may take, and a
@@ -174,7 +175,7 @@ export class RequestContext {
   #abortReason: unknown;
   #entry: RequestDeadline | undefined;
   #queue: DeadlineQueue | undefined;
-  #endListeners: EndListener[] | undefined;
+  #endListeners: RequestEndListener[] | undefined;
   #responseHeaders: Record<string, string> | undefined;
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
@@ -264,7 +265,7 @@ export class RequestContext {
   }
 
   /** Runs once when the request ends (response closed, client gone, or rejected). */
-  onEnd(listener: EndListener): void {
+  onEnd(listener: RequestEndListener): void {
     if (this.#phase === 'ended') throw new Error('bulwark: onEnd() after the request ended');
     (this.#endListeners ??= []).push(listener);
   }
@@ -345,7 +346,7 @@ export class RequestContext {
 
   // ---- Lifecycle (called by the server core and adapters) ------------------------------------
 
-  /** Puts the deadline in the server's shared queue (one timer for every request). */
+  /** @internal Puts the deadline in the server's shared queue (one timer for every request). */
   armDeadline(queue: DeadlineQueue, onExpire: (entry: DeadlineEntry) => void): void {
     if (this.deadline === Infinity || this.#phase === 'ended' || this.#entry) return;
     const entry = new RequestDeadline(this.deadline, onExpire, this);
