@@ -12,13 +12,13 @@ export const MAX_EPOCH_MS = 9_999_999_999_999;
 export type HeaderValue = string | readonly string[] | undefined;
 
 /** How a request's deadline was chosen (for logs, tests and the dashboard). */
-export type DeadlineSource = 'timeout-header' | 'deadline-header' | 'route-default' | 'server-max' | 'none';
+export type DeadlineOrigin = 'timeout-header' | 'deadline-header' | 'route-default' | 'server-max' | 'none';
 
 /** `'prefer-timeout'`: the relative header when present, else the absolute one. `'earliest'`: the earlier of both. */
 export type DeadlineCombine = 'prefer-timeout' | 'earliest';
 
 export type ParsedDeadline =
-  | { ok: true; deadline: number; source: DeadlineSource; budgetMs: number }
+  | { ok: true; deadline: number; source: DeadlineOrigin; budgetMs: number }
   | { ok: false; header: string; reason: string };
 
 const DIGITS = /^[0-9]+$/;
@@ -68,7 +68,7 @@ export interface DeadlineInput {
 export function resolveDeadline(input: DeadlineInput): ParsedDeadline {
   const now = input.now;
   let deadline = Infinity;
-  let source: DeadlineSource = 'none';
+  let source: DeadlineOrigin = 'none';
   if (input.honorHeaders) {
     const timeoutMs = parseInteger(input.timeoutHeader, MAX_HEADER_TIMEOUT_MS);
     if (timeoutMs === null) {

@@ -75,7 +75,8 @@ export interface RequestView {
   native?: unknown;
 }
 
-export type Admission =
+/** What the guard decided about a request: run the handler with its context, answer with a response, or stay out of it. */
+export type GuardDecision =
   | { kind: 'proceed'; context: RequestContext }
   | { kind: 'reject'; response: HttpResponse; context: RequestContext | undefined }
   | { kind: 'bypass' };
@@ -192,7 +193,7 @@ export class HttpGuard {
    * The body phase: runs the steps that need the body (after `context.setBody(...)`). Call it
    * only for a context `admit` let proceed and `needsBody` said yes.
    */
-  admitBody(context: RequestContext): Admission | Promise<Admission> {
+  admitBody(context: RequestContext): GuardDecision | Promise<GuardDecision> {
     if (context.aborted || context.ended) return this.#afterWait(context, 0, this.#bodyProtections);
     return this.#protect(context, 0, this.#bodyProtections);
   }
@@ -257,7 +258,7 @@ export class HttpGuard {
    * channel through which the core can answer at the deadline and learn when the response ends.
    * Synchronous unless a protection is asynchronous.
    */
-  admit<T>(view: RequestView, channel: ResponseChannel<T>, target: T): Admission | Promise<Admission> {
+  admit<T>(view: RequestView, channel: ResponseChannel<T>, target: T): GuardDecision | Promise<GuardDecision> {
     const method = view.method ?? 'GET';
     const url = view.url ?? '/';
     const path = pathOf(url);
@@ -319,7 +320,7 @@ export class HttpGuard {
     return this.#protect(context, 0, this.#protections);
   }
 
-  #protect(context: RequestContext, from: number, protections: readonly Protection[]): Admission | Promise<Admission> {
+  #protect(context: RequestContext, from: number, protections: readonly Protection[]): GuardDecision | Promise<GuardDecision> {
     for (let i = from; i < protections.length; i++) {
       const protection = protections[i]!;
       let verdict: ProtectionVerdict | PromiseLike<ProtectionVerdict>;
@@ -341,7 +342,7 @@ export class HttpGuard {
   }
 
   /** After an asynchronous step: the deadline may have passed or the client left meanwhile. */
-  #afterWait(context: RequestContext, next: number, protections: readonly Protection[]): Admission | Promise<Admission> {
+  #afterWait(context: RequestContext, next: number, protections: readonly Protection[]): GuardDecision | Promise<GuardDecision> {
     if (context.aborted || context.ended) {
       const reason = context.abortReason;
       const gone = reason instanceof ClientDisconnectedError || (context.ended && !context.aborted);
@@ -350,14 +351,14 @@ export class HttpGuard {
     return this.#protect(context, next, protections);
   }
 
-  #protectionAnswer(context: RequestContext, protection: Protection, response: HttpResponse): Admission {
+  #protectionAnswer(context: RequestContext, protection: Protection, response: HttpResponse): GuardDecision {
     return this.#reject('protection', context, context.route, context.method, context.clientIp, response, protection.name);
   }
 
   #reject(
     reason: RejectReason, context: RequestContext | undefined, route: ResolvedRoute, method: string, clientIp: string,
     response: HttpResponse, protection?: string,
-  ): Admission {
+  ): GuardDecision {
     if (this.#onReject.active) {
       this.#onReject.emit({ reason, status: response.status, route: route.name, method, clientIp, ...(protection ? { protection } : {}) });
     }
@@ -377,7 +378,7 @@ export class HttpGuard {
   };
 }
 
-const BYPASS: Admission = Object.freeze({ kind: 'bypass' });
+const BYPASS: GuardDecision = Object.freeze({ kind: 'bypass' });
 
 /** The path part of a request target, without query or fragment (not decoded: no URIError). */
 export function pathOf(url: string): string {

@@ -4,7 +4,7 @@ import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../core/deadline-queue.js';
 import type { ResponseInput } from '../../idempotency/codec.js';
 import type { Lease } from '../../idempotency/engine.js';
-import type { DeadlineSource } from './deadline.js';
+import type { DeadlineOrigin } from './deadline.js';
 import type { HttpResponse } from './problem.js';
 import type { ResolvedRoute } from './routes.js';
 
@@ -101,7 +101,7 @@ export interface RequestContextInit {
   route: ResolvedRoute;
   startedAt: number;
   deadline: number;
-  deadlineSource: DeadlineSource;
+  deadlineSource: DeadlineOrigin;
   channel: ResponseChannel<unknown>;
   target: unknown;
   /** The framework's own request object (Fastify request, Express req, IncomingMessage). */
@@ -140,7 +140,8 @@ export interface ResponseHold {
   failed(error: unknown, request: RequestContext): Promise<void> | void;
 }
 
-type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
+/** Told once when a request ends, with how it ended. */
+export type RequestEndListener = (outcome: RequestOutcome, request: RequestContext) => void;
 
 /**
  * One inbound request as Bulwark sees it: who sent it, which route, how long it may take, and a
@@ -172,7 +173,7 @@ export class RequestContext {
   readonly startedAt: number;
   /** Absolute deadline on `clock` (epoch-aligned ms with the system clock); Infinity without one. */
   readonly deadline: number;
-  readonly deadlineSource: DeadlineSource;
+  readonly deadlineSource: DeadlineOrigin;
   /** The budget the request arrived with (ms; Infinity without a deadline). */
   readonly budgetMs: number;
   /**
@@ -195,7 +196,7 @@ export class RequestContext {
   #abortReason: unknown;
   #entry: RequestDeadline | undefined;
   #queue: DeadlineQueue | undefined;
-  #endListeners: EndListener[] | undefined;
+  #endListeners: RequestEndListener[] | undefined;
   #responseHeaders: Record<string, string> | undefined;
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
@@ -285,7 +286,7 @@ export class RequestContext {
   }
 
   /** Runs once when the request ends (response closed, client gone, or rejected). */
-  onEnd(listener: EndListener): void {
+  onEnd(listener: RequestEndListener): void {
     if (this.#phase === 'ended') throw new Error('bulwark: onEnd() after the request ended');
     (this.#endListeners ??= []).push(listener);
   }
@@ -366,7 +367,7 @@ export class RequestContext {
 
   // ---- Lifecycle (called by the server core and adapters) ------------------------------------
 
-  /** Puts the deadline in the server's shared queue (one timer for every request). */
+  /** @internal Puts the deadline in the server's shared queue (one timer for every request). */
   armDeadline(queue: DeadlineQueue, onExpire: (entry: DeadlineEntry) => void): void {
     if (this.deadline === Infinity || this.#phase === 'ended' || this.#entry) return;
     const entry = new RequestDeadline(this.deadline, onExpire, this);
