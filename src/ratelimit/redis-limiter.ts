@@ -386,7 +386,12 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   #localLimiter(): MemoryRateLimiter {
-    this.#local ??= new MemoryRateLimiter({ ...this.options, maxKeys: this.#fallbackMaxKeys, clock: this.clock });
+    if (this.#local === undefined) {
+      const { algorithm, limit, intervalMs, capacity } = this.options;
+      // A window algorithm takes no capacity option (its resolved capacity is its limit).
+      const bucket = algorithm === 'token-bucket' || algorithm === 'gcra' ? capacity : undefined;
+      this.#local = new MemoryRateLimiter({ algorithm, limit, intervalMs, capacity: bucket, maxKeys: this.#fallbackMaxKeys, clock: this.clock });
+    }
     return this.#local;
   }
 }
