@@ -6,6 +6,7 @@ import { keyLimit, positive, positiveInt } from '../core/validate.js';
 import { clusterKey, toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/index.js';
 import { EPSILON, roundWait, wholeUnits } from './algorithms/kernel.js';
+import { refillTokens } from './algorithms/token-bucket.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
 import { admitStoreCall, isClusterClient, isStorePermit, storeBatches, storeBreaker, withinStoreTimeout, type StoreBreaker } from './store-calls.js';
@@ -310,7 +311,7 @@ export class HybridRateLimiter implements RateLimiter {
   #refill(entry: HybridEntry, now: number): number {
     const elapsed = now - entry.updated;
     if (elapsed > 0) {
-      entry.tokens = Math.min(this.#capacity / entry.sharers, entry.tokens + (elapsed * this.#perInterval) / this.#intervalMs / entry.sharers);
+      entry.tokens = refillTokens(entry.tokens, elapsed, this.#perInterval, this.#intervalMs, this.#capacity, entry.sharers);
       entry.updated = now;
     }
     return entry.tokens;
@@ -480,7 +481,7 @@ export function memoryHybridRemote(options: { limit: number; intervalMs?: number
         return keys.map((key, i) => {
           const b = balances.get(key) ?? { tokens: capacity, at: now, seen: new Map<string, number>() };
           if (now > b.at) {
-            b.tokens = Math.min(capacity, b.tokens + ((now - b.at) * options.limit) / interval);
+            b.tokens = refillTokens(b.tokens, now - b.at, options.limit, interval, capacity);
             b.at = now;
           }
           b.tokens = Math.max(-capacity, b.tokens - used[i]!);
