@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '../core/clock.js';
-import { InvalidInputError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
+import { CallContext } from '../core/context.js';
+import { InvalidInputError, InvalidOptionsError, RetriesExhaustedError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import type { Policy } from '../core/policy.js';
+import { invokeOperation, type Next, type Policy } from '../core/policy.js';
+import { retry, type RetryPolicy } from '../retry/retry.js';
 import { nonNegative, positive, positiveInt } from '../core/validate.js';
 import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeResponse, type ResponseInput, type StoredResponse } from './codec.js';
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
@@ -37,8 +39,8 @@ export interface IdempotencyEngineOptions {
   storeTimeoutMs?: number;
   /**
    * Attempts to record a completion when the store fails (the handler has already run, so the
-   * engine tries hard to record it). Completions are fenced and idempotent, so re-sending is
-   * safe. Default 3.
+   * engine tries hard to record it), 25 ms then 100 ms apart (×4 each time). Completions are
+   * fenced and idempotent, so re-sending is safe. An open breaker is not retried. Default 3.
    */
   completeAttempts?: number;
   /** Clock for renewal and waiting. Leases themselves are timed by the store's clock. */
@@ -242,7 +244,10 @@ export class IdempotencyEngine {
   readonly #guard: Policy | undefined;
   /** Whether store calls get the guard's signal (only stores that can use it: see `cancellable`). */
   readonly #passSignal: boolean;
-  readonly #completeAttempts: number;
+  /** Retries a completion's store write (outside the guard: each attempt is guarded). */
+  readonly #completeRetry: RetryPolicy;
+  /** One guarded store call for a context whose operation is the call (no closure per call). */
+  readonly #guarded: Next<unknown>;
   readonly #newOwner: () => string;
   /** Active leases in renewal order, one timer for all (an intrusive list: no per-request Set entry). */
   readonly #renewals: DeadlineQueue;
@@ -271,11 +276,23 @@ export class IdempotencyEngine {
       this.renewEveryMs = positive('idempotency.renewEveryMs', options.renewEveryMs, this.leaseMs / 3);
       if (this.renewEveryMs >= this.leaseMs) throw new InvalidOptionsError(`idempotency.renewEveryMs (${this.renewEveryMs}) must be below leaseMs (${this.leaseMs})`);
     }
-    this.#completeAttempts = positiveInt('idempotency.completeAttempts', options.completeAttempts, 3);
+    const completeAttempts = positiveInt('idempotency.completeAttempts', options.completeAttempts, 3);
     const storeTimeoutMs = positive('idempotency.storeTimeoutMs', options.storeTimeoutMs, 1000);
     if (options.guard === null) this.#guard = undefined;
     else if (options.guard !== undefined) this.#guard = options.guard;
     else this.#guard = store.remote ? defaultStoreGuard(store, { timeoutMs: storeTimeoutMs, clock: this.clock }) : undefined;
+    const guard = this.#guard;
+    // Composed by hand rather than with pipeline(): a guard of the caller's may run on another clock.
+    this.#guarded = guard === undefined ? invokeOperation : (context) => guard.run(context, invokeOperation);
+    this.#completeRetry = retry({
+      maxAttempts: completeAttempts,
+      backoff: { kind: 'exponential', baseDelayMs: 25, factor: 4, jitter: 'none' },
+      // Any store failure may be transient; Bulwark's own rejections (an open breaker) stay unretried.
+      shouldRetry: () => true,
+      clock: this.clock,
+      name: 'idempotency-complete',
+    });
+    this.#completeRetry.onRetry((event) => { this.#storeError('complete', event.error); });
     this.#passSignal = store.cancellable === true;
     if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
     this.#newOwner = options.newOwnerToken ?? randomUUID;
@@ -346,19 +363,18 @@ export class IdempotencyEngine {
     if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'complete');
     const encoded = encodeResponse(normalizeResponse(response));
     const input = { id: lease.id, owner: lease.owner, response: encoded, ttlMs: lease.ttlMs, version: lease.storeVersion };
+    // The guard's signal, as #call gives it: only a cancellable store behind a guard gets one.
+    const write = this.#passSignal && this.#guard !== undefined
+      ? (context: CallContext) => this.store.complete(input, context.signal)
+      : () => this.store.complete(input, undefined);
     let ok: boolean;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        ok = await this.#call((signal) => this.store.complete(input, signal));
-        break;
-      } catch (error) {
-        const failure = this.#storeError('complete', error);
-        if (attempt >= this.#completeAttempts) {
-          this.#end(lease, 'abandoned');
-          throw failure;
-        }
-        await sleep(this.clock, 25 * 4 ** (attempt - 1));
-      }
+    try {
+      ok = await this.#completeRetry.run(CallContext.root(this.clock, write), this.#guarded as Next<boolean>);
+    } catch (error) {
+      // Failed attempts before the last were reported as the retry went on (onRetry).
+      const failure = this.#storeError('complete', error instanceof RetriesExhaustedError ? error.cause : error);
+      this.#end(lease, 'abandoned');
+      throw failure;
     }
     if (!ok) {
       this.#lost(lease, 'complete');
