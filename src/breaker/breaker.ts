@@ -5,7 +5,7 @@ import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
+import { REQUIRED, nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState } from './snapshot.js';
 import { consecutive, type TripStrategy, type TripStrategyFactory, type BreakerWindowStats } from './strategies.js';
@@ -272,7 +272,7 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> im
       if (halfOpen.successThreshold !== undefined) {
         throw new InvalidOptionsError('breaker.halfOpen: successThreshold (count mode) and failureRateThreshold (rate mode) exclude each other');
       }
-      this.#probeFailureRate = ratio('breaker.halfOpen.failureRateThreshold', halfOpen.failureRateThreshold, NaN);
+      this.#probeFailureRate = ratio('breaker.halfOpen.failureRateThreshold', halfOpen.failureRateThreshold, REQUIRED);
       if (this.#probeFailureRate === 0) throw new InvalidOptionsError('breaker.halfOpen.failureRateThreshold must be > 0');
       this.#probeLimit = positiveInt('breaker.halfOpen.sampleSize', halfOpen.sampleSize, this.#maxProbes);
       this.#successThreshold = this.#probeLimit;

@@ -5,6 +5,7 @@ import { BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
+import { REQUIRED, ratio } from '../core/validate.js';
 import type { Distribution } from './distributions.js';
 
 interface FaultBase {
@@ -272,9 +273,7 @@ function validateFaults(faults: readonly Fault[] | undefined): readonly Fault[] 
   faults.forEach((fault, i) => {
     const where = `faultInjection.faults[${i}]`;
     if (!fault || !TYPES.includes(fault.type)) throw new InvalidOptionsError(`${where}.type must be one of ${TYPES.join(', ')}`);
-    if (typeof fault.rate !== 'number' || !(fault.rate >= 0 && fault.rate <= 1)) {
-      throw new InvalidOptionsError(`${where}.rate must be a probability between 0 and 1 (required), got ${String(fault.rate)}`);
-    }
+    ratio(`${where}.rate`, fault.rate, REQUIRED);
     if (fault.when !== undefined && typeof fault.when !== 'function') throw new InvalidOptionsError(`${where}.when must be a function`);
     switch (fault.type) {
       case 'latency':
