@@ -5,7 +5,7 @@ import { BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { REQUIRED, ratio } from '../core/validate.js';
+import { REQUIRED, fn, ratio } from '../core/validate.js';
 import type { Distribution } from './distributions.js';
 
 interface FaultBase {
@@ -274,7 +274,7 @@ function validateFaults(faults: readonly Fault[] | undefined): readonly Fault[] 
     const where = `faultInjection.faults[${i}]`;
     if (!fault || !TYPES.includes(fault.type)) throw new InvalidOptionsError(`${where}.type must be one of ${TYPES.join(', ')}`);
     ratio(`${where}.rate`, fault.rate, REQUIRED);
-    if (fault.when !== undefined && typeof fault.when !== 'function') throw new InvalidOptionsError(`${where}.when must be a function`);
+    fn(`${where}.when`, fault.when);
     switch (fault.type) {
       case 'latency':
         if (!(typeof fault.ms === 'function' || (typeof fault.ms === 'number' && fault.ms >= 0))) {
@@ -290,7 +290,7 @@ function validateFaults(faults: readonly Fault[] | undefined): readonly Fault[] 
         }
         break;
       case 'result':
-        if (typeof fault.result !== 'function') throw new InvalidOptionsError(`${where}.result must be a function (value, context) => replacement`);
+        fn(`${where}.result`, fault.result, REQUIRED, '(value, context) => replacement');
         break;
       case 'error':
         if (fault.status !== undefined && !(Number.isInteger(fault.status) && fault.status >= 100 && fault.status <= 599)) {

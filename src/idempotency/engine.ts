@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { InvalidInputError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import type { Policy } from '../core/policy.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { fn, nonNegative, positive, positiveInt } from '../core/validate.js';
 import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeResponse, type ResponseInput, type StoredResponse } from './codec.js';
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
 import { defaultStoreGuard, toStoreUnavailable } from './store-guard.js';
@@ -277,8 +277,7 @@ export class IdempotencyEngine {
     else if (options.guard !== undefined) this.#guard = options.guard;
     else this.#guard = store.remote ? defaultStoreGuard(store, { timeoutMs: storeTimeoutMs, clock: this.clock }) : undefined;
     this.#passSignal = store.cancellable === true;
-    if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
-    this.#newOwner = options.newOwnerToken ?? randomUUID;
+    this.#newOwner = fn('idempotency.newOwnerToken', options.newOwnerToken, randomUUID);
   }
 
   /** Leases currently renewed in the background (in-flight handlers). */
