@@ -122,7 +122,7 @@ export class FaultInjectionPolicy extends BasePolicy {
     this.#faults = validateFaults(options.faults);
     this.#injected = this.#faults.map(() => 0);
     this.#enabled = options.enabled ?? false;
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('faultInjection.random', options.random, systemRandom, 'returning [0, 1)');
   }
 
   get enabled(): boolean {

@@ -4,7 +4,7 @@ import { RateLimitedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
 
 export interface RateLimitPolicyOptions {
@@ -42,7 +42,7 @@ export class RateLimitPolicy extends BasePolicy {
     super(options?.limiter?.clock, options);
     if (typeof options?.limiter?.consume !== 'function') throw new InvalidOptionsError('rateLimit: a limiter is required');
     this.limiter = options.limiter;
-    this.#key = options.key ?? (() => 'global');
+    this.#key = fn('rateLimit.key', options.key, () => 'global', 'of the call context');
     this.#cost = nonNegative('rateLimit.cost', options.cost, 1);
     this.#maxWaitMs = nonNegative('rateLimit.maxWaitMs', options.maxWaitMs, 0);
   }

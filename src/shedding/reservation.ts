@@ -4,7 +4,7 @@ import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
-import { REQUIRED, nonNegative, positive } from '../core/validate.js';
+import { REQUIRED, fn, nonNegative, positive } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 
 /**
@@ -193,7 +193,7 @@ export class ReservationGate extends BasePolicy {
     validateReservationPlan(options);
     this.plan = { total: options.total, shares: { ...options.shares }, lending: [...(options.lending ?? [])] };
     this.#retryAfterMs = nonNegative('reservation.retryAfterMs', options.retryAfterMs, 1000);
-    this.#classify = options.classify ?? defaultClassify;
+    this.#classify = fn('reservation.classify', options.classify, defaultClassify);
     this.#allocation = allocateCapacity(this.plan, false);
     for (const name of Object.keys(this.plan.shares)) {
       this.#classes.set(name, { name, allocation: this.#allocation.classes[name]!, inflight: 0, rejected: 0, partners: [] });

@@ -4,7 +4,7 @@ import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js'
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { REQUIRED, nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
+import { REQUIRED, fn, nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { StandingQueueDetector } from './codel.js';
 import { InvalidAdmissionError } from './errors.js';
@@ -204,7 +204,7 @@ export class LoadShedder extends BasePolicy {
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('loadShedder needs options with a capacity');
     this.capacity = positiveInt('loadShedder.capacity', options.capacity, REQUIRED);
     this.thresholds = resolveThresholds(options.thresholds);
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('loadShedder.random', options.random, systemRandom, 'returning [0, 1)');
     this.#minRemainingMs = nonNegative('loadShedder.minRemainingMs', options.minRemainingMs, 0);
     this.#occupancy = options.occupancy ?? true;
 
