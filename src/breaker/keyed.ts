@@ -4,7 +4,7 @@ import type { CallContext, CallOptions, Operation } from '../core/context.js';
 import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter, type Disposable } from '../core/events.js';
 import { BasePolicy, type Next, type Policy, type PolicyDescription } from '../core/policy.js';
-import { positiveInt } from '../core/validate.js';
+import { REQUIRED, fn, positiveInt } from '../core/validate.js';
 import { CircuitBreakerPolicy, type BreakerStateChange, type CircuitBreakerOptions } from './breaker.js';
 
 /** `In`: the results the breakers' `isResultFailure` reads (see CircuitBreakerOptions). */
@@ -123,8 +123,7 @@ export class KeyedCircuitBreaker<K = string, In = unknown> {
 
   /** A pipeline policy that picks the breaker by a key read from the call (e.g. `ctx.tags.host`). */
   policy(keyOf: (context: CallContext) => K): Policy<never, In> {
-    if (typeof keyOf !== 'function') throw new InvalidOptionsError('keyedBreaker.policy(keyOf) needs a function of the call context');
-    return new KeyedBreakerPolicy(this, keyOf);
+    return new KeyedBreakerPolicy(this, fn('keyedBreaker.policy(keyOf)', keyOf, REQUIRED, 'of the call context'));
   }
 
   /** Forgets a key's breaker (whatever its state). */

@@ -2,11 +2,10 @@ import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, callSourceOf, isAbortSignal, type CallOptions } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { REQUIRED, nonNegative, positive, positiveInt } from '../core/validate.js';
 import { CoalescePolicy } from '../coalesce/coalesce.js';
 
 export interface StaleCacheOptions {
@@ -112,8 +111,7 @@ export class StaleCachePolicy extends KeyedPolicy {
 
   constructor(options: StaleCacheOptions) {
     super(options?.clock, options?.key, 'staleCache', options);
-    if (options === undefined || options.ttlMs === undefined) throw new InvalidOptionsError('staleCache needs ttlMs');
-    this.ttlMs = positive('staleCache.ttlMs', options.ttlMs, NaN);
+    this.ttlMs = positive('staleCache.ttlMs', options?.ttlMs, REQUIRED);
     this.staleWhileRevalidateMs = nonNegative('staleCache.staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0);
     this.staleIfErrorMs = nonNegative('staleCache.staleIfErrorMs', options.staleIfErrorMs, 0);
     this.maxEntries = positiveInt('staleCache.maxEntries', options.maxEntries, 1000);

@@ -5,7 +5,7 @@ import { InvalidInputError, InvalidOptionsError, RetriesExhaustedError, StoreUna
 import { EventEmitter } from '../core/events.js';
 import { invokeOperation, type Next, type Policy } from '../core/policy.js';
 import { retry, type RetryPolicy } from '../retry/retry.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { fn, nonNegative, positive, positiveInt } from '../core/validate.js';
 import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeResponse, type ResponseInput, type StoredResponse } from './codec.js';
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
 import { defaultStoreGuard, toStoreUnavailable } from './store-guard.js';
@@ -173,8 +173,7 @@ export class IdempotencyEngine {
     });
     this.#completeRetry.onRetry((event) => { this.#storeError('complete', event.error); });
     this.#passSignal = store.cancellable === true;
-    if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
-    this.#newOwner = options.newOwnerToken ?? randomUUID;
+    this.#newOwner = fn('idempotency.newOwnerToken', options.newOwnerToken, randomUUID);
   }
 
   /** Leases currently renewed in the background (in-flight handlers). */

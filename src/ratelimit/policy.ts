@@ -5,7 +5,7 @@ import { EventEmitter } from '../core/events.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
 import type { Next, PolicyDescription } from '../core/policy.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
 
 export interface RateLimitPolicyOptions {
@@ -39,7 +39,7 @@ export class RateLimitPolicy extends KeyedPolicy {
   readonly onRejected = this.#onRejected.event;
 
   constructor(options: RateLimitPolicyOptions) {
-    super(options?.limiter?.clock, options?.key ?? globalKey, 'rateLimit', options);
+    super(options?.limiter?.clock, fn('rateLimit.key', options?.key, globalKey, 'of the call context'), 'rateLimit', options);
     if (typeof options?.limiter?.consume !== 'function') throw new InvalidOptionsError('rateLimit: a limiter is required');
     this.limiter = options.limiter;
     this.#cost = nonNegative('rateLimit.cost', options.cost, 1);

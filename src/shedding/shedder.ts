@@ -4,7 +4,7 @@ import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js'
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
+import { REQUIRED, fn, nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 import { redDropProbability, resolveThresholds } from './priority.js';
 import { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './signals.js';
@@ -148,15 +148,15 @@ export class LoadShedder extends BasePolicy {
   constructor(options: LoadShedderOptions) {
     super(options?.clock, options);
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('loadShedder needs options with a capacity');
-    this.capacity = positiveInt('loadShedder.capacity', options.capacity, NaN);
+    this.capacity = positiveInt('loadShedder.capacity', options.capacity, REQUIRED);
     this.thresholds = resolveThresholds(options.thresholds);
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('loadShedder.random', options.random, systemRandom, 'returning [0, 1)');
     this.#minRemainingMs = nonNegative('loadShedder.minRemainingMs', options.minRemainingMs, 0);
     this.#occupancy = options.occupancy ?? true;
 
     if (options.red !== undefined) {
-      const min = ratio('loadShedder.red.min', options.red.min, NaN);
-      const max = ratio('loadShedder.red.max', options.red.max, NaN);
+      const min = ratio('loadShedder.red.min', options.red.min, REQUIRED);
+      const max = ratio('loadShedder.red.max', options.red.max, REQUIRED);
       if (!(min < max)) throw new InvalidOptionsError(`loadShedder.red.min (${min}) must be < red.max (${max})`);
       const priorities = options.red.priorities ?? PRIORITIES.filter((p) => p !== 'critical');
       const applies = Object.fromEntries(PRIORITIES.map((p) => [p, false])) as Record<Priority, boolean>;
@@ -171,8 +171,8 @@ export class LoadShedder extends BasePolicy {
     if (options.queue !== undefined) {
       const q = options.queue;
       const config = {
-        maxSize: positiveInt('loadShedder.queue.maxSize', q.maxSize, NaN),
-        maxQueueTimeMs: positive('loadShedder.queue.maxQueueTimeMs', q.maxQueueTimeMs, NaN),
+        maxSize: positiveInt('loadShedder.queue.maxSize', q.maxSize, REQUIRED),
+        maxQueueTimeMs: positive('loadShedder.queue.maxQueueTimeMs', q.maxQueueTimeMs, REQUIRED),
         mode: oneOf<ShedQueueMode>('loadShedder.queue.mode', q.mode, ['codel', 'lifo-under-overload', 'fifo'], 'codel'),
         targetMs: positive('loadShedder.queue.targetMs', q.targetMs, 5),
         intervalMs: positive('loadShedder.queue.intervalMs', q.intervalMs, 100),
@@ -183,7 +183,7 @@ export class LoadShedder extends BasePolicy {
 
     if (options.queueTime !== undefined) {
       if (this.#waiting === undefined) throw new InvalidOptionsError('loadShedder.queueTime needs a queue');
-      this.#queueTimeTargetMs = positive('loadShedder.queueTime.targetMs', options.queueTime.targetMs, NaN);
+      this.#queueTimeTargetMs = positive('loadShedder.queueTime.targetMs', options.queueTime.targetMs, REQUIRED);
     }
     const retryAfter = options.retryAfterMs;
     this.#retryAfter = typeof retryAfter === 'function' ? retryAfter : nonNegative('loadShedder.retryAfterMs', retryAfter, 1000);
@@ -191,7 +191,7 @@ export class LoadShedder extends BasePolicy {
     // Last, so a bad option elsewhere never leaves a monitor running.
     if (options.eventLoopDelay !== undefined) {
       const e = options.eventLoopDelay;
-      const targetMs = positive('loadShedder.eventLoopDelay.targetMs', e.targetMs, NaN);
+      const targetMs = positive('loadShedder.eventLoopDelay.targetMs', e.targetMs, REQUIRED);
       if (e.source !== undefined && typeof e.source.read !== 'function') throw new InvalidOptionsError('loadShedder.eventLoopDelay.source must have read()');
       this.#eld = { source: e.source ?? eventLoopDelayMonitor(e), targetMs, owned: e.source === undefined };
     }
