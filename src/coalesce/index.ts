@@ -1,1 +1,1 @@
-export { CoalescePolicy, coalesce, type CoalesceOptions, type FlightAbandonedEvent } from './coalesce.js';
+export { CoalescePolicy, coalesce, type CoalesceOptions, type CoalesceStats, type FlightAbandonedEvent } from './coalesce.js';

@@ -1,2 +1,2 @@
-export { AdaptiveThrottlePolicy, adaptiveThrottle, type AdaptiveThrottleOptions, type ThrottledEvent, type ThrottleSnapshot } from './throttle.js';
+export { AdaptiveThrottlePolicy, adaptiveThrottle, type AdaptiveThrottleOptions, type AdaptiveThrottleStats, type ThrottledEvent, type ThrottleSnapshot } from './throttle.js';
 export { CountWindow } from './window.js';
