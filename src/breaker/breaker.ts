@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
@@ -210,7 +210,7 @@ export class BreakerPermit {
  * admitted in is still current, so a call that started before a trip (or before `reset()`)
  * can never be mistaken for a probe, and stale results never leak into a fresh window.
  */
-export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
+export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> {
   readonly kind = 'circuit-breaker';
   override readonly name: string;
   readonly openMs: number;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { TimeoutError } from '../core/errors.js';
 import { PolicyRegistry, policyRegistry, type PolicyEvent } from '../core/telemetry.js';
-import { staleCache } from './index.js';
+import { staleCache } from './stale-cache.js';
 
 test('a stale cache reports stale answers and failed refreshes as uniform events without their key, and counts hits, misses and stale answers', async () => {
   const clock = new VirtualClock();

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { PolicyRegistry, type PolicyEvent } from '../core/telemetry.js';
-import { coalesce } from './index.js';
+import { coalesce } from './coalesce.js';
 
 test('a coalescer reports an abandoned execution as one uniform event without its key, and counts executions and shared calls', async () => {
   const clock = new VirtualClock();

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { PolicyRegistry, type PolicyEvent } from '../core/telemetry.js';
-import { faultInjection } from './index.js';
+import { faultInjection } from './fault.js';
 
 test('fault injection reports each injected fault with its type, position and label, and counts calls and injections per fault', async () => {
   const clock = new VirtualClock();

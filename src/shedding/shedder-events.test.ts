@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { PolicyRegistry, type PolicyEvent } from '../core/telemetry.js';
-import { loadShedder, type Admission, type ShedPermit } from './shedder.js';
+import { loadShedder, type ShedDecision, type ShedPermit } from './shedder.js';
 
-const permit = (admission: Admission): ShedPermit => {
+const permit = (admission: ShedDecision): ShedPermit => {
   assert.ok(admission.admitted);
   return admission;
 };

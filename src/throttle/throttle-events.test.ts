@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { PolicyRegistry, type PolicyEvent } from '../core/telemetry.js';
-import { adaptiveThrottle } from './index.js';
+import { adaptiveThrottle } from './throttle.js';
 
 test('an adaptive throttle reports each local rejection with its probability, and counts requests, accepts and rejections', async () => {
   const clock = new VirtualClock();
