@@ -15,7 +15,7 @@ export type { Event, Listener, Disposable } from './core/events.js';
 // Observing policies: one event shape for every policy, and the registry exporters read.
 export {
   PolicyRegistry, policyRegistry, PolicyTelemetry, PolicyEmitter,
-  type PolicyEvent, type PolicyEventFields, type PolicyOutcome, type AttributeValue, type Instrumented, type PolicyIdentity,
+  type PolicyEvent, type PolicyEventFields, type PolicyOutcome, type AttributeValue, type Instrumented, type PolicyIdentity, errorCode,
 } from './core/telemetry.js';
 
 // Time and randomness in production (their test doubles are in bulwark/testing).
@@ -114,7 +114,7 @@ export {
 export {
   reservationGate, ReservationGate, type ReservationPermit,
   type ReservationGateOptions, type ReservationPlan, type CapacityAllocation, type LendingRule, type ReservationDecision, type ReservationRejection,
-  type ReservationStats, type ReservationModeEvent,
+  type ReservationStats, type ReservationModeEvent, type ReservationRejectEvent,
 } from './shedding/reservation.js';
 export { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './shedding/signals.js';
 export { InvalidAdmissionError } from './shedding/errors.js';
@@ -123,9 +123,11 @@ export { InvalidAdmissionError } from './shedding/errors.js';
 export {
   boundedQueue, BoundedQueue,
   type BoundedQueueOptions, type BoundedQueueStats, type OverflowPolicy, type OfferResult, type WaitOptions,
-  type DropEvent, type WatermarkEvent,
+  type DropEvent, type WatermarkEvent, type QueueRejectEvent,
 } from './backpressure/bounded-queue.js';
-export { creditStream, CreditStream, type CreditStreamOptions, type CreditStreamStats } from './backpressure/credit-stream.js';
+export {
+  creditStream, CreditStream, type CreditStreamOptions, type CreditStreamStats, type StreamEndEvent,
+} from './backpressure/credit-stream.js';
 export { QueueFullError, InvalidStreamRequestError } from './backpressure/errors.js';
 
 // Hedging.
@@ -136,21 +138,21 @@ export { HedgeLostError, NotIdempotentError } from './hedge/errors.js';
 export { LatencyTracker, type LatencyTrackerOptions } from './hedge/latency-tracker.js';
 
 // Request coalescing and the stale cache.
-export { coalesce, CoalescePolicy, type CoalesceOptions, type FlightAbandonedEvent } from './coalesce/coalesce.js';
+export { coalesce, CoalescePolicy, type CoalesceOptions, type CoalesceStats, type FlightAbandonedEvent } from './coalesce/coalesce.js';
 export {
-  staleCache, StaleCachePolicy, type StaleCacheOptions, type StaleServedEvent, type RevalidateErrorEvent, type CachePeek,
+  staleCache, StaleCachePolicy, type StaleCacheOptions, type StaleCacheStats, type StaleServedEvent, type RevalidateErrorEvent, type CachePeek,
 } from './cache/stale-cache.js';
 
 // Client-side adaptive throttling.
 export {
-  adaptiveThrottle, AdaptiveThrottlePolicy, type AdaptiveThrottleOptions, type ThrottledEvent, type ThrottleSnapshot,
+  adaptiveThrottle, AdaptiveThrottlePolicy, type AdaptiveThrottleOptions, type AdaptiveThrottleStats, type ThrottledEvent, type ThrottleSnapshot,
 } from './throttle/throttle.js';
 
 // Fault injection (chaos testing in staging).
 export {
   faultInjection, FaultInjectionPolicy, FaultInjectedError, connectionResetError,
   type Fault, type FaultBase, type LatencyFault, type ErrorFault, type AbortFault, type TimeoutFault, type ResultFault,
-  type FaultInjectionOptions, type FaultInjectedEvent,
+  type FaultInjectionOptions, type FaultInjectionStats, type FaultInjectedEvent,
 } from './fault/fault.js';
 export * as distributions from './fault/distributions.js';
 export type { Distribution } from './fault/distributions.js';

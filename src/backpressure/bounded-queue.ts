@@ -1,8 +1,9 @@
 import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { AbortedError, InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
-import { REQUIRED, nonNegative, nonNegativeInt, oneOf, positiveInt } from '../core/validate.js';
+import type { Event } from '../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEmitter, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
+import { nonNegative, nonNegativeInt, oneOf, positiveInt, REQUIRED } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { QueueFullError } from './errors.js';
 import { RingBuffer } from './ring-buffer.js';
@@ -19,7 +20,7 @@ import { onSignalAbort } from '../core/abort.js';
  */
 export type OverflowPolicy = 'block' | 'reject' | 'drop-oldest' | 'drop-newest';
 
-export interface BoundedQueueOptions {
+export interface BoundedQueueOptions extends PolicyIdentity {
   /** Most items held. */
   capacity: number;
   /** Default 'block'. */
@@ -29,7 +30,6 @@ export interface BoundedQueueOptions {
   /** ...and `onLowWater` when it falls back to this (hysteresis). Default ⌊highWaterMark / 2⌋. */
   lowWaterMark?: number;
   clock?: Clock;
-  name?: string;
 }
 
 export interface WaitOptions {
@@ -51,6 +51,11 @@ export interface WatermarkEvent {
 export interface DropEvent<T> {
   item: T;
   reason: 'drop-oldest' | 'drop-newest';
+}
+
+/** An item refused: the queue was full ('reject' policy) or closed, or a blocked push timed out or was aborted. */
+export interface QueueRejectEvent {
+  reason: 'full' | 'closed' | 'timeout' | 'aborted';
 }
 
 export interface BoundedQueueStats {
@@ -104,7 +109,8 @@ const DONE: IteratorResult<never, undefined> = Object.freeze({ done: true, value
  * that abort and time out in O(1)); waits share one unref'd timer, which is dropped when nothing
  * waits, so an idle process exits.
  */
-export class BoundedQueue<T> implements AsyncIterable<T> {
+export class BoundedQueue<T> implements AsyncIterable<T>, Instrumented {
+  readonly kind = 'bounded-queue';
   readonly capacity: number;
   readonly policy: OverflowPolicy;
   readonly highWaterMark: number;
@@ -121,15 +127,20 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
   #dropped = 0;
   #rejected = 0;
 
-  readonly #onHighWater = new EventEmitter<WatermarkEvent>();
-  readonly #onLowWater = new EventEmitter<WatermarkEvent>();
-  readonly #onDrop = new EventEmitter<DropEvent<T>>();
+  readonly #onHighWater: PolicyEmitter<WatermarkEvent>;
+  readonly #onLowWater: PolicyEmitter<WatermarkEvent>;
+  readonly #onDrop: PolicyEmitter<DropEvent<T>>;
+  readonly #onReject: PolicyEmitter<QueueRejectEvent>;
+  /** Every event of this queue in the uniform shape policies share (see PolicyEvent). Free when nobody listens. */
+  readonly onEvent: Event<PolicyEvent>;
   /** Fires when the size reaches the high-water mark (once, until it falls to the low-water mark). */
-  readonly onHighWater = this.#onHighWater.event;
+  readonly onHighWater: Event<WatermarkEvent>;
   /** Fires when the size falls back to the low-water mark after a high-water alert: producers may speed up. */
-  readonly onLowWater = this.#onLowWater.event;
+  readonly onLowWater: Event<WatermarkEvent>;
   /** Fires for every item a drop policy discards. */
-  readonly onDrop = this.#onDrop.event;
+  readonly onDrop: Event<DropEvent<T>>;
+  /** Fires for every item refused (counted in `stats().rejected`). */
+  readonly onReject: Event<QueueRejectEvent>;
 
   constructor(options: BoundedQueueOptions) {
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('boundedQueue needs options with a capacity');
@@ -143,6 +154,18 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     this.clock = options.clock ?? systemClock;
     this.#items = new RingBuffer<T>(Math.min(this.capacity, 16));
     this.#timers = new DeadlineQueue(this.clock);
+    // Last, once the options are valid: a named queue joins the policy registry here.
+    const telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = telemetry.onEvent;
+    const watermark = (e: WatermarkEvent) => ({ attributes: { size: e.size, capacity: e.capacity } });
+    this.#onHighWater = telemetry.emitter('high-water', watermark);
+    this.#onLowWater = telemetry.emitter('low-water', watermark);
+    this.#onDrop = telemetry.emitter('drop', (e) => ({ attributes: { reason: e.reason } }));
+    this.#onReject = telemetry.emitter('reject', (e) => ({ outcome: 'rejected', attributes: { reason: e.reason } }));
+    this.onHighWater = this.#onHighWater.event;
+    this.onLowWater = this.#onLowWater.event;
+    this.onDrop = this.#onDrop.event;
+    this.onReject = this.#onReject.event;
   }
 
   get size(): number {
@@ -173,7 +196,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
    */
   offer(item: T): OfferResult<T> {
     if (this.#closed) {
-      this.#rejected++;
+      this.#reject('closed');
       return CLOSED;
     }
     if (this.#deliver(item)) return ACCEPTED;
@@ -192,7 +215,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
         this.#drop(item, 'drop-newest');
         return DROPPED;
       default:
-        this.#rejected++;
+        this.#reject('full');
         return FULL;
     }
   }
@@ -211,7 +234,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     }
     const signal = options?.signal;
     if (signal?.aborted) {
-      this.#rejected++;
+      this.#reject('aborted');
       return Promise.reject(new AbortedError(signal.reason));
     }
     let timeoutMs: number;
@@ -226,7 +249,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
       waiter.reject = reject;
       this.#producers.append(waiter);
       if (timeoutMs !== Infinity) this.#timers.add(waiter);
-      if (signal) waiter.unlisten = onSignalAbort(signal, () => this.#cancelPush(waiter, new AbortedError(signal.reason)));
+      if (signal) waiter.unlisten = onSignalAbort(signal, () => this.#cancelPush(waiter, 'aborted', new AbortedError(signal.reason)));
     });
   }
 
@@ -273,7 +296,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     this.#closed = true;
     for (let w = this.#producers.shift(); w; w = this.#producers.shift()) {
       this.#settle(w);
-      this.#rejected++;
+      this.#reject('closed');
       w.reject(new QueueFullError(this.capacity, 'closed'));
     }
     for (let w = this.#consumers.shift(); w; w = this.#consumers.shift()) {
@@ -333,12 +356,17 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
     waiter.unlisten = undefined;
   }
 
-  #cancelPush(waiter: PushWaiter<T>, error: unknown): void {
+  #cancelPush(waiter: PushWaiter<T>, reason: QueueRejectEvent['reason'], error: unknown): void {
     if (!waiter.listed) return;
     this.#producers.remove(waiter);
     this.#settle(waiter);
-    this.#rejected++;
+    this.#reject(reason);
     waiter.reject(error);
+  }
+
+  #reject(reason: QueueRejectEvent['reason']): void {
+    this.#rejected++;
+    if (this.#onReject.active) this.#onReject.emit({ reason });
   }
 
   #cancelPull(waiter: PullWaiter<T>, error: unknown): void {
@@ -349,7 +377,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
   }
 
   readonly #expirePush = (entry: DeadlineEntry): void => {
-    this.#cancelPush(entry as PushWaiter<T>, new QueueFullError(this.capacity, 'timeout'));
+    this.#cancelPush(entry as PushWaiter<T>, 'timeout', new QueueFullError(this.capacity, 'timeout'));
   };
 
   readonly #expirePull = (entry: DeadlineEntry): void => {

@@ -1,9 +1,11 @@
 import { RingBuffer } from './ring-buffer.js';
 import { InvalidStreamRequestError } from './errors.js';
 import { InvalidOptionsError } from '../core/errors.js';
+import type { Event } from '../core/events.js';
+import { errorCode, PolicyTelemetry, type Instrumented, type PolicyEmitter, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
 import { nonNegativeInt } from '../core/validate.js';
 
-export interface CreditStreamOptions {
+export interface CreditStreamOptions extends PolicyIdentity {
   /** Credits granted at once. Default 0: nothing is pulled until `request(n)`. */
   initialRequest?: number;
   /**
@@ -12,6 +14,13 @@ export interface CreditStreamOptions {
    * onNext" loop). Default 0 (manual `request` only).
    */
   prefetch?: number;
+}
+
+/** The stream ended: its source completed, the consumer cancelled, or the source failed. */
+export interface StreamEndEvent {
+  reason: 'complete' | 'cancel' | 'error';
+  /** For 'error': what the source threw. */
+  error?: unknown;
 }
 
 export interface CreditStreamStats {
@@ -47,7 +56,14 @@ const DONE: IteratorResult<never, undefined> = Object.freeze({ done: true, value
  * One pull from the source at a time; an error from the source reaches the consumer after the
  * items pulled before it.
  */
-export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undefined> {
+export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undefined>, Instrumented {
+  readonly kind = 'credit-stream';
+  readonly name: string | undefined;
+  /** Every event of this stream in the uniform shape policies share (see PolicyEvent). Free when nobody listens. */
+  readonly onEvent: Event<PolicyEvent>;
+  readonly #onEnd: PolicyEmitter<StreamEndEvent>;
+  /** Fires once, when the stream ends. */
+  readonly onEnd: Event<StreamEndEvent>;
   readonly #iterator: AsyncIterator<T> | Iterator<T>;
   readonly #buffer = new RingBuffer<T>(4);
   readonly #pending = new RingBuffer<Pending<T>>(1);
@@ -68,6 +84,15 @@ export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undef
     else throw new InvalidOptionsError('creditStream needs an async iterable (or an iterable)');
     this.#prefetch = nonNegativeInt('creditStream.prefetch', options.prefetch, 0);
     const initial = nonNegativeInt('creditStream.initialRequest', options.initialRequest, 0) + this.#prefetch;
+    this.name = options.name;
+    // Once the options are valid: a named stream joins the policy registry here.
+    const telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = telemetry.onEvent;
+    this.#onEnd = telemetry.emitter('end', (e) => ({
+      ...(e.reason === 'cancel' ? {} : { outcome: e.reason === 'error' ? 'failure' : 'success' }),
+      attributes: { reason: e.reason, code: errorCode(e.error) },
+    }));
+    this.onEnd = this.#onEnd.event;
     if (initial > 0) this.request(initial);
   }
 
@@ -90,7 +115,7 @@ export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undef
     if (this.#done && this.#buffer.size === 0) return;
     this.#credits = 0;
     this.#buffer.clear();
-    this.#finish();
+    this.#finish('cancel');
     await this.#iterator.return?.();
   }
 
@@ -138,7 +163,7 @@ export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undef
         }
         if (this.#done) return; // cancelled while the source was producing: discard
         if (result.done) {
-          this.#finish();
+          this.#finish('complete');
           return;
         }
         this.#pulled++;
@@ -151,13 +176,16 @@ export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undef
     }
   }
 
-  #finish(): void {
+  #finish(reason: 'complete' | 'cancel'): void {
+    const ending = !this.#done;
     this.#done = true;
     this.#credits = 0;
     if (this.#buffer.size === 0) for (let p = this.#pending.shift(); p; p = this.#pending.shift()) p.resolve(DONE);
+    if (ending && this.#onEnd.active) this.#onEnd.emit({ reason });
   }
 
   #fail(error: unknown): void {
+    const ending = !this.#done;
     this.#done = true;
     this.#credits = 0;
     const waiting = this.#pending.shift();
@@ -168,6 +196,7 @@ export class CreditStream<T> implements AsyncIterable<T>, AsyncIterator<T, undef
       this.#failed = true;
       this.#error = error;
     }
+    if (ending && this.#onEnd.active) this.#onEnd.emit({ reason: 'error', error });
   }
 }
 

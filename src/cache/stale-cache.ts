@@ -2,13 +2,13 @@ import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, callSourceOf, isAbortSignal, type CallOptions } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
-import { REQUIRED, nonNegative, positive, positiveInt } from '../core/validate.js';
+import { nonNegative, positive, positiveInt, REQUIRED } from '../core/validate.js';
+import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
 import { CoalescePolicy } from '../coalesce/coalesce.js';
 
-export interface StaleCacheOptions {
+export interface StaleCacheOptions extends PolicyIdentity {
   /** How long a stored result is fresh (served without calling), in ms. Required. */
   ttlMs: number;
   /**
@@ -41,7 +41,6 @@ export interface StaleCacheOptions {
    */
   serveStaleOn?: (error: unknown) => boolean;
   clock?: Clock;
-  name?: string;
 }
 
 export interface StaleServedEvent {
@@ -55,6 +54,26 @@ export interface StaleServedEvent {
 export interface RevalidateErrorEvent {
   key: string;
   error: unknown;
+}
+
+/** A stale cache's counters since it was built, and its size now (`stats()`). */
+export interface StaleCacheStats {
+  /** Calls answered with a fresh entry. */
+  hits: number;
+  /** Calls that had to load (no entry, or one too old to serve without loading). */
+  misses: number;
+  /** Stale entries served, for either reason. */
+  staleServed: number;
+  /** ...of which because the load failed (staleIfError). */
+  staleOnError: number;
+  /** Background refreshes started (staleWhileRevalidate). */
+  revalidations: number;
+  /** ...of which failed. */
+  revalidateErrors: number;
+  /** Entries evicted to stay within maxEntries. */
+  evictions: number;
+  /** Entries held now. */
+  size: number;
 }
 
 export interface CachePeek {
@@ -102,8 +121,14 @@ export class StaleCachePolicy extends KeyedPolicy {
   #insertions = 0;
   readonly #counters = { hits: 0, misses: 0, staleServed: 0, staleOnError: 0, revalidations: 0, revalidateErrors: 0, evictions: 0 };
 
-  readonly #onStale = new EventEmitter<StaleServedEvent>();
-  readonly #onRevalidateError = new EventEmitter<RevalidateErrorEvent>();
+  readonly #onStale = this.telemetry.emitter<StaleServedEvent>('stale', (e) => ({
+    outcome: 'substituted',
+    attributes: { reason: e.reason, ageMs: e.ageMs, code: e.reason === 'error' ? errorCode(e.error) : undefined },
+  }));
+  readonly #onRevalidateError = this.telemetry.emitter<RevalidateErrorEvent>('revalidate-error', (e) => ({
+    outcome: 'failure',
+    attributes: { code: errorCode(e.error) },
+  }));
   /** A stale result was served (degraded). */
   readonly onStale = this.#onStale.event;
   /** A background refresh failed (callers never see these errors). */
@@ -118,14 +143,15 @@ export class StaleCachePolicy extends KeyedPolicy {
     this.#shouldCache = options.shouldCache ?? notDegradedElsewhere;
     this.#serveStaleOn = options.serveStaleOn ?? always;
     this.#usableMs = this.ttlMs + Math.max(this.staleWhileRevalidateMs, this.staleIfErrorMs);
-    this.#loads = new CoalescePolicy({ clock: this.clock, name: `${this.name ?? 'stale-cache'}.loads` });
+    // Unnamed: an inner part of this cache, not a policy of its own in the registry.
+    this.#loads = new CoalescePolicy({ clock: this.clock });
   }
 
   get size(): number {
     return this.#entries.size;
   }
 
-  stats(): { hits: number; misses: number; staleServed: number; staleOnError: number; revalidations: number; revalidateErrors: number; evictions: number; size: number } {
+  stats(): StaleCacheStats {
     return { ...this.#counters, size: this.#entries.size };
   }
 

@@ -2,12 +2,12 @@ import { abortedError, rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { CallContext, type CallOptions } from '../core/context.js';
 import { AbortedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
 import { nonNegative, positiveInt } from '../core/validate.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 
-export interface CoalesceOptions {
+export interface CoalesceOptions extends PolicyIdentity {
   /**
    * The key of a call in pipeline use: calls with the same key share one execution. Return
    * undefined to run a call on its own. Default: the call's `tags.key` (a call without one is
@@ -23,11 +23,22 @@ export interface CoalesceOptions {
   /** Bound on kept results (oldest evicted first). Default 1000. */
   maxResults?: number;
   clock?: Clock;
-  name?: string;
 }
 
 export interface FlightAbandonedEvent {
   key: string;
+}
+
+/** A coalescer's counters (`stats()`). */
+export interface CoalesceStats {
+  /** Executions started (one per key and flight). */
+  executions: number;
+  /** Calls served by joining an execution in flight or a kept result. */
+  shared: number;
+  /** Keys with an execution in flight now. */
+  inFlight: number;
+  /** Results kept for `resultTtlMs`. */
+  kept: number;
 }
 
 /** One shared execution and the callers waiting on it. */
@@ -72,7 +83,7 @@ export class CoalescePolicy extends KeyedPolicy {
   readonly #results = new Map<string, KeptResult>();
   #executions = 0;
   #shared = 0;
-  readonly #onAbandoned = new EventEmitter<FlightAbandonedEvent>();
+  readonly #onAbandoned = this.telemetry.emitter<FlightAbandonedEvent>('abandon', () => ({}));
   /** Every waiter of an execution left, so it was aborted. */
   readonly onAbandoned = this.#onAbandoned.event;
 
@@ -92,8 +103,7 @@ export class CoalescePolicy extends KeyedPolicy {
     return this.#flights.has(key);
   }
 
-  /** Counters: executions started, calls served by sharing (in-flight or kept results). */
-  stats(): { executions: number; shared: number; inFlight: number; kept: number } {
+  stats(): CoalesceStats {
     return { executions: this.#executions, shared: this.#shared, inFlight: this.#flights.size, kept: this.#results.size };
   }
 

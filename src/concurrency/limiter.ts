@@ -2,16 +2,16 @@ import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { hasCode, InvalidOptionsError, ShedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
-import { fn, nonNegative } from '../core/validate.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
+import { nonNegative, fn } from '../core/validate.js';
 import type { LimitAlgorithm, LimitSample, LimitState } from './limits/types.js';
 import { SampleWindow, type SampleWindowOptions } from './sample-window.js';
 
 /** How a finished request feeds the limit: a normal sample, a drop, or nothing. */
 export type SampleOutcome = 'success' | 'dropped' | 'ignore';
 
-export interface AdaptiveLimiterOptions<S extends LimitState = LimitState> {
+export interface AdaptiveLimiterOptions<S extends LimitState = LimitState> extends PolicyIdentity {
   /** The algorithm: `aimd(...)`, `vegas(...)`, `gradient2(...)` or your own pure update. */
   limit: LimitAlgorithm<S>;
   /**
@@ -27,7 +27,6 @@ export interface AdaptiveLimiterOptions<S extends LimitState = LimitState> {
   /** Rejection hint. Default: the smoothed observed RTT (≥ 1 ms), i.e. about when a slot frees. */
   retryAfterMs?: number;
   clock?: Clock;
-  name?: string;
 }
 
 /** A refused acquisition: a value, never an exception, on the hot path. */
@@ -135,8 +134,8 @@ export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePoli
   #rejected = 0;
   #dropped = 0;
 
-  readonly #onLimitChange = new EventEmitter<LimitChangeEvent>();
-  readonly #onReject = new EventEmitter<LimiterRejectEvent>();
+  readonly #onLimitChange = this.telemetry.emitter<LimitChangeEvent>('limit-change', (e) => ({ attributes: { previous: e.previous, limit: e.limit } }));
+  readonly #onReject = this.telemetry.emitter<LimiterRejectEvent>('reject', (e) => ({ outcome: 'rejected', attributes: { limit: e.limit, inflight: e.inflight } }));
   /** Fires when the enforced limit changes. */
   readonly onLimitChange = this.#onLimitChange.event;
   /** Fires when an acquisition is refused. */

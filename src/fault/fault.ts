@@ -2,9 +2,9 @@ import { abortedError } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import { REQUIRED, fn, ratio } from '../core/validate.js';
 import type { Distribution } from './distributions.js';
 
@@ -65,14 +65,13 @@ export interface ResultFault extends FaultBase {
 
 export type Fault = LatencyFault | ErrorFault | AbortFault | TimeoutFault | ResultFault;
 
-export interface FaultInjectionOptions {
+export interface FaultInjectionOptions extends PolicyIdentity {
   /** Evaluated in order for each call; each draws its own chance. Latency faults add up. */
   faults: readonly Fault[];
   /** Off unless enabled (here or with `enable()`): a disabled policy is a single branch. */
   enabled?: boolean;
   random?: Random;
   clock?: Clock;
-  name?: string;
 }
 
 export interface FaultInjectedEvent {
@@ -82,6 +81,13 @@ export interface FaultInjectedEvent {
   name?: string;
   /** For latency faults: the delay drawn. */
   delayMs?: number;
+}
+
+/** Calls seen while enabled, and injections per fault (`stats()`). */
+export interface FaultInjectionStats {
+  calls: number;
+  /** Injections per fault, in the order of `faults`. */
+  injected: number[];
 }
 
 /** The default error of an `error` fault. */
@@ -114,7 +120,9 @@ export class FaultInjectionPolicy extends BasePolicy {
   #injected: number[];
   #calls = 0;
   readonly #random: Random;
-  readonly #onInjected = new EventEmitter<FaultInjectedEvent>();
+  readonly #onInjected = this.telemetry.emitter<FaultInjectedEvent>('inject', (e) => ({
+    attributes: { type: e.type, index: e.index, fault: e.name, delayMs: e.delayMs },
+  }));
   /** A fault was injected into a call. */
   readonly onInjected = this.#onInjected.event;
 
@@ -149,8 +157,7 @@ export class FaultInjectionPolicy extends BasePolicy {
     this.#calls = 0;
   }
 
-  /** Calls seen while enabled, and injections per fault (same order as `faults`). */
-  stats(): { calls: number; injected: number[] } {
+  stats(): FaultInjectionStats {
     return { calls: this.#calls, injected: [...this.#injected] };
   }
 

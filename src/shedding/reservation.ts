@@ -2,9 +2,9 @@ import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
-import { REQUIRED, fn, nonNegative, positive } from '../core/validate.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
+import { nonNegative, positive, REQUIRED, fn } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 
 /**
@@ -96,13 +96,12 @@ export function allocateCapacity(plan: ReservationPlan, failureMode = false): Ca
   return { classes, headroom: plan.total - used, failureMode };
 }
 
-export interface ReservationGateOptions extends ReservationPlan {
+export interface ReservationGateOptions extends ReservationPlan, PolicyIdentity {
   /** Policy form: which class a call belongs to. Default `context.tags.class`, else its priority. */
   classify?: (context: CallContext) => string;
   /** Retry-After hint on rejection. Default 1000 ms. */
   retryAfterMs?: number;
   clock?: Clock;
-  name?: string;
 }
 
 export interface ReservationRejection {
@@ -118,6 +117,13 @@ export interface ReservationRejection {
 export interface ReservationModeEvent {
   failureMode: boolean;
   allocation: CapacityAllocation;
+}
+
+export interface ReservationRejectEvent {
+  className: string;
+  /** The class's usable capacity at the time. */
+  limit: number;
+  inflight: number;
 }
 
 export interface ReservationStats {
@@ -185,9 +191,15 @@ export class ReservationGate extends BasePolicy {
   readonly #retryAfterMs: number;
   #failureMode = false;
   #allocation: CapacityAllocation;
-  readonly #onModeChange = new EventEmitter<ReservationModeEvent>();
+  readonly #onModeChange = this.telemetry.emitter<ReservationModeEvent>('mode-change', (e) => ({ attributes: { failureMode: e.failureMode } }));
+  readonly #onReject = this.telemetry.emitter<ReservationRejectEvent>('reject', (e) => ({
+    outcome: 'rejected',
+    attributes: { class: e.className, limit: e.limit, inflight: e.inflight },
+  }));
   /** Fires when failure mode is switched on or off. */
   readonly onModeChange = this.#onModeChange.event;
+  /** Fires when a request is refused because its class is at its usable limit. */
+  readonly onReject = this.#onReject.event;
 
   constructor(options: ReservationGateOptions) {
     super(options?.clock, options);
@@ -242,6 +254,7 @@ export class ReservationGate extends BasePolicy {
     const limit = usableLimit(state);
     if (state.inflight >= limit) {
       state.rejected++;
+      if (this.#onReject.active) this.#onReject.emit({ className, limit, inflight: state.inflight });
       return { acquired: false, reason: 'reservation', className, limit, inflight: state.inflight, retryAfterMs: this.#retryAfterMs };
     }
     state.inflight++;

@@ -1,10 +1,10 @@
 import type { Clock } from '../core/clock.js';
 import { PRIORITIES, type CallContext, type Priority } from '../core/context.js';
 import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { REQUIRED, fn, nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
+import { nonNegative, oneOf, positive, positiveInt, ratio, REQUIRED, fn } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 import { redDropProbability, resolveThresholds } from './priority.js';
 import { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './signals.js';
@@ -26,7 +26,7 @@ export interface ShedQueueOptions {
   intervalMs?: number;
 }
 
-export interface LoadShedderOptions {
+export interface LoadShedderOptions extends PolicyIdentity {
   /** Requests that may run at once (critical work may exceed it: it is never shed). */
   capacity: number;
   /** Utilisation thresholds per class. Default critical 1.0 / high 0.9 / normal 0.75 / low 0.5 / best-effort 0.25. */
@@ -51,7 +51,6 @@ export interface LoadShedderOptions {
   retryAfterMs?: number | ((reason: ShedReason, utilisation: number) => number);
   clock?: Clock;
   random?: Random;
-  name?: string;
 }
 
 export interface ShedEvent {
@@ -138,8 +137,11 @@ export class LoadShedder extends BasePolicy {
   #admitted = 0;
   readonly #shed: Record<ShedReason, number> = Object.fromEntries(SHED_REASONS.map((r) => [r, 0])) as Record<ShedReason, number>;
 
-  readonly #onShed = new EventEmitter<ShedEvent>();
-  readonly #onOverload = new EventEmitter<OverloadEvent>();
+  readonly #onShed = this.telemetry.emitter<ShedEvent>('shed', (e) => ({
+    outcome: 'rejected',
+    attributes: { reason: e.reason, priority: e.priority, utilisation: Number.isNaN(e.utilisation) ? undefined : e.utilisation },
+  }));
+  readonly #onOverload = this.telemetry.emitter<OverloadEvent>('overload', (e) => ({ attributes: { overloaded: e.overloaded } }));
   /** Fires for every shed request. */
   readonly onShed = this.#onShed.event;
   /** Fires when the wait queue becomes standing (CoDel detection) and when it recovers. */

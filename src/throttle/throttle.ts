@@ -3,13 +3,13 @@ import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { isClientErrorStatus, statusOf } from '../core/error-table.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { fn, positive, positiveInt, ratio } from '../core/validate.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
+import { positive, positiveInt, ratio, fn } from '../core/validate.js';
 import { CountWindow } from './window.js';
 
-export interface AdaptiveThrottleOptions {
+export interface AdaptiveThrottleOptions extends PolicyIdentity {
   /**
    * The multiplier K: the client lets through about K times what the backend accepts.
    * Lower is more aggressive (1.1 sheds nearly everything the backend would reject), higher
@@ -30,13 +30,24 @@ export interface AdaptiveThrottleOptions {
   maxRejectionProbability?: number;
   random?: Random;
   clock?: Clock;
-  name?: string;
 }
 
 export interface ThrottledEvent {
   probability: number;
   requests: number;
   accepts: number;
+}
+
+/** An adaptive throttle's counters since it was built, and its rejection probability now (`stats()`). */
+export interface AdaptiveThrottleStats {
+  /** Requests attempted, the locally rejected ones included. */
+  requests: number;
+  /** Requests the backend accepted. */
+  accepts: number;
+  /** Requests rejected locally. */
+  throttled: number;
+  /** The local rejection probability now (over the current window). */
+  probability: number;
 }
 
 export interface ThrottleSnapshot {
@@ -65,8 +76,10 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   readonly #isAccepted: (error: unknown) => boolean;
   readonly #maxProbability: number;
   readonly #random: Random;
+  #requests = 0;
+  #accepts = 0;
   #throttled = 0;
-  readonly #onThrottled = new EventEmitter<ThrottledEvent>();
+  readonly #onThrottled = this.telemetry.emitter<ThrottledEvent>('reject', (e) => ({ outcome: 'rejected', attributes: { probability: e.probability } }));
   /** A request was rejected locally. */
   readonly onThrottled = this.#onThrottled.event;
 
@@ -108,6 +121,7 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
     this.#window.roll(this.clock.now());
     const probability = this.#probability();
     this.#window.addRequest();
+    this.#requests++;
     if (probability > 0 && this.#random() < probability) {
       this.#throttled++;
       if (this.#onThrottled.active) {
@@ -131,6 +145,7 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
   }
 
   #accept(): void {
+    this.#accepts++;
     this.#window.roll(this.clock.now());
     this.#window.addAccept();
   }
@@ -146,9 +161,8 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
     throw error;
   };
 
-  /** Filled in with the policy's counters when its events are wired (below). */
-  stats(): object {
-    return {};
+  stats(): AdaptiveThrottleStats {
+    return { requests: this.#requests, accepts: this.#accepts, throttled: this.#throttled, probability: this.rejectionProbability() };
   }
 
   describe(): PolicyDescription {
