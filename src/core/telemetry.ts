@@ -1,3 +1,4 @@
+import { BulwarkError } from './errors.js';
 import { EventEmitter, type Disposable, type Event, type Listener } from './events.js';
 
 /** A value an exporter can put on a metric label or a span attribute as it is. */
@@ -204,4 +205,13 @@ export class PolicyEmitter<T> {
 export function subscribeAll<T>(events: readonly Event<T>[], listener: Listener<T>): Disposable {
   const subscriptions = events.map((event) => event(listener));
   return { dispose: () => subscriptions.forEach((s) => s.dispose()) };
+}
+
+/**
+ * An error as a low-cardinality attribute: a Bulwark error's `code`, another error's `name`
+ * (never its message, which may carry a key or a URL).
+ */
+export function errorCode(error: unknown): string | undefined {
+  if (error instanceof BulwarkError) return error.code;
+  return error instanceof Error ? error.name : undefined;
 }

@@ -10,4 +10,4 @@ export {
 } from './algorithms/index.js';
 export { MemoryRateLimiter, memoryRateLimiter, type MemoryRateLimiterOptions, type MemoryRateLimiterStats } from './memory.js';
 export { CompositeRateLimiter, compositeRateLimiter, type LimitRule, type RuleResult, type CompositeDecision } from './composite.js';
-export { RateLimitPolicy, rateLimit, type RateLimitPolicyOptions, type RateLimitRejection } from './policy.js';
+export { RateLimitPolicy, rateLimit, type RateLimitPolicyOptions, type RateLimitRejection, type RateLimitStats } from './policy.js';

@@ -2,12 +2,12 @@
 // the application creates; neither library is imported here.
 export {
   RedisRateLimiter, redisRateLimiter, runRateLimitScript,
-  type RedisRateLimiterOptions, type StoreBreaker, type StorePermit,
+  type RedisRateLimiterOptions, type RedisRateLimiterStats, type StoreBreaker, type StorePermit,
   type FailMode as RateLimitFailMode, type StoreErrorEvent as RateLimitStoreErrorEvent,
 } from './redis-limiter.js';
 export {
   HybridRateLimiter, hybridRateLimiter, redisHybridRemote, memoryHybridRemote,
-  type HybridRateLimiterOptions, type HybridRemote, type HybridSyncEvent,
+  type HybridRateLimiterOptions, type HybridRateLimiterStats, type HybridRemote, type HybridSyncEvent,
 } from './hybrid.js';
 export type { StoreHealthSnapshot as RateLimitStoreHealth, StoreRecoveredEvent as RateLimitStoreRecoveredEvent } from './store-health.js';
 export { RATE_LIMIT_SCRIPTS, HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
