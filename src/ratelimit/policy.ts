@@ -3,10 +3,11 @@ import type { CallContext } from '../core/context.js';
 import { RateLimitedError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { InvalidOptionsError } from '../core/errors.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
 
-export interface RateLimitPolicyOptions {
+export interface RateLimitPolicyOptions extends PolicyIdentity {
   limiter: RateLimiter;
   /** The key for a call (e.g. from `context.tags`). Default: one key for every call. */
   key?: (context: CallContext) => string;
@@ -14,7 +15,6 @@ export interface RateLimitPolicyOptions {
   cost?: number;
   /** Wait up to this long for the limit instead of failing at once. Default 0 (no wait). */
   maxWaitMs?: number;
-  name?: string;
 }
 
 export interface RateLimitRejection {
