@@ -10,7 +10,7 @@ export { bulwarkContext } from './http/node.js';
 // Shared with bulwark/http.
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './http/core/health.js';
 export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline-headers.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions } from './http/core/http-guard.js';
+export { HttpGuard, httpGuard, type HttpGuardOptions, type HttpGuardStats } from './http/core/http-guard.js';
 export type { Protection, ProtectionVerdict } from './http/core/protection.js';
 export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './http/core/admission.js';
 export {

@@ -11,7 +11,7 @@ export {
 // The guard every adapter runs: the steps of the request pipeline, in order.
 export {
   httpGuard, HttpGuard,
-  type HttpGuardOptions, type GuardDecision, type RequestView,
+  type HttpGuardOptions, type HttpGuardStats, type GuardDecision, type RequestView,
   type DeadlineHeaderOptions, type DeadlineEvent, type RejectEvent, type RejectReason,
 } from './http/core/http-guard.js';
 export type { Protection, ProtectionVerdict } from './http/core/protection.js';

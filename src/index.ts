@@ -169,14 +169,14 @@ export {
 export {
   compositeRateLimiter, CompositeRateLimiter, type LimitRule, type RuleResult, type CompositeDecision,
 } from './ratelimit/composite.js';
-export { rateLimit, RateLimitPolicy, type RateLimitPolicyOptions, type RateLimitRejection } from './ratelimit/policy.js';
+export { rateLimit, RateLimitPolicy, type RateLimitPolicyOptions, type RateLimitRejection, type RateLimitStats } from './ratelimit/policy.js';
 
 // Idempotency keys: the engine, its HTTP semantics, the memory store and what a store implements
 // (the Redis, PostgreSQL and SQLite stores are in their own entry points).
 export {
   idempotencyEngine, IdempotencyEngine, type Lease,
   type IdempotencyEngineOptions, type ClaimOptions, type ClaimOutcome, type LeaseStatus, type RunResult,
-  type ClaimEvent, type LeaseLostEvent, type StoreErrorEvent, type ResponseInput,
+  type ClaimEvent, type LeaseLostEvent, type StoreErrorEvent, type ResponseInput, type IdempotencyStats,
 } from './idempotency/engine.js';
 export {
   idempotencyHttp, IdempotencyHttp,

@@ -11,12 +11,12 @@ export type { GuardOptions, GuardBulkheadOptions, GuardedCallOptions } from './c
 // Rate limits shared by a fleet: every decision in Redis, or local decisions synced to Redis.
 export {
   redisRateLimiter, RedisRateLimiter,
-  type RedisRateLimiterOptions, type StoreBreaker, type StorePermit,
+  type RedisRateLimiterOptions, type RedisRateLimiterStats, type StoreBreaker, type StorePermit,
   type FailMode as RateLimitFailMode, type StoreErrorEvent as RateLimitStoreErrorEvent,
 } from './ratelimit/redis-limiter.js';
 export {
   hybridRateLimiter, HybridRateLimiter, redisHybridRemote,
-  type HybridRateLimiterOptions, type HybridRemote, type HybridSyncEvent,
+  type HybridRateLimiterOptions, type HybridRateLimiterStats, type HybridRemote, type HybridSyncEvent,
 } from './ratelimit/hybrid.js';
 export type {
   StoreHealthSnapshot as RateLimitStoreHealth, StoreRecoveredEvent as RateLimitStoreRecoveredEvent,

@@ -8,6 +8,8 @@ import { callSourceOf, deadlineOnClock, type CallContextSource, type CallOptions
 import { DeadlineExceededError, InvalidInputError, InvalidOptionsError, RetriesExhaustedError } from '../core/errors.js';
 import { pipeline, type Pipeline, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
+import type { Event } from '../core/events.js';
+import { subscribeAll, type PolicyEvent, type PolicyRegistry } from '../core/telemetry.js';
 import { nonNegative, nonNegativeInt, positive, positiveInt } from '../core/validate.js';
 import { CircuitBreakerPolicy, type BreakerStats, type CircuitBreakerOptions } from '../breaker/breaker.js';
 import { BulkheadPolicy, type BulkheadStats } from '../bulkhead/bulkhead.js';
@@ -42,8 +44,13 @@ export interface GuardBulkheadOptions {
 }
 
 export interface GuardOptions {
-  /** Names the breaker, the bulkhead and the timeout (metrics labels, errors). */
+  /**
+   * Names the client and the policies it builds (breaker, bulkhead, timeout, retry): their events
+   * all carry it, so one label finds the dependency on a dashboard. Policies you pass in keep theirs.
+   */
   name?: string;
+  /** Where the client and its policies register. Default: the process-wide `policyRegistry`; null: none. */
+  registry?: PolicyRegistry | null;
   /** Timeout of one attempt, in ms (the call's own deadline can only shorten it). */
   timeoutMs?: number;
   /** A bulkhead per pool / connection. */
@@ -110,19 +117,26 @@ export function buildGuard(options: GuardOptions | undefined, defaults: GuardDef
   const clock = o.clock;
   const timeoutMs = positive(`${defaults.kind}.timeoutMs`, o.timeoutMs, defaults.timeoutMs);
 
-  const bulkhead = buildBulkhead(o.bulkhead, name, timeoutMs, clock, defaults);
-  const breaker = buildBreaker(o.breaker, name, clock, defaults);
-  const timeout = new TimeoutPolicy({ ms: timeoutMs, graceMs: defaults.graceMs, name, ...(clock ? { clock } : {}) });
-  const retry = buildRetry(o.retry, name, clock, o.random, defaults);
+  const identity = { name, ...(o.registry !== undefined ? { registry: o.registry } : {}) };
+  const bulkhead = buildBulkhead(o.bulkhead, identity, timeoutMs, clock, defaults);
+  const breaker = buildBreaker(o.breaker, identity, clock, defaults);
+  const timeout = new TimeoutPolicy({ ms: timeoutMs, graceMs: defaults.graceMs, ...identity, ...(clock ? { clock } : {}) });
+  const retry = buildRetry(o.retry, identity, clock, o.random, defaults);
 
   const unsafe = pipeline(breaker, bulkhead, timeout);
   const safe = retry === undefined ? unsafe : pipeline(retry, breaker, bulkhead, timeout);
   return { name, timeoutMs, breaker, bulkhead, timeout, retry, unsafe, safe };
 }
 
+/** The name and registry a guard's own policies are built with. */
+interface GuardIdentity {
+  name: string;
+  registry?: PolicyRegistry | null;
+}
+
 function buildBulkhead(
   value: GuardOptions['bulkhead'],
-  name: string,
+  identity: GuardIdentity,
   timeoutMs: number,
   clock: Clock | undefined,
   defaults: GuardDefaults,
@@ -142,7 +156,7 @@ function buildBulkhead(
   // timeouts), never in the client library's own unbounded queue.
   const maxQueue = nonNegativeInt(`${defaults.kind}.bulkhead.maxQueue`, b.maxQueue, maxConcurrent);
   const queueTimeoutMs = nonNegative(`${defaults.kind}.bulkhead.queueTimeoutMs`, b.queueTimeoutMs, Math.min(1000, timeoutMs));
-  return new BulkheadPolicy({ maxConcurrent, maxQueue, queueTimeoutMs, name, ...(clock ? { clock } : {}) });
+  return new BulkheadPolicy({ maxConcurrent, maxQueue, queueTimeoutMs, ...identity, ...(clock ? { clock } : {}) });
 }
 
 function checkLimit(maxConcurrent: number, limit: GuardDefaults['maxConcurrentLimit'], kind: string): void {
@@ -156,7 +170,7 @@ function checkLimit(maxConcurrent: number, limit: GuardDefaults['maxConcurrentLi
 
 function buildBreaker(
   value: GuardOptions['breaker'],
-  name: string,
+  identity: GuardIdentity,
   clock: Clock | undefined,
   defaults: GuardDefaults,
 ): CircuitBreakerPolicy {
@@ -164,12 +178,12 @@ function buildBreaker(
   if (value !== undefined && (typeof value !== 'object' || value === null)) {
     throw new InvalidOptionsError(`${defaults.kind}.breaker must be circuit breaker options or a circuit breaker policy`);
   }
-  return new CircuitBreakerPolicy({ name, isFailure: defaults.isFailure, ...value, ...(clock ? { clock } : {}) });
+  return new CircuitBreakerPolicy({ ...identity, isFailure: defaults.isFailure, ...value, ...(clock ? { clock } : {}) });
 }
 
 function buildRetry(
   value: GuardOptions['retry'],
-  name: string,
+  identity: GuardIdentity,
   clock: Clock | undefined,
   random: Random | undefined,
   defaults: GuardDefaults,
@@ -182,7 +196,7 @@ function buildRetry(
   const isTransient = defaults.isTransient;
   const shouldRetry = (outcome: RetryOutcome): boolean | undefined => (outcome.kind === 'error' ? isTransient(outcome.error) : undefined);
   return new RetryPolicy({
-    name,
+    ...identity,
     shouldRetry,
     ...value,
     ...(clock ? { clock } : {}),
@@ -263,6 +277,15 @@ function deadlineGaveUp(error: unknown, deadline: number | undefined): never {
 
 export function guardStats(guard: Guard): GuardStats {
   return { name: guard.name, breaker: guard.breaker.stats(), bulkhead: guard.bulkhead.stats(), inFlight: guard.timeout.inFlight };
+}
+
+/**
+ * The uniform events of a guarded client: its own (`own`) and those of every policy of its
+ * pipeline, so that one subscription sees the whole dependency.
+ */
+export function guardEvents(guard: Guard, own: Event<PolicyEvent>): Event<PolicyEvent> {
+  const policies = guard.retry === undefined ? [guard.breaker, guard.bulkhead, guard.timeout] : [guard.retry, guard.breaker, guard.bulkhead, guard.timeout];
+  return (listener) => subscribeAll([own, ...policies.map((p) => p.onEvent)], listener);
 }
 
 export function describeGuard(guard: Guard, kind: string, options: Record<string, unknown>): PolicyDescription {

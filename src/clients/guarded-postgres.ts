@@ -12,14 +12,15 @@ import type { TimerHandle } from '../core/clock.js';
 import { abortedError } from '../core/abort.js';
 import type { CallContext, CallOptions } from '../core/context.js';
 import { InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEvent } from '../core/telemetry.js';
 import type { PolicyDescription } from '../core/policy.js';
 import { nonNegative, positive } from '../core/validate.js';
 import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, guardEvents, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
 import { cancelTargetOf, sendCancelRequest } from './pg-cancel.js';
 import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
@@ -120,7 +121,7 @@ interface Lease<C> {
 const CLIENTS_WITH_ERROR_LISTENER = new WeakSet<object>();
 const ignoreError = (): void => {};
 
-export class GuardedPool<C extends PgClientLike = PoolClient> {
+export class GuardedPool<C extends PgClientLike = PoolClient> implements Instrumented {
   readonly kind = 'guarded-postgres';
   readonly name: string;
   readonly pool: PgPoolLike<C>;
@@ -138,9 +139,11 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
   /** Attempts in flight (checking out or running): what a timeout may have to cancel. */
   readonly #leases = new Set<Lease<C>>();
 
-  readonly #onCancel = new EventEmitter<QueryCancelEvent>();
+  readonly #onCancel;
   /** A statement was cancelled (timeout or abort). */
-  readonly onCancel = this.#onCancel.event;
+  readonly onCancel: Event<QueryCancelEvent>;
+  /** Its own `cancel` events and every event of its breaker, bulkhead, timeout and retry (all named after it). */
+  readonly onEvent: Event<PolicyEvent>;
 
   constructor(pool: PgPoolLike<C>, options: GuardPoolOptions = {}) {
     if (typeof pool !== 'object' || pool === null || typeof pool.connect !== 'function') {
@@ -172,6 +175,13 @@ export class GuardedPool<C extends PgClientLike = PoolClient> {
     this.bulkhead = this.#guard.bulkhead;
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
+    const telemetry = new PolicyTelemetry(this, { name: this.name, registry: options.registry });
+    this.#onCancel = telemetry.emitter<QueryCancelEvent>('cancel', (e) => ({
+      outcome: e.ok ? 'success' : 'failure',
+      attributes: { method: e.method, reason: e.reason },
+    }));
+    this.onCancel = this.#onCancel.event;
+    this.onEvent = guardEvents(this.#guard, telemetry.onEvent);
     // How a timeout reaches the running statement without a per-call abort listener (adding and
     // removing one costs too much per call, see docs/benchmarks.md): the timeout aborts the attempt's
     // context and then emits onTimeout synchronously; one subscription per guard then finds the

@@ -15,11 +15,13 @@
 import type { CallContext, CallOptions } from '../core/context.js';
 import { InvalidInputError, InvalidOptionsError } from '../core/errors.js';
 import type { PolicyDescription } from '../core/policy.js';
+import type { Event } from '../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEvent } from '../core/telemetry.js';
 import type { BreakerStats, CircuitBreakerPolicy } from '../breaker/breaker.js';
 import type { BulkheadPolicy, BulkheadStats } from '../bulkhead/bulkhead.js';
 import type { RetryPolicy } from '../retry/retry.js';
 import type { TimeoutPolicy } from '../timeout/timeout.js';
-import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
+import { buildGuard, callOptionsOf, describeGuard, executeGuarded, guardEvents, pipelineFor, type Guard, type GuardOptions, type GuardedCallOptions } from './dependency-pipeline.js';
 import { isRedisFailure, isRedisTransient, READ_ONLY_COMMANDS } from './redis-errors.js';
 import { nodeRedisCommandTimeout } from '../redis-client/script-client.js';
 
@@ -71,7 +73,7 @@ export function redisFlavourOf(client: unknown): RedisFlavour {
   return 'custom';
 }
 
-export class GuardedRedis<C extends object> {
+export class GuardedRedis<C extends object> implements Instrumented {
   readonly kind = 'guarded-redis';
   readonly name: string;
   readonly client: C;
@@ -91,6 +93,8 @@ export class GuardedRedis<C extends object> {
    */
   readonly #clientTimerRedundant: boolean;
   #abandoned = 0;
+  /** Every event of its breaker, bulkhead, timeout and retry (all named after it): one subscription for the dependency. */
+  readonly onEvent: Event<PolicyEvent>;
 
   constructor(client: C, options: GuardRedisOptions = {}) {
     if (typeof client !== 'object' || client === null) throw new InvalidOptionsError('guardRedis() needs an ioredis or node-redis client');
@@ -110,6 +114,8 @@ export class GuardedRedis<C extends object> {
     this.bulkhead = this.#guard.bulkhead;
     this.timeout = this.#guard.timeout;
     this.retry = this.#guard.retry;
+    // Registered as itself (its stats() carry the connection state and abandoned commands).
+    this.onEvent = guardEvents(this.#guard, new PolicyTelemetry(this, { name: this.name, registry: options.registry }).onEvent);
     this.warnings = clientWarnings(client, this.flavour, this.#guard.timeoutMs);
     const clientTimeout = this.flavour === 'node-redis' ? nodeRedisCommandTimeout(client) : undefined;
     this.#clientTimerRedundant = clientTimeout !== undefined && clientTimeout >= this.#guard.timeoutMs;

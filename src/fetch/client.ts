@@ -100,6 +100,7 @@ export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
     keyHeaders,
     budgetFor: () => (clientBudget === false ? undefined : clientBudget ?? ratioBudget({ clock })),
     transport,
+    registry: options.registry,
   };
 
   const byName = new Map<string, FetchDependency>();

@@ -4,6 +4,7 @@ import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
 import { BulwarkError, InvalidInputError } from '../core/errors.js';
 import { EventEmitter, type Event } from '../core/events.js';
+import { PolicyTelemetry, subscribeAll, type Instrumented, type PolicyEvent, type PolicyRegistry } from '../core/telemetry.js';
 import { BasePolicy, pipeline, type Next, type Pipeline, type Policy, type PolicyDescription } from '../core/policy.js';
 import type { Random } from '../core/random.js';
 import { BulkheadPolicy, type BulkheadStats } from '../bulkhead/bulkhead.js';
@@ -38,6 +39,8 @@ export interface ClientShared {
   /** The budget for a dependency whose retry options do not name one (undefined: none). */
   budgetFor(name: string): RetryBudget | undefined;
   transport: Transport;
+  /** Where dependencies and their policies register (undefined: the process-wide registry). */
+  registry: PolicyRegistry | null | undefined;
 }
 
 export interface FetchDependencyStats {
@@ -67,13 +70,16 @@ export interface FetchBreakerStateChange extends BreakerStateChange {
 /** Runs a policy only for the calls `applies` picks; the others go straight to `next`. */
 class When<In> extends BasePolicy<never, In> {
   readonly kind: string;
+  /** The wrapped policy's events (it registers itself; the wrapper does not). */
+  override readonly onEvent: Event<PolicyEvent>;
   constructor(
     readonly policy: Policy<never, In>,
     readonly applies: (call: FetchCall, context: CallContext) => boolean,
     readonly condition: string,
   ) {
-    super(policy.clock);
+    super(policy.clock, { name: policy.name, registry: null });
     this.kind = policy.kind;
+    this.onEvent = policy.onEvent;
   }
 
   run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {
@@ -130,7 +136,8 @@ const TOO_LARGE_KEYS = 1000;
  * a replayable body); hedge, coalescing and the cache only for GETs. The guard bounds a
  * caller's wait for a shared answer by that caller's deadline.
  */
-export class FetchDependency {
+export class FetchDependency implements Instrumented {
+  readonly kind = 'fetch-dependency';
   readonly name: string;
   /** @internal */
   readonly settings: ResolvedDependency;
@@ -152,6 +159,8 @@ export class FetchDependency {
   readonly #onBreakerStateChange = new EventEmitter<FetchBreakerStateChange>();
   /** State changes of this dependency's breakers (one per host): opened, half-open, closed again. */
   readonly onBreakerStateChange: Event<FetchBreakerStateChange> = this.#onBreakerStateChange.event;
+  /** Every event of this dependency's policies, each named after the dependency: one subscription per dependency. */
+  readonly onEvent: Event<PolicyEvent>;
 
   /** @internal Dependencies are made by `createFetch`. */
   constructor(settings: ResolvedDependency, shared: ClientShared) {
@@ -159,7 +168,11 @@ export class FetchDependency {
     this.settings = settings;
     this.#shared = shared;
     const clock = shared.clock;
-    const label = `fetch:${settings.name}`;
+    // Every policy is named after the dependency, so its events say which one they are about; the
+    // three timeouts share a kind, so their names also say which timeout.
+    const name = settings.name;
+    const registry = shared.registry === undefined ? {} : { registry: shared.registry };
+    const own = new PolicyTelemetry(this, { name, ...registry });
 
     const retry = settings.retry;
     const needsBudget = retry !== undefined || settings.hedge !== undefined;
@@ -167,7 +180,7 @@ export class FetchDependency {
 
     const policies: Policy<never, FetchAnswer>[] = [];
     if (settings.cache !== undefined || settings.coalesce) {
-      const guard = new TimeoutPolicy({ ms: MAX_TIMER_MS, safetyMarginMs: 0, clock, name: `${label}.caller-deadline` });
+      const guard = new TimeoutPolicy({ ms: MAX_TIMER_MS, safetyMarginMs: 0, clock, name: `${name}/caller-deadline`, ...registry });
       policies.push(new When(guard, (call, context) => call.shared && context.deadline !== Infinity, 'shared answer, caller has a deadline'));
     }
     if (settings.cache !== undefined) {
@@ -181,16 +194,17 @@ export class FetchDependency {
         key: (context) => callOf(context.tags).cacheKey,
         shouldCache: (value) => isStorable(value, statuses),
         clock,
-        name: `${label}.cache`,
+        name,
+        ...registry,
       });
       policies.push(this.cache, new ServerErrorsThrow(clock));
     }
     if (settings.coalesce) {
-      this.coalescer = new CoalescePolicy({ key: (context) => callOf(context.tags).coalesceKey, clock, name: `${label}.coalesce` });
+      this.coalescer = new CoalescePolicy({ key: (context) => callOf(context.tags).coalesceKey, clock, name, ...registry });
       policies.push(this.coalescer);
     }
 
-    this.totalTimeout = new TimeoutPolicy({ ms: settings.totalTimeoutMs ?? MAX_TIMER_MS, safetyMarginMs: 0, clock, name: `${label}.total` });
+    this.totalTimeout = new TimeoutPolicy({ ms: settings.totalTimeoutMs ?? MAX_TIMER_MS, safetyMarginMs: 0, clock, name: `${name}/total`, ...registry });
     // The caller's deadline is honoured even when no total timeout is configured.
     policies.push(settings.totalTimeoutMs !== undefined
       ? this.totalTimeout
@@ -208,7 +222,8 @@ export class FetchDependency {
         handleResult: (result: { status: number }) => statuses.has(result.status),
         clock,
         random: shared.random,
-        name: `${label}.retry`,
+        name,
+        ...registry,
       });
       // A retried response is thrown away: free its connection (see body.ts).
       this.retry.onRetry((event) => {
@@ -221,7 +236,8 @@ export class FetchDependency {
     if (settings.breaker !== undefined) {
       const { maxHosts, ...options } = settings.breaker;
       this.breakers = new KeyedCircuitBreaker<string, FetchAnswer>({
-        name: label,
+        name,
+        ...registry,
         maxKeys: maxHosts,
         clock,
         options: { isFailure: isDependencyFailure, isResultFailure: isServerError, ...options },
@@ -233,7 +249,7 @@ export class FetchDependency {
     }
 
     if (settings.bulkhead !== undefined) {
-      this.bulkhead = new BulkheadPolicy({ ...settings.bulkhead, clock, name: `${label}.bulkhead` });
+      this.bulkhead = new BulkheadPolicy({ ...settings.bulkhead, clock, name, ...registry });
       policies.push(this.bulkhead);
     }
 
@@ -244,16 +260,18 @@ export class FetchDependency {
         budget: this.budget,
         recordRequests: this.retry === undefined,
         clock,
-        name: `${label}.hedge`,
+        name,
+        ...registry,
       });
       policies.push(new When(this.hedge, (call) => call.hedgeable, 'GET'));
     }
 
     if (settings.timeoutMs !== undefined) {
-      this.attemptTimeout = new TimeoutPolicy({ ms: settings.timeoutMs, clock, name: `${label}.attempt` });
+      this.attemptTimeout = new TimeoutPolicy({ ms: settings.timeoutMs, clock, name: `${name}/attempt`, ...registry });
       policies.push(this.attemptTimeout);
     }
     this.pipeline = pipeline(...policies);
+    this.onEvent = (listener) => subscribeAll([own.onEvent, ...this.pipeline.policies.map((p) => p.onEvent)], listener);
   }
 
   /** @internal Runs one prepared call through the pipeline. */

@@ -10,6 +10,7 @@ import type { RetryOptions } from '../retry/retry.js';
 import { RETRYABLE_STATUSES } from '../retry/classify.js';
 import type { FetchCall } from './request.js';
 import type { SharedResponse } from './body.js';
+import type { PolicyRegistry } from '../core/telemetry.js';
 
 export interface FetchRetryOptions extends Pick<RetryOptions, 'maxAttempts' | 'backoff' | 'maxElapsedMs' | 'maxRetryAfterMs' | 'shouldRetry'> {
   /**
@@ -110,6 +111,8 @@ export interface CreateFetchOptions {
   idempotencyKeyHeader?: string;
   /** Request headers that tell two GETs of one URL apart for coalescing and caching. */
   keyHeaders?: readonly string[];
+  /** Where each dependency and its policies register (each under the dependency's name). Default: the process-wide `policyRegistry`; null: none. */
+  registry?: PolicyRegistry | null;
   clock?: Clock;
   random?: Random;
 }

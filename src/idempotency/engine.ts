@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '../core/clock.js';
 import { CallContext } from '../core/context.js';
 import { InvalidInputError, InvalidOptionsError, RetriesExhaustedError, StoreUnavailableError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { errorCode, PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyIdentity, type PolicyOutcome } from '../core/telemetry.js';
 import { invokeOperation, type Next, type Policy } from '../core/policy.js';
 import { retry, type RetryPolicy } from '../retry/retry.js';
 import { fn, nonNegative, positive, positiveInt } from '../core/validate.js';
@@ -17,7 +18,7 @@ import { Lease, leaseState, type LeaseEngine, type LeaseOperation, type LeaseSta
 
 export { Lease, type LeaseStatus } from './lease.js';
 
-export interface IdempotencyEngineOptions {
+export interface IdempotencyEngineOptions extends PolicyIdentity {
   store: IdempotencyStore;
   /**
    * How long an IN_PROGRESS lease lasts without renewal: a crashed worker's request can be
@@ -95,11 +96,34 @@ export interface StoreErrorEvent {
   error: StoreUnavailableError;
 }
 
+/** What an engine's claims found, and what went wrong, since it was built. */
+export interface IdempotencyStats {
+  /** Claims by what they found. */
+  claims: Record<ClaimEvent['outcome'], number>;
+  /** Writes refused because another worker owned the record by then. */
+  leasesLost: number;
+  /** Store calls that failed or timed out (or met an open breaker). */
+  storeErrors: number;
+  /** Leases renewed in the background now (handlers running). */
+  inFlight: number;
+}
+
+/** How each claim result reads on a dashboard: a replay answers instead of the handler, a busy or mismatched key is refused. */
+const CLAIM_OUTCOMES: Readonly<Record<ClaimEvent['outcome'], PolicyOutcome>> = {
+  acquired: 'success',
+  takeover: 'success',
+  completed: 'substituted',
+  busy: 'rejected',
+  mismatch: 'rejected',
+};
+
 /**
  * The framework-neutral idempotency engine: claim a key, run once, complete (or release), and
  * replay for duplicates. HTTP semantics live in `http.ts`; stores in `stores/`.
  */
-export class IdempotencyEngine {
+export class IdempotencyEngine implements Instrumented {
+  readonly kind = 'idempotency';
+  readonly name: string | undefined;
   readonly store: IdempotencyStore;
   readonly leaseMs: number;
   readonly ttlMs: number;
@@ -131,17 +155,36 @@ export class IdempotencyEngine {
     },
   };
 
-  readonly #onClaim = new EventEmitter<ClaimEvent>();
-  readonly #onLeaseLost = new EventEmitter<LeaseLostEvent>();
-  readonly #onStoreError = new EventEmitter<StoreErrorEvent>();
+  readonly #claims: Record<ClaimEvent['outcome'], number> = { acquired: 0, takeover: 0, completed: 0, busy: 0, mismatch: 0 };
+  #leasesLost = 0;
+  #storeErrors = 0;
+  readonly #telemetry: PolicyTelemetry;
+  readonly #onClaim;
+  readonly #onLeaseLost;
+  readonly #onStoreError;
+  /** `claim`, `lease-lost` and `store-error`, in the uniform shape (never with a key). */
+  readonly onEvent: Event<PolicyEvent>;
   /** Every claim and what it found. */
-  readonly onClaim = this.#onClaim.event;
+  readonly onClaim: Event<ClaimEvent>;
   /** A write was rejected because another worker owns the record now. */
-  readonly onLeaseLost = this.#onLeaseLost.event;
+  readonly onLeaseLost: Event<LeaseLostEvent>;
   /** The store failed or timed out (or its breaker is open). */
-  readonly onStoreError = this.#onStoreError.event;
+  readonly onStoreError: Event<StoreErrorEvent>;
 
   constructor(options: IdempotencyEngineOptions) {
+    this.name = options?.name;
+    this.#telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = this.#telemetry.onEvent;
+    this.#onClaim = this.#telemetry.emitter<ClaimEvent>('claim', (e) => ({ outcome: CLAIM_OUTCOMES[e.outcome], attributes: { result: e.outcome } }));
+    this.#onLeaseLost = this.#telemetry.emitter<LeaseLostEvent>('lease-lost', (e) => ({ outcome: 'failure', attributes: { operation: e.operation } }));
+    this.#onStoreError = this.#telemetry.emitter<StoreErrorEvent>('store-error', (e) => ({
+      outcome: 'failure',
+      // The store's own failure (TIMEOUT, CIRCUIT_OPEN, ECONNREFUSED's error) rather than the STORE_UNAVAILABLE around it.
+      attributes: { operation: e.operation, code: errorCode(e.error.cause ?? e.error) },
+    }));
+    this.onClaim = this.#onClaim.event;
+    this.onLeaseLost = this.#onLeaseLost.event;
+    this.onStoreError = this.#onStoreError.event;
     const store = options?.store;
     if (!store || typeof store.claim !== 'function') throw new InvalidOptionsError('idempotency: options.store must be an IdempotencyStore');
     this.store = store;
@@ -209,14 +252,14 @@ export class IdempotencyEngine {
             leaseMs: this.leaseMs, ttlMs: this.ttlMs, claimedAt: this.clock.now(), version: result.version, onRenewalDue: this.#renewDue,
           });
           if (this.renewEveryMs !== false) this.#schedule(leaseState(lease));
-          if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: result.takeover ? 'takeover' : 'acquired' });
+          this.#claimed(id, result.takeover ? 'takeover' : 'acquired');
           return { kind: 'new', lease };
         }
         case 'completed':
-          if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: 'completed' });
+          this.#claimed(id, 'completed');
           return { kind: 'completed', response: decodeResponse(result.response), completedAt: result.completedAt };
         case 'mismatch':
-          if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: 'mismatch' });
+          this.#claimed(id, 'mismatch');
           return { kind: 'mismatch' };
         case 'busy': {
           const now = this.clock.now();
@@ -225,7 +268,7 @@ export class IdempotencyEngine {
             await sleep(this.clock, Math.min(pollMs, Math.max(1, result.retryAfterMs), waitUntil - now), options?.signal);
             continue;
           }
-          if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: 'busy' });
+          this.#claimed(id, 'busy');
           return { kind: 'in-progress', retryAfterMs: result.retryAfterMs };
         }
       }
@@ -356,9 +399,14 @@ export class IdempotencyEngine {
     return { value, replayed: false, completedAt: undefined };
   }
 
-  describe(): { kind: 'idempotency'; options: Record<string, unknown> } {
+  stats(): IdempotencyStats {
+    return { claims: { ...this.#claims }, leasesLost: this.#leasesLost, storeErrors: this.#storeErrors, inFlight: this.#renewals.size };
+  }
+
+  describe(): { kind: 'idempotency'; name?: string; options: Record<string, unknown> } {
     return {
       kind: 'idempotency',
+      ...(this.name !== undefined ? { name: this.name } : {}),
       options: { store: this.store.name, leaseMs: this.leaseMs, ttlMs: this.ttlMs, renewEveryMs: this.renewEveryMs, guarded: this.#guard !== undefined },
     };
   }
@@ -386,8 +434,14 @@ export class IdempotencyEngine {
     }, () => {}); // a claim that failed left nothing behind
   }
 
+  #claimed(id: string, outcome: ClaimEvent['outcome']): void {
+    this.#claims[outcome]++;
+    if (this.#onClaim.active) this.#onClaim.emit({ id, outcome });
+  }
+
   #storeError(operation: StoreErrorEvent['operation'], error: unknown): StoreUnavailableError {
     const failure = toStoreUnavailable(this.store, error);
+    this.#storeErrors++;
     if (this.#onStoreError.active) this.#onStoreError.emit({ operation, error: failure });
     return failure;
   }
@@ -395,6 +449,7 @@ export class IdempotencyEngine {
   #lost(state: LeaseState, operation: LeaseOperation): void {
     state.setStatus('lost', operation);
     this.#renewals.remove(state);
+    this.#leasesLost++;
     if (this.#onLeaseLost.active) this.#onLeaseLost.emit({ id: state.lease.id, operation });
   }
 

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { errorCode, PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
 import { keyLimit, positive, positiveInt } from '../core/validate.js';
 import { clusterKey, toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
@@ -11,7 +12,7 @@ import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
 import { admitStoreCall, isClusterClient, isStorePermit, storeBatches, storeBreaker, withinStoreTimeout, type StoreBreaker } from './store-calls.js';
 import type { AcquireOptions, Decision, RateLimiter } from './types.js';
-import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
+import { StoreHealth, storeErrorFields, storeRecoveredFields, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 
 /**
  * Where the hybrid limiter keeps the global balance. `redisHybridRemote` is the real one; tests
@@ -26,7 +27,7 @@ export interface HybridRemote {
   sync(keys: readonly string[], used: readonly number[], options: { instance: string; syncIntervalMs: number }): Promise<{ balance: number; sharers: number }[]>;
 }
 
-export interface HybridRateLimiterOptions {
+export interface HybridRateLimiterOptions extends PolicyIdentity {
   /** Global limit: `limit` tokens per `intervalMs` for the whole fleet, at most `capacity` at once (token-bucket semantics). */
   limit: number;
   intervalMs?: number;
@@ -59,7 +60,6 @@ export interface HybridRateLimiterOptions {
   /** Guards sync calls. Default: a breaker opening after 5 consecutive failures for 1 s. `false` disables. */
   breaker?: StoreBreaker | false;
   clock?: Clock;
-  name?: string;
 }
 
 export interface HybridSyncEvent {
@@ -67,6 +67,23 @@ export interface HybridSyncEvent {
   calls: number;
   ok: boolean;
   error?: unknown;
+}
+
+/** A hybrid limiter's state and counts since it was built. */
+export interface HybridRateLimiterStats extends StoreHealthSnapshot {
+  /** Keys tracked locally. */
+  keys: number;
+  /** Keys with usage waiting for the next sync. */
+  dirty: number;
+  /** True while the last sync failed: decisions are made on last-known state. */
+  stale: boolean;
+  /** Sync script calls made. */
+  redisCalls: number;
+  /** Background syncs run, and of them the ones that failed. */
+  syncs: number;
+  failedSyncs: number;
+  /** Keys evicted with usage not yet synced (that usage never reaches the global balance). */
+  evictedPending: number;
 }
 
 /**
@@ -110,7 +127,8 @@ class HybridEntry {
  * within 1% (docs/patterns/rate-limiting-stores.md). A key never seen by an instance is assumed
  * full ("if no data, permissive") with S = `instances`, until its first sync (≤ syncIntervalMs).
  */
-export class HybridRateLimiter implements RateLimiter {
+export class HybridRateLimiter implements RateLimiter, Instrumented {
+  readonly kind = 'hybrid-rate-limiter';
   readonly store = 'hybrid' as const;
   readonly limit: number;
   readonly options: ResolvedAlgorithmOptions;
@@ -142,19 +160,24 @@ export class HybridRateLimiter implements RateLimiter {
   #closed = false;
   #calls = 0;
   #evictedPending = 0;
-  readonly #onSync = new EventEmitter<HybridSyncEvent>();
-  /** Fires after each background sync (ok or not). */
-  readonly onSync = this.#onSync.event;
+  #syncs = 0;
+  #failedSyncs = 0;
   readonly #health = new StoreHealth();
-  readonly #onStoreError = new EventEmitter<{ store: 'hybrid'; error: unknown; keys: number }>();
-  readonly #onStoreRecovered = new EventEmitter<StoreRecoveredEvent>();
+  readonly #telemetry: PolicyTelemetry;
+  /** `sync`, `store-error` and `store-recovered`, in the uniform shape (per limiter, never per key). */
+  readonly onEvent: Event<PolicyEvent>;
+  readonly #onSync;
+  readonly #onStoreError;
+  readonly #onStoreRecovered;
+  /** Fires after each background sync (ok or not). */
+  readonly onSync: Event<HybridSyncEvent>;
   /**
    * Fires when the remote becomes unavailable: the first failed sync after a good one (the
    * limiter goes on deciding on last-known state), not every failed sync (see `storeHealth`).
    */
-  readonly onStoreError = this.#onStoreError.event;
+  readonly onStoreError: Event<{ store: 'hybrid'; error: unknown; keys: number }>;
   /** Fires when a sync succeeds again after an outage. */
-  readonly onStoreRecovered = this.#onStoreRecovered.event;
+  readonly onStoreRecovered: Event<StoreRecoveredEvent>;
 
   constructor(options: HybridRateLimiterOptions) {
     this.options = resolveAlgorithmOptions({ ...options, algorithm: 'token-bucket' }, 'hybridRateLimiter');
@@ -170,6 +193,17 @@ export class HybridRateLimiter implements RateLimiter {
     this.maxKeys = keyLimit('hybridRateLimiter.maxKeys', options.maxKeys, 100_000);
     this.#maxBatch = positiveInt('hybridRateLimiter.maxBatch', options.maxBatch, 256);
     this.name = options.name;
+    this.#telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = this.#telemetry.onEvent;
+    this.#onSync = this.#telemetry.emitter<HybridSyncEvent>('sync', (e) => ({
+      outcome: e.ok ? 'success' : 'failure',
+      attributes: { keys: e.keys, calls: e.calls, code: e.ok ? undefined : errorCode(e.error) },
+    }));
+    this.#onStoreError = this.#telemetry.emitter<{ store: 'hybrid'; error: unknown; keys: number }>('store-error', storeErrorFields);
+    this.#onStoreRecovered = this.#telemetry.emitter<StoreRecoveredEvent>('store-recovered', storeRecoveredFields);
+    this.onSync = this.#onSync.event;
+    this.onStoreError = this.#onStoreError.event;
+    this.onStoreRecovered = this.#onStoreRecovered.event;
     this.prefix = options.prefix ?? 'bulwark:rlh';
     this.#syncOptions = { instance: randomUUID(), syncIntervalMs: this.syncIntervalMs };
     if (options.remote !== undefined) {
@@ -268,8 +302,17 @@ export class HybridRateLimiter implements RateLimiter {
     await this.#sync();
   }
 
-  stats(): { keys: number; dirty: number; stale: boolean; redisCalls: number; evictedPending: number } {
-    return { keys: this.#entries.size, dirty: this.#dirty.length, stale: this.#stale, redisCalls: this.#calls, evictedPending: this.#evictedPending };
+  stats(): HybridRateLimiterStats {
+    return {
+      ...this.#health.snapshot(),
+      keys: this.#entries.size,
+      dirty: this.#dirty.length,
+      stale: this.#stale,
+      redisCalls: this.#calls,
+      syncs: this.#syncs,
+      failedSyncs: this.#failedSyncs,
+      evictedPending: this.#evictedPending,
+    };
   }
 
   #decide(key: string, cost: number, take: boolean): Decision {
@@ -408,6 +451,8 @@ export class HybridRateLimiter implements RateLimiter {
     }));
     this.#syncing = false;
     this.#stale = failures > 0;
+    this.#syncs++;
+    if (failures > 0) this.#failedSyncs++;
     const now = this.#clock.now();
     if (failures > 0) {
       let wentDown = false;

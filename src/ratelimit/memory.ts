@@ -1,11 +1,13 @@
 import { systemClock, type Clock } from '../core/clock.js';
+import type { Event } from '../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
 import { keyLimit } from '../core/validate.js';
 import { algorithmFor, resolveAlgorithmOptions, type KernelResult, type RateAlgorithm, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { KeyIndex, hashKey } from './key-index.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
 
-export interface MemoryRateLimiterOptions extends AlgorithmOptions {
+export interface MemoryRateLimiterOptions extends AlgorithmOptions, PolicyIdentity {
   /**
    * The most keys kept (default 100,000). Memory is bounded by this: when full, a new key takes
    * the slot of an old one, chosen by a clock sweep that takes keys whose state is equivalent to a
@@ -14,7 +16,6 @@ export interface MemoryRateLimiterOptions extends AlgorithmOptions {
    */
   maxKeys?: number;
   clock?: Clock;
-  name?: string;
 }
 
 export interface MemoryRateLimiterStats {
@@ -48,7 +49,8 @@ const RECENT_KEYS = 8192;
  * the Map never has to be told about evictions. New keys never enter it: a flood of one-off keys
  * costs the table's work only, with no Map churn.
  */
-export class MemoryRateLimiter implements RateLimiter {
+export class MemoryRateLimiter implements RateLimiter, Instrumented {
+  readonly kind = 'memory-rate-limiter';
   readonly store = 'memory' as const;
   readonly limit: number;
   /** @internal */
@@ -57,6 +59,8 @@ export class MemoryRateLimiter implements RateLimiter {
   readonly clock: Clock;
   readonly maxKeys: number;
   readonly name: string | undefined;
+  /** Has no events of its own (a decision is a value, counted in `stats()`); there for exporters. */
+  readonly onEvent: Event<PolicyEvent>;
 
   readonly #size: number;
   /** Read on every decision: `clock`, or its cheaper twin when it is the system clock. */
@@ -87,6 +91,7 @@ export class MemoryRateLimiter implements RateLimiter {
     this.#clock = this.clock;
     this.maxKeys = keyLimit('memoryRateLimiter.maxKeys', options.maxKeys, 100_000);
     this.name = options.name;
+    this.onEvent = new PolicyTelemetry(this, options).onEvent;
     this.#size = this.algorithm.stateSize;
     const initial = Math.min(INITIAL_SLOTS, this.maxKeys);
     this.#state = new Float64Array(initial * this.#size);

@@ -1,14 +1,14 @@
 import { abortedError } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { RateLimitedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
 import type { Next, PolicyDescription } from '../core/policy.js';
 import { InvalidOptionsError } from '../core/errors.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import { fn, nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
 
-export interface RateLimitPolicyOptions {
+export interface RateLimitPolicyOptions extends PolicyIdentity {
   limiter: RateLimiter;
   /** The key for a call (e.g. from `context.tags`). Default: one key for every call; `execute(key, operation)` names it. */
   key?: (context: CallContext) => string;
@@ -16,12 +16,23 @@ export interface RateLimitPolicyOptions {
   cost?: number;
   /** Wait up to this long for the limit instead of failing at once. Default 0 (no wait). */
   maxWaitMs?: number;
-  name?: string;
 }
 
 export interface RateLimitRejection {
   key: string;
   decision: Decision;
+}
+
+/** A rate-limit policy's counts since it was built. */
+export interface RateLimitStats {
+  /** Calls the limiter let through. */
+  allowed: number;
+  /** Of those, calls the limiter decided without its store (failing open, or on stale state). */
+  allowedDegraded: number;
+  /** Calls refused with RATE_LIMITED (over the limit, or the store down and failing closed). */
+  rejected: number;
+  /** Of those, calls refused because the store could not be reached (failing closed). */
+  rejectedStoreDown: number;
 }
 
 /**
@@ -34,8 +45,16 @@ export class RateLimitPolicy extends KeyedPolicy {
   readonly limiter: RateLimiter;
   readonly #cost: number;
   readonly #maxWaitMs: number;
-  readonly #onRejected = new EventEmitter<RateLimitRejection>();
-  /** Fires when a call is rejected. */
+  #allowed = 0;
+  #allowedDegraded = 0;
+  #rejected = 0;
+  #rejectedStoreDown = 0;
+  // Per policy, never per key: the key stays in the typed event only.
+  readonly #onRejected = this.telemetry.emitter<RateLimitRejection>('reject', ({ decision }) => ({
+    outcome: 'rejected',
+    attributes: { store: decision.store, degraded: decision.degraded, retryAfterMs: decision.retryAfterMs },
+  }));
+  /** Fires when a call is rejected (uniform event `reject`). */
   readonly onRejected = this.#onRejected.event;
 
   constructor(options: RateLimitPolicyOptions) {
@@ -52,17 +71,20 @@ export class RateLimitPolicy extends KeyedPolicy {
       ? await this.limiter.acquire(key, { cost: this.#cost, maxWaitMs: Math.min(this.#maxWaitMs, context.remaining()), signal: context.signal })
       : await this.limiter.consume(key, this.#cost);
     if (!decision.allowed) {
+      this.#rejected++;
+      if (decision.degraded === 'fail-closed') this.#rejectedStoreDown++;
       if (this.#onRejected.active) this.#onRejected.emit({ key, decision });
       throw new RateLimitedError(decision.retryAfterMs, decision.degraded === 'fail-closed'
         ? `rate limit store unavailable (failing closed); retry after ${Math.ceil(decision.retryAfterMs)} ms`
         : undefined);
     }
+    this.#allowed++;
+    if (decision.degraded !== undefined) this.#allowedDegraded++;
     return next(context);
   }
 
-  /** Filled in with the policy's counters when its events are wired (below). */
-  stats(): object {
-    return {};
+  stats(): RateLimitStats {
+    return { allowed: this.#allowed, allowedDegraded: this.#allowedDegraded, rejected: this.#rejected, rejectedStoreDown: this.#rejectedStoreDown };
   }
 
   describe(): PolicyDescription {

@@ -1,6 +1,7 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { InvalidOptionsError, StoreUnavailableError, TimeoutError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative, oneOf, positive, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { clusterKey, toRedisScriptClient, type RedisScript, type RedisScriptClient } from '../redis-client/script-client.js';
@@ -9,7 +10,7 @@ import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { MemoryRateLimiter } from './memory.js';
 import { DELETE_SCRIPT, RATE_LIMIT_SCRIPTS, keysPerEntry } from './lua-scripts.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
-import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
+import { StoreHealth, storeErrorFields, storeRecoveredFields, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 import {
   admitStoreCall, isClusterClient, isStorePermit, storeBatches, storeBreaker, withinStoreTimeout,
   type StoreBreaker, type StorePermit,
@@ -19,7 +20,7 @@ export type { StoreBreaker, StorePermit } from './store-calls.js';
 
 export type FailMode = 'open' | 'closed';
 
-export interface RedisRateLimiterOptions extends AlgorithmOptions {
+export interface RedisRateLimiterOptions extends AlgorithmOptions, PolicyIdentity {
   /** An ioredis `Redis`/`Cluster`, a node-redis client, or a RedisScriptClient. */
   client: unknown;
   /**
@@ -54,7 +55,6 @@ export interface RedisRateLimiterOptions extends AlgorithmOptions {
   /** Group batches by cluster hash slot. Default: detected (ioredis `Cluster`, node-redis cluster). */
   cluster?: boolean;
   clock?: Clock;
-  name?: string;
 }
 
 export interface StoreErrorEvent {
@@ -65,6 +65,16 @@ export interface StoreErrorEvent {
   affected: number;
   /** True when the breaker rejected the call without trying Redis. */
   breakerOpen: boolean;
+}
+
+/** A Redis limiter's counts since it was built, and whether Redis answers now. */
+export interface RedisRateLimiterStats extends StoreHealthSnapshot {
+  /** Script calls made (one per batch of decisions). */
+  redisCalls: number;
+  /** Decisions Redis made. */
+  decisions: number;
+  /** Decisions made without Redis (failing open or closed), and refunds kept locally. */
+  degraded: number;
 }
 
 type Op = 'c' | 'a' | 'p';
@@ -99,7 +109,8 @@ class BatchCall extends DeadlineEntry {
  * Redis cannot answer the limiter fails open (default: judged by a local memory limiter) or
  * closed, says so in `decision.degraded` and in `onStoreError`, and never hangs.
  */
-export class RedisRateLimiter implements RateLimiter {
+export class RedisRateLimiter implements RateLimiter, Instrumented {
+  readonly kind = 'redis-rate-limiter';
   readonly store = 'redis' as const;
   readonly limit: number;
   readonly options: ResolvedAlgorithmOptions;
@@ -125,16 +136,21 @@ export class RedisRateLimiter implements RateLimiter {
   #queue: Pending[] = [];
   #scheduled = false;
   #calls = 0;
+  #decisions = 0;
+  #answeredLocally = 0;
   readonly #health = new StoreHealth();
-  readonly #onStoreError = new EventEmitter<StoreErrorEvent>();
-  readonly #onStoreRecovered = new EventEmitter<StoreRecoveredEvent>();
+  readonly #telemetry: PolicyTelemetry;
+  /** `store-error` and `store-recovered`, in the uniform shape (per limiter, never per key). */
+  readonly onEvent: Event<PolicyEvent>;
+  readonly #onStoreError;
+  readonly #onStoreRecovered;
   /**
    * Fires when Redis becomes unavailable: the first failed call (timeout, error, breaker open)
    * after it answered, not every call of the outage (see `storeHealth` for the counts).
    */
-  readonly onStoreError = this.#onStoreError.event;
+  readonly onStoreError: Event<StoreErrorEvent>;
   /** Fires when a Redis call succeeds again after an outage. */
-  readonly onStoreRecovered = this.#onStoreRecovered.event;
+  readonly onStoreRecovered: Event<StoreRecoveredEvent>;
 
   constructor(options: RedisRateLimiterOptions) {
     this.options = resolveAlgorithmOptions(options, 'redisRateLimiter');
@@ -147,6 +163,12 @@ export class RedisRateLimiter implements RateLimiter {
     this.limit = this.options.algorithm === 'token-bucket' || this.options.algorithm === 'gcra' ? this.options.capacity : this.options.limit;
     this.clock = options.clock ?? systemClock;
     this.name = options.name;
+    this.#telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = this.#telemetry.onEvent;
+    this.#onStoreError = this.#telemetry.emitter<StoreErrorEvent>('store-error', storeErrorFields);
+    this.#onStoreRecovered = this.#telemetry.emitter<StoreRecoveredEvent>('store-recovered', storeRecoveredFields);
+    this.onStoreError = this.#onStoreError.event;
+    this.onStoreRecovered = this.#onStoreRecovered.event;
     this.prefix = options.prefix ?? 'bulwark:rl';
     if (typeof this.prefix !== 'string') throw new InvalidOptionsError('redisRateLimiter.prefix must be a string');
     this.timeoutMs = positive('redisRateLimiter.timeoutMs', options.timeoutMs, 20);
@@ -172,6 +194,10 @@ export class RedisRateLimiter implements RateLimiter {
   /** Whether Redis answers now, failed calls and outages so far. */
   get storeHealth(): StoreHealthSnapshot {
     return this.#health.snapshot();
+  }
+
+  stats(): RedisRateLimiterStats {
+    return { ...this.#health.snapshot(), redisCalls: this.#calls, decisions: this.#decisions, degraded: this.#answeredLocally };
   }
 
   consume(key: string, cost = 1): Promise<Decision> {
@@ -316,6 +342,7 @@ export class RedisRateLimiter implements RateLimiter {
     call.done = true;
     this.#deadlines.remove(call);
     call.permit.success();
+    this.#decisions += n;
     const now = this.clock.now();
     const recovered = this.#health.succeeded(now, 'redis');
     if (recovered !== undefined && this.#onStoreRecovered.active) this.#onStoreRecovered.emit(recovered);
@@ -357,6 +384,7 @@ export class RedisRateLimiter implements RateLimiter {
     if (this.#health.failed(now) && this.#onStoreError.active) {
       this.#onStoreError.emit({ store: 'redis', error, failMode: this.failMode, affected: entries.length, breakerOpen });
     }
+    this.#answeredLocally += entries.length;
     for (const entry of entries) {
       if (entry.op === 'a') {
         // Keep the local view consistent; a refund that cannot reach Redis is not an error for the caller.

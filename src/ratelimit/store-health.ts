@@ -1,3 +1,5 @@
+import { errorCode, type PolicyEventFields } from '../core/telemetry.js';
+
 /** What `storeHealth` reports: whether the store answers now, and the counts an alert does not need as events. */
 export interface StoreHealthSnapshot {
   /** False from the first failed store call until the next one that succeeds. */
@@ -52,4 +54,14 @@ export class StoreHealth {
   snapshot(): StoreHealthSnapshot {
     return { available: !this.#down, failures: this.#failures, outages: this.#outages };
   }
+}
+
+/** The uniform fields of a limiter's `store-error` event (Redis and hybrid): the error as a code, never a key. */
+export function storeErrorFields(e: { error: unknown; failMode?: string; affected?: number; keys?: number; breakerOpen?: boolean }): PolicyEventFields {
+  return { outcome: 'failure', attributes: { code: errorCode(e.error), failMode: e.failMode, affected: e.affected, keys: e.keys, breakerOpen: e.breakerOpen } };
+}
+
+/** The uniform fields of a limiter's `store-recovered` event: the outage's length as its duration. */
+export function storeRecoveredFields(e: StoreRecoveredEvent): PolicyEventFields {
+  return { outcome: 'success', durationMs: e.downMs, attributes: { failedCalls: e.failedCalls } };
 }

@@ -1,5 +1,6 @@
 import { systemClock, type Clock } from '../../core/clock.js';
-import { EventEmitter } from '../../core/events.js';
+import type { Event } from '../../core/events.js';
+import { PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyIdentity } from '../../core/telemetry.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { DeadlineQueue, type DeadlineEntry } from '../../core/deadline-queue.js';
 import { fn } from '../../core/validate.js';
@@ -29,7 +30,7 @@ export interface DeadlineHeaderOptions {
   combine?: DeadlineCombine;
 }
 
-export interface HttpGuardOptions {
+export interface HttpGuardOptions extends PolicyIdentity {
   /** Per-route settings: a table (`"GET /users/:id": {...}`) or a function of (method, path). */
   routes?: RouteTable | RouteResolver;
   /** Settings for every route (overridden per route). */
@@ -101,6 +102,21 @@ export interface DeadlineEvent {
   responded: boolean;
 }
 
+/** What the guard did with the requests it saw, since it was built. */
+export interface HttpGuardStats {
+  /** Requests the guard was asked about (bypassed routes included). */
+  requests: number;
+  /** Requests on routes configured to bypass the guard. */
+  bypassed: number;
+  /** Requests handed to the handler. */
+  admitted: number;
+  /** Requests answered instead of the handler, by reason. */
+  rejected: Record<RejectReason, number>;
+  /** Requests that reached their deadline while being handled, and of them the ones the guard answered 504. */
+  deadlineExceeded: number;
+  deadlineAnswered: number;
+}
+
 const DEFAULT_ROUTE_KEY: RouteConfig = Object.freeze({});
 
 /**
@@ -108,7 +124,9 @@ const DEFAULT_ROUTE_KEY: RouteConfig = Object.freeze({});
  * `admit()` and act on the result; everything else (deadlines, client IP, route settings,
  * protections) lives here so Fastify, Express and node:http behave identically.
  */
-export class HttpGuard {
+export class HttpGuard implements Instrumented {
+  readonly kind = 'http-guard';
+  readonly name: string | undefined;
   readonly clock: Clock;
   readonly respondAtDeadline: boolean;
   readonly #defaults: RouteConfig;
@@ -123,14 +141,37 @@ export class HttpGuard {
   /** Resolved settings per route-config object (the common case: one object per route). */
   readonly #resolved = new WeakMap<RouteConfig, ResolvedRoute>();
   readonly #validated = new WeakSet<RouteConfig>();
-  readonly #onReject = new EventEmitter<RejectEvent>();
-  readonly #onDeadline = new EventEmitter<DeadlineEvent>();
+  #requests = 0;
+  #bypassed = 0;
+  #admitted = 0;
+  readonly #rejected: Record<RejectReason, number> = { 'invalid-deadline': 0, 'deadline-expired': 0, protection: 0, 'client-gone': 0 };
+  #deadlineExceeded = 0;
+  #deadlineAnswered = 0;
+  readonly #telemetry: PolicyTelemetry;
+  readonly #onReject;
+  readonly #onDeadline;
+  /** `reject` and `deadline-exceeded`, in the uniform shape (by route, never by client or URL). */
+  readonly onEvent: Event<PolicyEvent>;
   /** Fires when a request is answered by the core or a protection instead of the handler. */
-  readonly onReject = this.#onReject.event;
+  readonly onReject: Event<RejectEvent>;
   /** Fires when a request reaches its deadline while being handled. */
-  readonly onDeadline = this.#onDeadline.event;
+  readonly onDeadline: Event<DeadlineEvent>;
 
   constructor(options: HttpGuardOptions = {}) {
+    this.name = options.name;
+    this.#telemetry = new PolicyTelemetry(this, options);
+    this.onEvent = this.#telemetry.onEvent;
+    this.#onReject = this.#telemetry.emitter<RejectEvent>('reject', (e) => ({
+      outcome: 'rejected',
+      attributes: { reason: e.reason, status: e.status, route: e.route, protection: e.protection },
+    }));
+    this.#onDeadline = this.#telemetry.emitter<DeadlineEvent>('deadline-exceeded', (e) => ({
+      outcome: 'failure',
+      durationMs: e.budgetMs,
+      attributes: { route: e.route, responded: e.responded },
+    }));
+    this.onReject = this.#onReject.event;
+    this.onDeadline = this.#onDeadline.event;
     this.clock = options.clock ?? systemClock;
     this.respondAtDeadline = options.respondAtDeadline ?? true;
     validateRouteConfig('defaults', options.defaults);
@@ -263,6 +304,7 @@ export class HttpGuard {
     const method = view.method ?? 'GET';
     const url = view.url ?? '/';
     const path = pathOf(url);
+    this.#requests++;
     let route: ResolvedRoute;
     try {
       route = this.route(method, path, view.route, view.routeName);
@@ -270,7 +312,10 @@ export class HttpGuard {
       // A route resolver returned bad settings: a server bug, answered as one, never a crash.
       return { kind: 'reject', response: problemForError(error), context: undefined };
     }
-    if (route.bypass) return BYPASS;
+    if (route.bypass) {
+      this.#bypassed++;
+      return BYPASS;
+    }
     const clientIp = this.#clientIp(view.socketAddress, view.headers['x-forwarded-for']);
     const now = this.clock.now();
     const parsed = resolveDeadline({
@@ -339,6 +384,7 @@ export class HttpGuard {
       if (verdict) return this.#protectionAnswer(context, protection, verdict);
     }
     context.markHandling();
+    this.#admitted++;
     return { kind: 'proceed', context };
   }
 
@@ -360,10 +406,22 @@ export class HttpGuard {
     reason: RejectReason, context: RequestContext | undefined, route: ResolvedRoute, method: string, clientIp: string,
     response: HttpResponse, protection?: string,
   ): GuardDecision {
+    this.#rejected[reason]++;
     if (this.#onReject.active) {
       this.#onReject.emit({ reason, status: response.status, route: route.name, method, clientIp, ...(protection ? { protection } : {}) });
     }
     return { kind: 'reject', response, context };
+  }
+
+  stats(): HttpGuardStats {
+    return {
+      requests: this.#requests,
+      bypassed: this.#bypassed,
+      admitted: this.#admitted,
+      rejected: { ...this.#rejected },
+      deadlineExceeded: this.#deadlineExceeded,
+      deadlineAnswered: this.#deadlineAnswered,
+    };
   }
 
   readonly #expire = (entry: DeadlineEntry): void => {
@@ -375,6 +433,8 @@ export class HttpGuard {
       detail: `The request's deadline (budget ${Math.round(request.budgetMs)} ms, from ${request.deadlineSource}) passed before the response was ready.`,
       code: 'DEADLINE_EXCEEDED',
     }));
+    this.#deadlineExceeded++;
+    if (responded) this.#deadlineAnswered++;
     if (this.#onDeadline.active) this.#onDeadline.emit({ route: request.route.name, budgetMs: request.budgetMs, responded });
   };
 }
