@@ -1,5 +1,6 @@
 // The guarded pool's logic on a fake pool and a VirtualClock: checkout abandonment, cancel
-// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in guarded-postgres.test.ts.
+// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in
+// guarded-postgres.integration.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
@@ -294,4 +295,13 @@ test('a connection whose session is gone (57P01, 08xxx, a broken socket) is disc
     ['duplicate', [undefined]],
     ['syntax', [undefined]],
   ]);
+});
+
+test('the bulkhead may not be larger than the pool', () => {
+  const pool = fakePool(never, { max: 4 });
+  assert.throws(() => guardPool(pool, { bulkhead: { maxConcurrent: 5 } }), (e: any) => e.code === 'INVALID_OPTIONS' && /pool size/.test(e.message));
+  const db = guardPool(pool);
+  assert.equal(db.bulkhead.maxConcurrent, 4, 'defaults to the pool size');
+  assert.equal(db.bulkhead.maxQueue, 4);
+  assert.equal(db.bulkhead.queueTimeoutMs, 1000);
 });

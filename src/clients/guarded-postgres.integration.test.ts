@@ -252,12 +252,3 @@ test('the caller aborting cancels the statement, and the abort is not held again
   assert.equal(breaker.failures, 0);
   assert.equal(breaker.ignored, 1);
 });
-
-test('the bulkhead may not be larger than the pool', () => {
-  const pool = newPool(4);
-  assert.throws(() => guardPool(pool, { bulkhead: { maxConcurrent: 5 } }), (e: any) => e.code === 'INVALID_OPTIONS' && /pool size/.test(e.message));
-  const db = guardPool(pool);
-  assert.equal(db.bulkhead.maxConcurrent, 4, 'defaults to the pool size');
-  assert.equal(db.bulkhead.maxQueue, 4);
-  assert.equal(db.bulkhead.queueTimeoutMs, 1000);
-});
