@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
@@ -10,7 +9,7 @@ import { eventually, freePort } from '../../clients/test/support.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
 import { recordId } from '../scope.js';
-import { PostgresIdempotencyStore, migratePostgresIdempotency, postgresIdempotencySchema, type PgQueryable } from './postgres-store.js';
+import { PostgresIdempotencyStore, migratePostgresIdempotency, type PgQueryable } from './postgres-store.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `bw_idem_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
@@ -38,14 +37,6 @@ idempotencyStoreContract('postgres', async () => ({
   elapse: (ms) => sleep(ms),
   close: async () => {},
 }));
-
-test('postgres: the SQL file is the schema the migration creates', () => {
-  const file = readFileSync(new URL('../../../sql/idempotency-postgres.sql', import.meta.url), 'utf8');
-  assert.ok(file.includes(postgresIdempotencySchema()), 'sql/idempotency-postgres.sql contains postgresIdempotencySchema() verbatim');
-  assert.throws(() => postgresIdempotencySchema({ table: 'x; DROP TABLE y' }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new PostgresIdempotencyStore({ pool, schema: 'Bad-Name' }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new PostgresIdempotencyStore({ pool, cancelTimeoutMs: -1 }), { code: 'INVALID_OPTIONS' });
-});
 
 test('postgres: migrate is explicit and idempotent', async () => {
   await migratePostgresIdempotency(pool, { schema });
