@@ -155,16 +155,6 @@ test('works the same through node-redis', async () => {
   }
 });
 
-test('bad options fail at build time, bad input at call time', async () => {
-  assert.throws(() => new RedisRateLimiter({ client: undefined, limit: 1 }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new RedisRateLimiter({ client: {}, limit: 1 }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new RedisRateLimiter({ client: redis, limit: 1, timeoutMs: 0 }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => new RedisRateLimiter({ client: redis, limit: 1, failMode: 'maybe' as 'open' }), { code: 'INVALID_OPTIONS' });
-  const limiter = new RedisRateLimiter({ client: redis, prefix, limit: 1 });
-  await assert.rejects(limiter.consume('k', -2), { code: 'INVALID_INPUT' });
-  await assert.rejects(limiter.consume(undefined as unknown as string), { code: 'INVALID_INPUT' });
-});
-
 test('Redis killed: answers arrive within the timeout, fail open/closed as configured, recover when Redis returns', { timeout: 60_000 }, async () => {
   const server = new PrivateRedis(await freePort());
   await server.start();
@@ -199,17 +189,16 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
 
     await server.kill();
     const callsBefore = open.redisCalls;
-    const slack = 500; // generous: the machine is shared; the point is that nothing waits for Redis
+    // How long a decision waits for a dead Redis (the 20 ms timeout, then at once behind the
+    // open breaker) is asserted exactly on a virtual clock in redis-limiter.test.ts.
     for (let i = 0; i < 8; i++) {
-      const started = performance.now();
       const [a, b] = await Promise.all([open.consume('u'), closed.consume('u')]);
-      const took = performance.now() - started;
-      assert.ok(took < 20 + slack, `answered in ${took.toFixed(1)} ms`);
       assert.equal(a.degraded, 'fail-open');
       assert.equal(a.allowed, i < 3, 'fail-open judges with the local limiter (3 per minute)');
       assert.equal(b.degraded, 'fail-closed');
       assert.equal(b.allowed, false);
-      assert.ok(b.retryAfterMs > 0);
+      // failClosedRetryAfterMs (1 s) after a failed call, what is left of the breaker's 1 s once it is open.
+      assert.ok(b.retryAfterMs > 0 && b.retryAfterMs <= 1000, `retryAfterMs ${b.retryAfterMs}`);
     }
     assert.deepEqual(events.map((e) => e.failMode).sort(), ['closed', 'open'], 'one event per limiter for the outage, not one per call');
     assert.ok(open.redisCalls - callsBefore < 8, 'after repeated failures the breaker answers without trying Redis');
