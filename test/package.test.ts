@@ -174,7 +174,7 @@ test('the core entry reaches neither the testing entry nor a test runner', () =>
     reached.add(path);
     if (path.startsWith('dist/')) pending.push(...importsOf(path));
   }
-  assert.ok(reached.has('dist/idempotency/stores/memory.js') && reached.has('node:crypto'), 'the walk follows imports');
+  assert.ok(reached.has('dist/idempotency/stores/memory-store.js') && reached.has('node:crypto'), 'the walk follows imports');
   for (const banned of ['dist/testing.js', 'dist/idempotency/contract.js', 'node:test']) assert.ok(!reached.has(banned), `the core entry reaches ${banned}`);
   // The testing entry itself loads node:test only when a contract is run without a runner.
   const testing = new Set<string>();
