@@ -134,7 +134,10 @@ test('keys carry hash tags, expire lazily, and server time is used (client clock
   assert.ok(pttl > 0 && pttl <= 1001, `PTTL ${pttl}`);
   const denied = await limiter.consume('user:{42}');
   assert.equal(denied.allowed, false);
-  assert.ok(denied.retryAfterMs > 400 && denied.retryAfterMs <= 500, `retryAfter ${denied.retryAfterMs}`);
+  // Server time has moved on by however long the machine took between the two calls; the
+  // bucket's answers agree with each other: one token (500 ms) sooner than a full bucket.
+  assert.ok(denied.retryAfterMs > 0 && denied.retryAfterMs <= 500, `retryAfter ${denied.retryAfterMs}`);
+  assert.ok(Math.abs(denied.resetAt - denied.retryAfterMs - 500) < 0.01, `resetAt ${denied.resetAt}, retryAfter ${denied.retryAfterMs}`);
   await limiter.refund('user:{42}', 2);
   assert.equal(await redis.exists(`${prefix}:keys:{user:_42_}`), 0, 'a full bucket is deleted, not stored');
   await limiter.penalty('user:{42}', 5);
@@ -185,7 +188,10 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
     };
     await fromRedis(open, 'u');
     await fromRedis(closed, 'u');
+    // On a busy machine a warm-up call can miss its 20 ms: count only from the outage on.
     events.length = 0;
+    recoveries.length = 0;
+    const failuresBefore = open.storeHealth.failures;
 
     await server.kill();
     const callsBefore = open.redisCalls;
@@ -202,7 +208,7 @@ test('Redis killed: answers arrive within the timeout, fail open/closed as confi
     }
     assert.deepEqual(events.map((e) => e.failMode).sort(), ['closed', 'open'], 'one event per limiter for the outage, not one per call');
     assert.ok(open.redisCalls - callsBefore < 8, 'after repeated failures the breaker answers without trying Redis');
-    assert.equal(open.storeHealth.failures, 8, 'every failed call is counted');
+    assert.equal(open.storeHealth.failures - failuresBefore, 8, 'every failed call is counted');
     assert.equal(open.storeHealth.available, false);
 
     await server.start();
