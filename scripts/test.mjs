@@ -1,13 +1,25 @@
 #!/usr/bin/env node
 // Runs every *.test.ts file with Node's own test runner (TypeScript loaded through tsx).
-// Usage: node scripts/test.mjs [path-substring ...]   e.g. `node scripts/test.mjs breaker`
+// Usage: node scripts/test.mjs [--unit | --integration] [path-substring ...]
+//   e.g. `node scripts/test.mjs breaker`, `node scripts/test.mjs --unit`
+// Files that need Redis or PostgreSQL are named *.integration.test.ts: --unit leaves them out
+// (it runs on a machine with neither server), --integration runs only them.
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 
 const roots = ['src', 'test', 'examples', 'bench'];
-const filters = process.argv.slice(2);
+const args = process.argv.slice(2);
+const unit = args.includes('--unit');
+const integration = args.includes('--integration');
+if (unit && integration) {
+  console.error('--unit and --integration exclude each other (give neither to run every test)');
+  process.exit(1);
+}
+const filters = args.filter((a) => a !== '--unit' && a !== '--integration');
+const isIntegration = (file) => file.endsWith('.integration.test.ts');
+const inSuite = (file) => (unit ? !isIntegration(file) : !integration || isIntegration(file));
 
 function walk(dir, out) {
   let entries;
@@ -23,11 +35,12 @@ function walk(dir, out) {
 
 const files = roots.flatMap((r) => walk(r, []))
   .map((f) => relative('.', f))
+  .filter(inSuite)
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
   .sort();
 
 if (files.length === 0) {
-  console.error(`no test files match ${filters.join(' ') || '(all)'}`);
+  console.error(`no test files match ${args.join(' ') || '(all)'}`);
   process.exit(1);
 }
 

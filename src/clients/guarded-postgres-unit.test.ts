@@ -1,5 +1,6 @@
 // The guarded pool's logic on a fake pool and a VirtualClock: checkout abandonment, cancel
-// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in guarded-postgres.test.ts.
+// fallbacks, retry and breaker classification. The real-PostgreSQL behaviour is in
+// guarded-postgres.integration.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
@@ -248,6 +249,44 @@ test('the hot path creates no AbortController and no abort listener; a timeout c
   assert.equal(cancelled[0], pool.clients[10], 'the slow attempt\'s client, nobody else\'s');
 });
 
+test('a caller abort ends the call once the cancel has completed, even when the server answers the statement first; at most cancelTimeoutMs after the abort', async () => {
+  const clock = new VirtualClock();
+  // The server answers a cancelled statement with 57014 at once; the cancel's own reply comes when the test says.
+  let endStatement!: () => void;
+  const pool = fakePool(() => new Promise((_, reject) => { endStatement = () => reject(pgError('57014', 'canceling statement due to user request')); }));
+  let completeCancel: (() => void) | undefined;
+  const cancel = () => new Promise<void>((resolve) => { endStatement(); completeCancel = resolve; });
+  const db = guardPool(pool, { clock, timeoutMs: 5000, cancelTimeoutMs: 300, cancel });
+  const seen: string[] = [];
+  db.onCancel((e) => seen.push(`cancel ${e.reason} ok=${e.ok}`));
+
+  const caller = new AbortController();
+  const call = db.query('SELECT pg_sleep(10)', [], { signal: caller.signal }).catch((e) => { seen.push(`rejected ${e.code} at ${clock.now()}`); });
+  await clock.advance(10);
+  caller.abort(new Error('client went away'));
+  await clock.advance(50);
+  assert.equal(seen.length, 0, 'the statement has ended, the cancel has not answered: the call waits');
+  completeCancel!();
+  await call;
+  assert.deepEqual(seen, ['cancel aborted ok=true', 'rejected ABORTED at 60']);
+  assert.deepEqual(pool.clients[0]!.releases, [true]);
+  assert.equal(db.breaker.stats().failures, 0);
+
+  // A cancel that never answers holds the call no longer than cancelTimeoutMs after the abort.
+  const stuckSeen: string[] = [];
+  const stuck = guardPool(pool, { clock, timeoutMs: 5000, cancelTimeoutMs: 300, cancel: () => { endStatement(); return never(); } });
+  const caller2 = new AbortController();
+  const call2 = stuck.query('SELECT pg_sleep(10)', [], { signal: caller2.signal }).catch((e) => { stuckSeen.push(`rejected ${e.code} at ${clock.now()}`); });
+  await clock.advance(10);
+  caller2.abort(new Error('client went away'));
+  await clock.advance(299);
+  assert.equal(stuckSeen.length, 0);
+  await clock.advance(1);
+  await call2;
+  assert.deepEqual(stuckSeen, ['rejected ABORTED at 370']);
+  assert.deepEqual(pool.clients[1]!.releases, [true]);
+});
+
 test('a caller abort while waiting for a connection rejects at once; the connection goes back unused', async () => {
   const clock = new VirtualClock();
   const pool = fakePool(async () => ({ rows: [] }), { connectDelayMs: 500, clock });
@@ -295,4 +334,13 @@ test('a connection whose session is gone (57P01, 08xxx, a broken socket) is disc
     ['duplicate', [undefined]],
     ['syntax', [undefined]],
   ]);
+});
+
+test('the bulkhead may not be larger than the pool', () => {
+  const pool = fakePool(never, { max: 4 });
+  assert.throws(() => guardPool(pool, { bulkhead: { maxConcurrent: 5 } }), (e: any) => e.code === 'INVALID_OPTIONS' && /pool size/.test(e.message));
+  const db = guardPool(pool);
+  assert.equal(db.bulkhead.maxConcurrent, 4, 'defaults to the pool size');
+  assert.equal(db.bulkhead.maxQueue, 4);
+  assert.equal(db.bulkhead.queueTimeoutMs, 1000);
 });

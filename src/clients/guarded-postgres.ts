@@ -116,6 +116,8 @@ interface Lease<C> {
   released: boolean;
   cancelled: boolean;
   backstop: TimerHandle | undefined;
+  /** Settles once the cancel has completed or failed (its event emitted), or at the backstop. */
+  cancelSettled: Promise<void> | undefined;
 }
 
 const CLIENTS_WITH_ERROR_LISTENER = new WeakSet<object>();
@@ -283,7 +285,7 @@ export class GuardedPool<C extends PgClientLike = PoolClient> implements Instrum
    */
   async #onClient<T>(ctx: CallContext, signal: AbortSignal | undefined, work: (client: C, ctx: CallContext) => Promise<T> | T): Promise<T> {
     if (ctx.aborted) throw abortedError(ctx.abortReason);
-    const lease: Lease<C> = { context: ctx, phase: 'checkout', client: undefined, rejectCheckout: undefined, released: false, cancelled: false, backstop: undefined };
+    const lease: Lease<C> = { context: ctx, phase: 'checkout', client: undefined, rejectCheckout: undefined, released: false, cancelled: false, backstop: undefined, cancelSettled: undefined };
     this.#leases.add(lease);
     const onCallerAbort = signal === undefined ? undefined : () => this.#abort(lease, ctx.abortReason);
     if (onCallerAbort !== undefined) signal!.addEventListener('abort', onCallerAbort, { once: true });
@@ -304,6 +306,9 @@ export class GuardedPool<C extends PgClientLike = PoolClient> implements Instrum
         failed = true;
         error = caught;
       }
+      // The server may answer the cancelled statement before the cancel request's own socket
+      // closes: the call ends after both, so its caller sees the cancel's outcome (and event).
+      if (lease.cancelSettled !== undefined) await lease.cancelSettled;
       lease.phase = 'done';
       if (lease.backstop !== undefined) ctx.clock.clearTimeout(lease.backstop);
       this.#release(lease, lease.cancelled || leftInTransaction(client) || (failed && isConnectionFatal(error)));
@@ -369,19 +374,27 @@ export class GuardedPool<C extends PgClientLike = PoolClient> implements Instrum
     } catch (error) {
       sent = Promise.reject(error);
     }
-    // Backstop: a statement still running `cancelTimeoutMs` after the abort loses its connection.
+    // Backstop: a statement still running `cancelTimeoutMs` after the abort loses its connection,
+    // and the call stops waiting for a cancel that has not answered by then.
+    let settle!: () => void;
+    lease.cancelSettled = new Promise<void>((resolve) => { settle = resolve; });
     const clock = this.timeout.clock;
     lease.backstop = clock.setTimeout(() => {
       lease.backstop = undefined;
       if (lease.phase === 'running') this.#release(lease, true);
+      settle();
     }, this.cancelTimeoutMs);
     lease.backstop.unref?.();
     sent.then(
-      () => this.#emitCancel(target?.processID, method, why, true),
+      () => {
+        this.#emitCancel(target?.processID, method, why, true);
+        settle();
+      },
       (error: unknown) => {
         this.#cancelsFailed++;
         this.#emitCancel(target?.processID, method, why, false, error);
         if (lease.phase === 'running') this.#release(lease, true);
+        settle();
       },
     );
   }

@@ -3,7 +3,7 @@
  * concurrently and retrying like real clients (after 409, 503, lost responses), through
  * workers (engines) that are slow (losing their lease to a takeover), give up mid-handler
  * (never completing nor releasing), or lose the response after committing; meanwhile the
- * store restarts. The crashes are simulated; kill-trials.test.ts kills real server processes.
+ * store restarts. The crashes are simulated; kill-trials.integration.test.ts kills real server processes.
  *
  * After every trial it checks:
  * - one answer: every client that got a result for a key got the same one, and the store

@@ -35,7 +35,7 @@ test('the most restrictive rule wins; a denial takes nothing from the other rule
   d = limits.consume(req) as Awaited<ReturnType<typeof limits.consume>>;
   assert.equal(d.allowed, false);
   assert.equal(d.decidedBy, 'user');
-  assert.ok(d.retryAfterMs > 0);
+  assert.equal(d.retryAfterMs, 333.334, 'the per-user bucket refills one token in 1000 / 3 ms (rounded up to the µs)');
   // The denied request was refunded to the per-IP and per-route limits.
   assert.equal(perIp.peek('1.2.3.4', 0).remaining, 2);
   assert.equal(perRoute.peek('/orders', 0).remaining, 97);

@@ -1,4 +1,4 @@
-// A separate process hammering one key (used by redis-limiter.test.ts to prove zero overshoot across processes).
+// A separate process hammering one key (used by redis-limiter.integration.test.ts to prove zero overshoot across processes).
 // argv: redisUrl prefix key algorithms(comma-separated) attempts; prints { algorithm: { allowed, degraded } }
 import { Redis } from 'ioredis';
 import { RedisRateLimiter } from '../redis-limiter.js';
