@@ -1,4 +1,5 @@
 import { EventEmitter, type Disposable, type Event, type Listener } from './events.js';
+import { BulwarkError } from './errors.js';
 
 /** A value an exporter can put on a metric label or a span attribute as it is. */
 export type AttributeValue = string | number | boolean;
@@ -204,4 +205,14 @@ export class PolicyEmitter<T> {
 export function subscribeAll<T>(events: readonly Event<T>[], listener: Listener<T>): Disposable {
   const subscriptions = events.map((event) => event(listener));
   return { dispose: () => subscriptions.forEach((s) => s.dispose()) };
+}
+
+/**
+ * An error as an event attribute: a BulwarkError's `code`, or a foreign error's `name`
+ * ('TypeError', 'AbortError'), never its message (messages carry ids and URLs, which would
+ * explode a metric's series).
+ */
+export function errorCode(error: unknown): string | undefined {
+  if (error instanceof BulwarkError) return error.code;
+  return error instanceof Error ? error.name : undefined;
 }

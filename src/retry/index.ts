@@ -8,6 +8,7 @@ export {
   type RetryEvent,
   type GiveUpEvent,
   type RetrySuccessEvent,
+  type RetryStats,
 } from './retry.js';
 export {
   ScheduleBackoff,
