@@ -1,9 +1,9 @@
 import { rejectAborted } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
+import { errorCode, type PolicyTelemetry } from '../core/telemetry.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type SnapshotState } from './snapshot.js';
@@ -129,10 +129,23 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> im
   #rejections = 0;
   #trips = 0;
 
-  readonly #onStateChange = new EventEmitter<BreakerStateChange>();
-  readonly #onReject = new EventEmitter<BreakerRejection>();
-  readonly #onSuccess = new EventEmitter<BreakerCallOutcome>();
-  readonly #onFailure = new EventEmitter<BreakerCallOutcome>();
+  readonly #onStateChange = this.telemetry.emitter<BreakerStateChange>('state-change', (e) => ({
+    attributes: { from: e.from, to: e.to, reason: e.reason },
+  }));
+  readonly #onReject = this.telemetry.emitter<BreakerRejection>('reject', (e) => ({
+    outcome: 'rejected',
+    attributes: { state: e.state, retryAfterMs: e.retryAfterMs },
+  }));
+  readonly #onSuccess = this.telemetry.emitter<BreakerCallOutcome>('success', (e) => ({
+    outcome: 'success',
+    durationMs: e.durationMs,
+    attributes: { probe: e.probe },
+  }));
+  readonly #onFailure = this.telemetry.emitter<BreakerCallOutcome>('failure', (e) => ({
+    outcome: 'failure',
+    durationMs: e.durationMs,
+    attributes: { probe: e.probe, code: errorCode(e.failure) },
+  }));
   /** Every state change: from, to, reason, time. */
   readonly onStateChange = this.#onStateChange.event;
   /** A call rejected without reaching the dependency. */
@@ -140,8 +153,9 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> im
   readonly onSuccess = this.#onSuccess.event;
   readonly onFailure = this.#onFailure.event;
 
-  constructor(options: CircuitBreakerOptions<In> = {}) {
-    super(options.clock, options);
+  /** `telemetry` is internal: a keyed breaker's breakers report through the keyed breaker's stream. */
+  constructor(options: CircuitBreakerOptions<In> = {}, telemetry?: PolicyTelemetry) {
+    super(options.clock, options, telemetry);
     if (options.name !== undefined && typeof options.name !== 'string') throw new InvalidOptionsError('breaker.name must be a string');
     this.name = options.name ?? 'circuit-breaker';
     const strategy = options.strategy ?? consecutive();

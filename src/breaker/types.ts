@@ -1,5 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import type { Random } from '../core/random.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import type { BreakerSnapshot, CircuitState, CircuitStateKind } from './snapshot.js';
 import type { BreakerWindowStats, TripStrategyFactory } from './strategies.js';
 
@@ -35,8 +36,8 @@ export interface OpenBackoffOptions {
 }
 
 /** `In`: the results `isResultFailure` reads (the operation must return one); inferred from its parameter. */
-export interface CircuitBreakerOptions<In = unknown> {
-  /** Shown in errors, events and `describe()`. Default 'circuit-breaker'. */
+export interface CircuitBreakerOptions<In = unknown> extends PolicyIdentity {
+  /** Shown in errors, events and `describe()`; a named breaker joins the policy registry. Default 'circuit-breaker'. */
   name?: string;
   /** When to open: `consecutive()`, `countWindow()`, `timeWindow()`, or your own. Default `consecutive({ threshold: 5 })`. */
   strategy?: TripStrategyFactory;
