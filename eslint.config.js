@@ -13,6 +13,16 @@ export default tseslint.config(
     },
   },
   {
+    // A public name is one an entry file (src/<entry>.ts) lists by name: no `export *` barrels.
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', {
+        selector: 'ExportAllDeclaration[exported=null]',
+        message: 'List the names (export { a, type B } from ...): the public surface is what the entry files name.',
+      }],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

@@ -1,3 +1,17 @@
-// Entry point `bulwark/postgres`: PostgreSQL integrations (the user brings their own `pg` Pool).
-export * from './clients/guarded-postgres.js';
-export * from './idempotency/stores/postgres-store.js';
+// Entry point `bulwark/postgres`: PostgreSQL integrations (the application brings its own `pg` Pool).
+
+// A pg Pool guarded by a resilience pipeline, with server-side query cancellation.
+export {
+  guardPool, GuardedPool,
+  type GuardPoolOptions, type GuardedPoolStats, type TransactionOptions, type CancelMode, type QueryCancelEvent,
+  type PgClientLike, type PgPoolLike,
+} from './clients/guarded-postgres.js';
+export { isPostgresFailure, isPostgresTransient, sqlStateOf, TRANSIENT_SQLSTATES } from './clients/postgres-errors.js';
+export type { GuardOptions, GuardBulkheadOptions, GuardedCallOptions } from './clients/dependency-pipeline.js';
+
+// The idempotency store on PostgreSQL, and its schema.
+export {
+  postgresIdempotencyStore, PostgresIdempotencyStore, migratePostgresIdempotency, postgresIdempotencySchema,
+  type PostgresIdempotencyStoreOptions, type PostgresTableOptions, type IdempotencyPgPool, type PgQueryable,
+  type PgPoolClientLike,
+} from './idempotency/stores/postgres-store.js';

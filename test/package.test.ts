@@ -153,7 +153,12 @@ test('every entry loads with import from a project that installed the tarball', 
     const names = loaded[specifier];
     assert.ok(Array.isArray(names) && names.length > 0, `import('${specifier}'): ${String(names)}`);
   }
-  assert.ok((loaded[rootManifest.name] as string[]).includes('pipeline'));
+  const root = loaded[rootManifest.name] as string[];
+  assert.ok(root.includes('pipeline') && root.includes('systemClock'));
+  // Test tools are in bulwark/testing only, and the pipeline's fused-path hooks in no entry.
+  for (const internal of ['VirtualClock', 'seededRandom', 'flushPromises', 'invokeOperation', 'NOT_FUSED', 'DeadlineQueue']) {
+    assert.ok(!root.includes(internal), `${rootManifest.name} exports ${internal}`);
+  }
   assert.deepEqual(loaded[`${rootManifest.name}/testing`], ['VirtualClock', 'flushPromises', 'idempotencyStoreContract', 'memoryHybridRemote', 'seededRandom']);
 });
 
@@ -174,7 +179,7 @@ test('the core entry reaches neither the testing entry nor a test runner', () =>
     reached.add(path);
     if (path.startsWith('dist/')) pending.push(...importsOf(path));
   }
-  assert.ok(reached.has('dist/idempotency/stores/memory.js') && reached.has('node:crypto'), 'the walk follows imports');
+  assert.ok(reached.has('dist/idempotency/stores/memory-store.js') && reached.has('node:crypto'), 'the walk follows imports');
   for (const banned of ['dist/testing.js', 'dist/idempotency/contract.js', 'node:test']) assert.ok(!reached.has(banned), `the core entry reaches ${banned}`);
   // The testing entry itself loads node:test only when a contract is run without a runner.
   const testing = new Set<string>();

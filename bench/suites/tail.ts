@@ -14,10 +14,7 @@ import { VirtualClock } from '../../src/core/clock.js';
 import { CallContext } from '../../src/core/context.js';
 import { BasePolicy, pipeline, type Next, type PolicyDescription } from '../../src/core/policy.js';
 import { seededRandom, type Random } from '../../src/core/random.js';
-import { hedge, type HedgeOptions } from '../../src/hedge/index.js';
-import { coalesce } from '../../src/coalesce/index.js';
-import { staleCache } from '../../src/cache/index.js';
-import { distributions, faultInjection } from '../../src/fault/index.js';
+import { coalesce, distributions, faultInjection, hedge, staleCache, type HedgeOptions } from '../../src/index.js';
 
 export default async function tail(ctx: BenchContext): Promise<void> {
   await hedgeP99(ctx);

@@ -1,7 +1,7 @@
 import { rejectAborted } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
-import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { errorCode, type PolicyTelemetry } from '../core/telemetry.js';
 import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
@@ -97,7 +97,7 @@ export class BreakerPermit {
  * admitted in is still current, so a call that started before a trip (or before `reset()`)
  * can never be mistaken for a probe, and stale results never leak into a fresh window.
  */
-export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
+export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> {
   readonly kind = 'circuit-breaker';
   override readonly name: string;
   readonly openMs: number;

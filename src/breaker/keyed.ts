@@ -40,11 +40,16 @@ export interface KeyedBreakerStats {
   evictions: number;
   /** New keys routed to the shared overflow breaker because every slot held a breaker that was not closed. */
   overflowed: number;
-  /** Lifetime counters summed over every key's breaker (evicted and deleted ones included) and the overflow breaker. */
+  // Lifetime counters summed over every key's breaker (evicted and deleted ones included) and the overflow breaker.
+  /** Times a breaker opened. */
   trips: number;
+  /** Calls that counted as successes. */
   successes: number;
+  /** Calls that counted as failures. */
   failures: number;
+  /** Calls that ended without counting (local rejections, caller aborts). */
   ignored: number;
+  /** Calls refused by an open, half-open or isolated breaker. */
   rejections: number;
 }
 

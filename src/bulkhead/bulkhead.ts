@@ -4,7 +4,7 @@ import type { Clock } from '../core/clock.js';
 import {
   BulkheadFullError, BulkheadQueueTimeoutError, DeadlineExceededError, InvalidInputError, InvalidOptionsError,
 } from '../core/errors.js';
-import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import type { PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
@@ -92,7 +92,7 @@ class Waiter extends DeadlineEntry implements PriorityNode {
  * (`active` unchanged), so a newcomer arriving in between can never take it; every way out of
  * the queue (slot, timeout, deadline, abort, eviction) removes the waiter exactly once.
  */
-export class BulkheadPolicy extends BasePolicy implements FusablePolicy {
+export class BulkheadPolicy extends BasePolicy {
   readonly kind = 'bulkhead';
   readonly maxConcurrent: number;
   readonly maxQueue: number;

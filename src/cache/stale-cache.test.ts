@@ -4,7 +4,7 @@ import { VirtualClock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
 import { pipeline } from '../core/policy.js';
-import { staleCache } from './index.js';
+import { staleCache } from './stale-cache.js';
 
 /** A dependency on the virtual clock: answers `{ version }` after `ms`, or fails while `down`. */
 function dependency(clock: VirtualClock, ms = 10) {

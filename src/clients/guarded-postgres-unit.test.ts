@@ -6,7 +6,8 @@ import { VirtualClock } from '../core/clock.js';
 import { TimeoutError } from '../core/errors.js';
 import { seededRandom } from '../core/random.js';
 import { cancelRequestPacket } from './pg-cancel.js';
-import { guardPool, isPostgresFailure, isPostgresTransient, sqlStateOf, type PgClientLike } from './guarded-postgres.js';
+import { guardPool, type PgClientLike } from './guarded-postgres.js';
+import { isPostgresFailure, isPostgresTransient, sqlStateOf } from './postgres-errors.js';
 
 function pgError(code: string, message = `error ${code}`): Error {
   return Object.assign(new Error(message), { code, severity: 'ERROR' });

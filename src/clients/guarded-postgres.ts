@@ -23,9 +23,6 @@ import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, 
 import { cancelTargetOf, sendCancelRequest } from './pg-cancel.js';
 import { isConnectionFatal, isPostgresFailure, isPostgresTransient } from './postgres-errors.js';
 
-export { isPostgresFailure, isPostgresTransient, sqlStateOf, TRANSIENT_SQLSTATES } from './postgres-errors.js';
-export { sendCancelRequest, type CancelTarget } from './pg-cancel.js';
-export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './dependency-pipeline.js';
 
 /** What the guard needs of a pooled client (a `pg` PoolClient has all of it). */
 export interface PgClientLike {

@@ -8,7 +8,8 @@ import { createClient } from 'redis';
 import { VirtualClock } from '../core/clock.js';
 import { TimeoutError } from '../core/errors.js';
 import { seededRandom } from '../core/random.js';
-import { guardRedis, isRedisFailure, isRedisTransient, redisFlavourOf } from './guarded-redis.js';
+import { guardRedis, redisFlavourOf } from './guarded-redis.js';
+import { isRedisFailure, isRedisTransient } from './redis-errors.js';
 import { REDIS_URL, requireService } from './test/support.js';
 
 const prefix = `test:clients:${randomUUID()}`;

@@ -23,8 +23,6 @@ import { buildGuard, callOptionsOf, describeGuard, executeGuarded, pipelineFor, 
 import { isRedisFailure, isRedisTransient, READ_ONLY_COMMANDS } from './redis-errors.js';
 import { nodeRedisCommandTimeout } from '../redis-client/script-client.js';
 
-export { isRedisFailure, isRedisTransient, redisReplyOf, READ_ONLY_COMMANDS } from './redis-errors.js';
-export type { GuardedCallOptions, GuardOptions, GuardBulkheadOptions } from './dependency-pipeline.js';
 
 export type RedisFlavour = 'ioredis' | 'node-redis' | 'custom';
 export type RedisArgument = string | number | Buffer;

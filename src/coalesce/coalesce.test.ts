@@ -4,7 +4,7 @@ import { VirtualClock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { pipeline } from '../core/policy.js';
 import { timeout } from '../timeout/timeout.js';
-import { coalesce } from './index.js';
+import { coalesce } from './coalesce.js';
 
 /** A dependency on the virtual clock that counts calls and remembers each call's signal. */
 function backend(clock: VirtualClock, ms = 100) {

@@ -121,8 +121,8 @@ export const policyRegistry = new PolicyRegistry();
 /**
  * A policy's uniform event stream: listeners on the policy itself plus, for a registered policy,
  * the registry's. Policies build their typed emitters through `emitter()`, so each typed event
- * is projected into the uniform shape only when somebody listens to either.
- * @internal
+ * is projected into the uniform shape only when somebody listens to either. A custom policy
+ * gets one as `this.telemetry` from BasePolicy.
  */
 export class PolicyTelemetry {
   readonly #owner: { readonly kind: string; readonly name?: string | undefined };
@@ -175,7 +175,7 @@ export class PolicyTelemetry {
   }
 }
 
-/** A typed event that is also projected into its policy's uniform stream. @internal */
+/** A typed event that is also projected into its policy's uniform stream. */
 export class PolicyEmitter<T> {
   readonly #typed = new EventEmitter<T>();
   readonly #telemetry: PolicyTelemetry;

@@ -4,7 +4,7 @@ import { VirtualClock } from '../core/clock.js';
 import { seededRandom, type Random } from '../core/random.js';
 import { pipeline } from '../core/policy.js';
 import { timeout } from '../timeout/timeout.js';
-import { distributions, faultInjection, FaultInjectedError } from './index.js';
+import { distributions, faultInjection, FaultInjectedError } from '../index.js';
 
 const ok = () => 'ok';
 

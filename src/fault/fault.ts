@@ -7,7 +7,8 @@ import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js
 import { systemRandom, type Random } from '../core/random.js';
 import type { Distribution } from './distributions.js';
 
-interface FaultBase {
+/** What every kind of fault has. */
+export interface FaultBase {
   /** Probability (0..1) of injecting into a call that passes `when`. Required: no accidental 100%. */
   rate: number;
   /** Allow-list: only calls for which this returns true are eligible (e.g. test accounts, one route). */

@@ -9,7 +9,7 @@ import { once } from '../core/events.js';
 import { hasCode } from '../core/errors.js';
 import { consecutive } from '../breaker/strategies.js';
 import { ratioBudget } from '../retry/budget.js';
-import { createFetch, type CreateFetchOptions } from './index.js';
+import { createFetch, type CreateFetchOptions } from '../fetch.js';
 import { reply, startResetServer, startServer, eventually, type TestServer } from './test/server.js';
 
 const EPOCH = 1_700_000_000_000;

@@ -14,7 +14,7 @@ import type { CircuitStateKind } from '../breaker/snapshot.js';
 import { StaleCachePolicy } from '../cache/stale-cache.js';
 import { CoalescePolicy } from '../coalesce/coalesce.js';
 import { HedgePolicy } from '../hedge/hedge.js';
-import { deadlineHeaders } from '../http/core/deadline.js';
+import { deadlineHeaders } from '../core/deadline-headers.js';
 import { RetryPolicy } from '../retry/retry.js';
 import { MAX_TIMER_MS } from '../retry/backoff.js';
 import { TimeoutPolicy } from '../timeout/timeout.js';
@@ -132,6 +132,7 @@ const TOO_LARGE_KEYS = 1000;
  */
 export class FetchDependency {
   readonly name: string;
+  /** @internal */
   readonly settings: ResolvedDependency;
   readonly breakers: KeyedCircuitBreaker<string, FetchAnswer> | undefined;
   readonly bulkhead: BulkheadPolicy | undefined;
@@ -152,6 +153,7 @@ export class FetchDependency {
   /** State changes of this dependency's breakers (one per host): opened, half-open, closed again. */
   readonly onBreakerStateChange: Event<FetchBreakerStateChange> = this.#onBreakerStateChange.event;
 
+  /** @internal Dependencies are made by `createFetch`. */
   constructor(settings: ResolvedDependency, shared: ClientShared) {
     this.name = settings.name;
     this.settings = settings;
@@ -254,7 +256,7 @@ export class FetchDependency {
     this.pipeline = pipeline(...policies);
   }
 
-  /** Runs one prepared call through the pipeline. */
+  /** @internal Runs one prepared call through the pipeline. */
   run(call: FetchCall): Promise<Response> {
     this.#requests++;
     call.dependency = this.name;

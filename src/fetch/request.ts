@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
-import { deadlineOnClock, PRIORITIES, type Priority } from '../core/context.js';
+import { deadlineOnClock, PRIORITIES, type CallContextSource, type Priority } from '../core/context.js';
 import { DeadlineExceededError, InvalidInputError } from '../core/errors.js';
 
 /**
@@ -21,17 +21,6 @@ export const DEFAULT_KEY_HEADERS: readonly string[] = ['accept', 'accept-encodin
 /** Key headers whose values are secrets: only a hash of them goes into a key. */
 const SECRET_HEADERS: ReadonlySet<string> = new Set(['authorization', 'cookie', 'proxy-authorization']);
 
-/** Something that carries a deadline (and maybe a signal): an inbound `RequestContext`, a Bulwark `CallContext`. */
-export interface DeadlineSource {
-  /** Absolute deadline on `clock` (Infinity without one). */
-  readonly deadline: number;
-  /** The clock `deadline` is measured on; the client's clock when absent. */
-  readonly clock?: Clock;
-  readonly signal?: AbortSignal;
-  /** Used when the call names no priority of its own. */
-  readonly priority?: Priority;
-}
-
 /** Bulwark's per-call options, passed as `init.bulwark`. */
 export interface BulwarkCallOptions {
   /** Absolute deadline on the client's clock (epoch ms with the system clock). */
@@ -43,7 +32,7 @@ export interface BulwarkCallOptions {
    * express) or any `{ deadline, clock?, signal? }`: its remaining budget becomes this call's
    * deadline and its signal aborts the call.
    */
-  context?: DeadlineSource;
+  context?: CallContextSource;
   /** Bulkhead queue priority. Default 'normal'. */
   priority?: Priority;
   /**

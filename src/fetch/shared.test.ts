@@ -6,7 +6,7 @@ import { degradation } from '../core/degraded.js';
 import { once } from '../core/events.js';
 import { hasCode } from '../core/errors.js';
 import { consecutive } from '../breaker/strategies.js';
-import { createFetch, STALE_HEADER, type CreateFetchOptions } from './index.js';
+import { createFetch, STALE_HEADER, type CreateFetchOptions } from '../fetch.js';
 import { reply, startServer, type TestServer } from './test/server.js';
 
 // Hedging, coalescing and the stale cache: the GET-only parts of the client.

@@ -9,7 +9,7 @@ import type { RetryBudget, RetryBudgetSnapshot } from '../core/budget.js';
 import { pipeline } from '../core/policy.js';
 import { timeout } from '../timeout/timeout.js';
 import { ratioBudget } from '../retry/budget.js';
-import { hedge, HedgeLostError } from './index.js';
+import { hedge, HedgeLostError } from '../index.js';
 import { LatencyTracker, bucketOf, bucketUpperMs, BUCKET_COUNT } from './latency-tracker.js';
 
 /** An abortable sleep on the virtual clock that resolves with `value`. */

@@ -1,6 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HttpGuard, type Protection } from './core/http-guard.js';
+import { HttpGuard } from './core/http-guard.js';
+import type { Protection } from './core/protection.js';
 import { healthChecks } from './core/health.js';
 import type { RequestOutcome } from './core/request-context.js';
 import { ADAPTERS, sleep, startApp, type AppRoute, type RunningApp } from './test/apps.js';

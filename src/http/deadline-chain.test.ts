@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { deadlineHeaders } from './core/deadline.js';
+import { deadlineHeaders } from '../core/deadline-headers.js';
 import { HttpGuard } from './core/http-guard.js';
 import { sleep, startApp, type AdapterKind, type RunningApp } from './test/apps.js';
 

@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
-import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/http-guard.js';
+import { HttpGuard, pathOf, type GuardDecision, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import { applyNodeHeaders, attachContext, nodeRequestView, nodeResponseChannel, sendNodeResponse } from './core/node-io.js';
 import { InvalidOptionsError } from '../core/errors.js';
@@ -79,12 +79,12 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
     else afterBody(admission, res, next);
   };
 
-  const afterBody = (admission: Admission, res: Response, next: NextFunction): void => {
+  const afterBody = (admission: GuardDecision, res: Response, next: NextFunction): void => {
     if (admission.kind === 'reject') sendExpressResponse(res, admission.response); // replays, 409, 422, 400
     else next();
   };
 
-  const act = (admission: Admission, req: Request, res: Response, next: NextFunction): void => {
+  const act = (admission: GuardDecision, req: Request, res: Response, next: NextFunction): void => {
     if (admission.kind === 'proceed') {
       const request = admission.context;
       req.bulwark = request;
@@ -177,14 +177,3 @@ export function bulwarkErrorHandler(options: BulwarkErrorHandlerOptions = {}): E
     sendNodeResponse(res, problemForError(error));
   };
 }
-
-export { bulwarkContext } from './node.js';
-export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
-export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/http-guard.js';
-export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
-export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
-export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';
-export { RequestContext, type RequestOutcome } from './core/request-context.js';
-export type { RouteConfig, RouteTable } from './core/routes.js';
-export type { TrustProxy } from './core/client-ip.js';

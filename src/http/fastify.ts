@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../core/errors.js';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
-import { HttpGuard, type Admission, type HttpGuardOptions } from './core/http-guard.js';
+import { HttpGuard, type GuardDecision, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse } from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
@@ -111,7 +111,7 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
     });
   }
 
-  const act = (admission: Admission, request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void): void => {
+  const act = (admission: GuardDecision, request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void): void => {
     if (admission.kind === 'proceed') {
       const context = admission.context;
       if (request.bulwark !== context) {
@@ -196,14 +196,3 @@ export const fastifyBulwark = Object.assign(plugin, {
   [Symbol.for('plugin-meta')]: { name: 'bulwark', fastify: '5.x' },
 });
 export default fastifyBulwark;
-
-export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './core/health.js';
-export { deadlineHeaders, type DeadlineHeadersOptions } from './core/deadline.js';
-export { HttpGuard, httpGuard, type HttpGuardOptions, type Protection, type ProtectionVerdict } from './core/http-guard.js';
-export { admissionControl, AdmissionControl, type AdmissionOptions, type AdmissionShedEvent } from './core/admission.js';
-export { rateLimitProtection, RateLimitProtection, type RateLimitProtectionOptions, type HttpLimit, type HttpLimitKey, type RateLimitedEvent } from './core/rate-limit.js';
-export { idempotencyProtection, IdempotencyProtection, type IdempotencyProtectionOptions, type IdempotencyOutcomeEvent, type IdempotentRun } from './core/idempotency.js';
-export { RequestContext, type RequestOutcome } from './core/request-context.js';
-export { problemForError } from './core/problem.js';
-export type { RouteConfig, RouteTable } from './core/routes.js';
-export type { TrustProxy } from './core/client-ip.js';

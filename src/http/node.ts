@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { HttpGuard, pathOf, type Admission, type HttpGuardOptions } from './core/http-guard.js';
+import { HttpGuard, pathOf, type GuardDecision, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
 import {
   applyNodeHeaders, attachContext, contextOf, nodeRequestView, nodeResponseChannel, sendNodeResponse,
@@ -70,12 +70,12 @@ export function bulwarkHandler(handler: BulwarkNodeHandler, options: BulwarkNode
 
   const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
 
-  const afterBody = (admission: Admission, req: IncomingMessage, res: ServerResponse): void => {
+  const afterBody = (admission: GuardDecision, req: IncomingMessage, res: ServerResponse): void => {
     if (admission.kind === 'reject') sendNodeResponse(res, admission.response);
     else run(req, res, admission.kind === 'proceed' ? admission.context : undefined);
   };
 
-  const act = (admission: Admission, req: IncomingMessage, res: ServerResponse): void => {
+  const act = (admission: GuardDecision, req: IncomingMessage, res: ServerResponse): void => {
     if (admission.kind === 'proceed') {
       const request = admission.context;
       attachContext(req, request);

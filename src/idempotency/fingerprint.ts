@@ -14,8 +14,7 @@ import { InvalidInputError } from '../core/errors.js';
  */
 
 /** A body that can be fingerprinted without I/O. */
-export type FingerprintBody = undefined | null | string | Uint8Array | ArrayBuffer | JsonLike;
-type JsonLike = number | boolean | object;
+export type FingerprintBody = undefined | null | string | Uint8Array | ArrayBuffer | number | boolean | object;
 
 export type BodyChunk = Uint8Array | string;
 

@@ -1,8 +1,9 @@
 import type { Clock } from '../core/clock.js';
 import { CircuitOpenError, StoreUnavailableError } from '../core/errors.js';
 import { pipeline, type Policy } from '../core/policy.js';
-import { circuitBreaker, consecutive } from '../breaker/index.js';
-import { timeout } from '../timeout/index.js';
+import { circuitBreaker } from '../breaker/breaker.js';
+import { consecutive } from '../breaker/strategies.js';
+import { timeout } from '../timeout/timeout.js';
 import type { IdempotencyStore } from './types.js';
 
 export interface StoreGuardOptions {

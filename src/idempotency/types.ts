@@ -1,5 +1,4 @@
 import type { ResponseInput } from './codec.js';
-import type { Lease } from './engine.js';
 
 /**
  * The contract between the idempotency engine and its stores. Stores are deliberately dumb
@@ -119,9 +118,23 @@ export interface IdempotencyStore {
    * off), so the business write and the record commit or roll back together. The caller
    * commits; the lease stays active until its owner says the request is done.
    */
-  completeWithin?(client: unknown, lease: Lease, response: ResponseInput): Promise<void> | void;
+  completeWithin?(client: unknown, lease: StoreLease, response: ResponseInput): Promise<void> | void;
   /** Frees resources the store created itself (timers, connections it opened). Never closes a client you passed in. */
   close?(): Promise<void>;
+}
+
+/**
+ * What a store's transactional completion uses of the engine's `Lease`. Declared here, not
+ * imported, so the store contract does not depend on the engine built on top of it.
+ */
+export interface StoreLease {
+  readonly id: string;
+  /** The fencing token the store's write is conditioned on. */
+  readonly owner: string;
+  readonly ttlMs: number;
+  readonly active: boolean;
+  /** Called when the store fenced the write off: another worker owns the record now. */
+  markLost(): void;
 }
 
 /** A record as stored (diagnostics). Times are on the store's clock, in epoch milliseconds. */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VirtualClock } from '../core/clock.js';
-import { ALGORITHMS, createAlgorithm, decide, TokenBucket } from './algorithms/index.js';
+import { ALGORITHMS, createAlgorithm, decide, TokenBucket } from './algorithms/registry.js';
 import { MemoryRateLimiter } from './memory.js';
 import type { AlgorithmKind } from './types.js';
 

@@ -6,7 +6,7 @@ import { keyLimit, positive, positiveInt } from '../core/validate.js';
 import { toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
 import { circuitBreaker } from '../breaker/breaker.js';
 import { consecutive } from '../breaker/strategies.js';
-import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/index.js';
+import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
 import { EPSILON, roundWait, wholeUnits } from './algorithms/kernel.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { hashSlot } from './crc16.js';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { MemoryRateLimiter } from './memory.js';
-import { ALGORITHMS } from './algorithms/index.js';
+import { ALGORITHMS } from './algorithms/registry.js';
 
 test('memory stays bounded under 1,000,000 distinct keys, and hot keys survive the flood', () => {
   const clock = new VirtualClock();

@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../core/clock.js';
 import { keyLimit } from '../core/validate.js';
-import { algorithmFor, resolveAlgorithmOptions, type KernelResult, type RateAlgorithm, type ResolvedAlgorithmOptions } from './algorithms/index.js';
+import { algorithmFor, resolveAlgorithmOptions, type KernelResult, type RateAlgorithm, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
 import { KeyIndex, hashKey } from './key-index.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
@@ -51,6 +51,7 @@ const RECENT_KEYS = 8192;
 export class MemoryRateLimiter implements RateLimiter {
   readonly store = 'memory' as const;
   readonly limit: number;
+  /** @internal */
   readonly algorithm: RateAlgorithm;
   readonly options: ResolvedAlgorithmOptions;
   readonly clock: Clock;

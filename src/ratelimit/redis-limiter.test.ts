@@ -9,7 +9,7 @@ import { createClient } from 'redis';
 import { VirtualClock } from '../core/clock.js';
 import { MemoryRateLimiter } from './memory.js';
 import { RedisRateLimiter, runRateLimitScript } from './redis-limiter.js';
-import { ALGORITHMS } from './algorithms/index.js';
+import { ALGORITHMS } from './algorithms/registry.js';
 import { REDIS_URL, connectShared, freePort, PrivateRedis } from './test/redis-server.js';
 import type { AlgorithmKind, Decision } from './types.js';
 

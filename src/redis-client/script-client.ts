@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { timeout, type TimeoutPolicy } from '../timeout/index.js';
+import { timeout, type TimeoutPolicy } from '../timeout/timeout.js';
 
 /**
  * The little Bulwark needs from Redis: run a Lua script atomically. Works with ioredis and

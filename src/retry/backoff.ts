@@ -171,26 +171,27 @@ export function backoff(options: BackoffOptions = {}): ScheduleBackoff {
   return new ScheduleBackoff(options);
 }
 
-type Shorthand = Omit<BackoffOptions, 'kind'>;
+/** The options of the named backoffs (`exponentialBackoff()`, ...): a `BackoffOptions` whose kind the name says. */
+export type ShorthandBackoffOptions = Omit<BackoffOptions, 'kind'>;
 
 /**
  * The same delay every time, jittered like every other kind unless `jitter: 'none'` is given
  * (a fixed interval keeps clients that failed together retrying together: Marc Brooker,
  * "Exponential Backoff And Jitter", AWS Architecture Blog, 2015).
  */
-export function constantBackoff(delayMs: number, options: Omit<Shorthand, 'baseDelayMs' | 'factor'> = {}): ScheduleBackoff {
+export function constantBackoff(delayMs: number, options: Omit<ShorthandBackoffOptions, 'baseDelayMs' | 'factor'> = {}): ScheduleBackoff {
   return new ScheduleBackoff({ ...options, kind: 'constant', baseDelayMs: delayMs });
 }
 
-export function linearBackoff(options: Omit<Shorthand, 'factor'> = {}): ScheduleBackoff {
+export function linearBackoff(options: Omit<ShorthandBackoffOptions, 'factor'> = {}): ScheduleBackoff {
   return new ScheduleBackoff({ ...options, kind: 'linear' });
 }
 
-export function exponentialBackoff(options: Shorthand = {}): ScheduleBackoff {
+export function exponentialBackoff(options: ShorthandBackoffOptions = {}): ScheduleBackoff {
   return new ScheduleBackoff({ ...options, kind: 'exponential' });
 }
 
-export function fibonacciBackoff(options: Omit<Shorthand, 'factor'> = {}): ScheduleBackoff {
+export function fibonacciBackoff(options: Omit<ShorthandBackoffOptions, 'factor'> = {}): ScheduleBackoff {
   return new ScheduleBackoff({ ...options, kind: 'fibonacci' });
 }
 

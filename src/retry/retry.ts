@@ -3,7 +3,7 @@ import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
-import { BasePolicy, NOT_FUSED, type FusablePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative } from '../core/validate.js';
@@ -98,7 +98,7 @@ export const RETRY_DEFAULTS = Object.freeze({
   maxRetryAfterMs: 60_000,
 });
 
-export class RetryPolicy<In = unknown> extends BasePolicy<never, In> implements FusablePolicy {
+export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
   readonly kind = 'retry';
   readonly maxAttempts: number;
   readonly backoff: Backoff;

@@ -142,6 +142,7 @@ export class ReservationPermit {
   #gate: ReservationGate | undefined;
   #state: ClassState;
 
+  /** @internal Permits come from the gate. */
   constructor(gate: ReservationGate, state: ClassState) {
     this.#gate = gate;
     this.#state = state;

@@ -8,7 +8,7 @@ import { ShedError } from '../core/errors.js';
 import { seededRandom } from '../core/random.js';
 import { DEFAULT_SHED_THRESHOLDS, priorityAdmits, redDropProbability } from './priority.js';
 import { eventLoopDelayMonitor } from './signals.js';
-import { loadShedder, type Admission, type LoadShedder, type ShedPermit, type ShedReason } from './shedder.js';
+import { loadShedder, type ShedDecision, type LoadShedder, type ShedPermit, type ShedReason } from './shedder.js';
 
 function hold(shedder: LoadShedder, n: number, priority: Priority = 'critical'): ShedPermit[] {
   const out: ShedPermit[] = [];
@@ -137,7 +137,7 @@ test('fifo queue: waits for a slot in arrival order; maxQueueTime and deadlines 
   const shedder = loadShedder({ capacity: 1, queue: { maxSize: 10, maxQueueTimeMs: 100, mode: 'fifo' }, clock });
   const [slot] = hold(shedder, 1, 'normal');
   const order: string[] = [];
-  const track = (name: string, p: Promise<Admission>) => p.then((a) => { order.push(`${name}:${a.admitted ? 'in' : a.reason}`); return a; });
+  const track = (name: string, p: Promise<ShedDecision>) => p.then((a) => { order.push(`${name}:${a.admitted ? 'in' : a.reason}`); return a; });
   const a = track('a', shedder.admit('normal'));
   const b = track('b', shedder.admit('high', 50));
   const c = track('c', shedder.admit('normal'));

@@ -122,7 +122,8 @@ export class ShedPermit {
   }
 }
 
-export type Admission = ShedPermit | ShedRejection;
+/** What the shedder decided about one request: a permit to run, or why not. */
+export type ShedDecision = ShedPermit | ShedRejection;
 
 /** A request waiting for a slot: a node of the wait list and an entry of the shared expiry queue. */
 class Waiter extends DeadlineEntry {
@@ -130,7 +131,7 @@ class Waiter extends DeadlineEntry {
   newer: Waiter | undefined;
   unlisten: (() => void) | undefined;
   waiting = true;
-  resolve!: (admission: Admission) => void;
+  resolve!: (admission: ShedDecision) => void;
 
   constructor(
     expiresAt: number,
@@ -145,7 +146,7 @@ class Waiter extends DeadlineEntry {
 }
 
 const QUEUE = Symbol('queue');
-type Decision = Admission | typeof QUEUE;
+type Decision = ShedDecision | typeof QUEUE;
 
 const SHED_REASONS: readonly ShedReason[] = ['deadline', 'priority', 'red', 'capacity', 'queue-full', 'queue-timeout', 'codel', 'aborted'];
 
@@ -294,7 +295,7 @@ export class LoadShedder extends BasePolicy {
   }
 
   /** Decides now, never waits: a permit, or a rejection ('capacity' where `admit` would queue). */
-  tryAdmit(priority: Priority = 'normal', deadline?: number): Admission {
+  tryAdmit(priority: Priority = 'normal', deadline?: number): ShedDecision {
     const decision = this.#decide(priority, deadline ?? Infinity);
     return decision === QUEUE ? this.#reject('capacity', priority, this.utilisation()) : decision;
   }
@@ -305,7 +306,7 @@ export class LoadShedder extends BasePolicy {
    * and every slot is busy; `signal` abandons the wait ('aborted'). Rejects only on bad input
    * (`INVALID_INPUT`).
    */
-  admit(priority: Priority = 'normal', deadline?: number, signal?: AbortSignal): Promise<Admission> {
+  admit(priority: Priority = 'normal', deadline?: number, signal?: AbortSignal): Promise<ShedDecision> {
     let decision: Decision;
     try {
       decision = this.#decide(priority, deadline ?? Infinity);
@@ -334,7 +335,7 @@ export class LoadShedder extends BasePolicy {
     if (this.#eld?.owned) this.#eld.source.close?.();
   }
 
-  #runAdmitted<T>(admission: Admission, context: CallContext, next: Next<T>): Promise<T> {
+  #runAdmitted<T>(admission: ShedDecision, context: CallContext, next: Next<T>): Promise<T> {
     if (!admission.admitted) {
       return Promise.reject(admission.reason === 'aborted' ? new AbortedError(context.abortReason) : new ShedError(admission.reason, admission.retryAfterMs));
     }
@@ -391,7 +392,7 @@ export class LoadShedder extends BasePolicy {
     return { admitted: false, reason, retryAfterMs, priority, utilisation };
   }
 
-  #enqueue(priority: Priority, deadline: number, abort: AbortSignal | CallContext | undefined): Promise<Admission> {
+  #enqueue(priority: Priority, deadline: number, abort: AbortSignal | CallContext | undefined): Promise<ShedDecision> {
     const queue = this.#queue!;
     const now = this.clock.now();
     if (this.#queued >= queue.maxSize) {
@@ -407,7 +408,7 @@ export class LoadShedder extends BasePolicy {
     this.#newest = waiter;
     this.#queued++;
     this.#deadlines.add(waiter);
-    return new Promise<Admission>((resolve) => {
+    return new Promise<ShedDecision>((resolve) => {
       waiter.resolve = resolve;
       if (abort !== undefined) waiter.unlisten = listenAbort(abort, () => this.#shedWaiter(waiter, 'aborted'));
     });

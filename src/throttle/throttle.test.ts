@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { seededRandom, type Random } from '../core/random.js';
-import { adaptiveThrottle, type AdaptiveThrottlePolicy } from './index.js';
+import { adaptiveThrottle, type AdaptiveThrottlePolicy } from './throttle.js';
 import { CountWindow } from './window.js';
 
 interface Backend { healthy: boolean; calls: number }

@@ -3,7 +3,7 @@
  * (timeouts, retries, hedges, cache, coalescing, deadlines), closes the client and the server,
  * and must then exit by itself. A leaked timer, listener or socket would keep it alive.
  */
-import { createFetch } from '../index.js';
+import { createFetch } from '../../fetch.js';
 import { reply, startServer } from './server.js';
 
 const server = await startServer((req, res) => {

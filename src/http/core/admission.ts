@@ -2,7 +2,7 @@ import { PRIORITIES, type Priority } from '../../core/context.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
 import type { LoadShedder, ShedReason, ShedRejection } from '../../shedding/shedder.js';
-import type { Protection, ProtectionVerdict } from './http-guard.js';
+import type { Protection, ProtectionVerdict } from './protection.js';
 import { overloadedResponse, type HttpResponse } from './problem.js';
 import type { RequestContext } from './request-context.js';
 
@@ -49,6 +49,7 @@ const RANK: Readonly<Record<Priority, number>> = Object.freeze({ critical: 0, hi
  */
 export class AdmissionControl implements Protection {
   readonly name: string;
+  readonly capturesResponses = false;
   readonly shedder: AdmissionShedder;
   readonly #header: string | undefined;
   readonly #mayRaise: boolean;

@@ -1,14 +1,5 @@
-import type { Clock } from '../../core/clock.js';
-import { systemClock } from '../../core/clock.js';
-import { DeadlineExceededError } from '../../core/errors.js';
+import { DEADLINE_HEADER, MAX_HEADER_TIMEOUT_MS, TIMEOUT_HEADER } from '../../core/deadline-headers.js';
 
-/** Relative budget, preferred on the wire: immune to clock skew between hosts. */
-export const TIMEOUT_HEADER = 'x-request-timeout-ms';
-/** Absolute deadline in Unix epoch milliseconds; only as good as the two hosts' clocks. */
-export const DEADLINE_HEADER = 'x-request-deadline';
-
-/** Longest budget a caller may ask for in a header (1 day): anything larger is a bug or an attack. */
-export const MAX_HEADER_TIMEOUT_MS = 86_400_000;
 /**
  * Epoch-ms values below this (2001-09-09) are rejected as malformed: they are almost always
  * epoch *seconds* (a Python `time.time()` sent as is), which would otherwise read as "expired
@@ -21,13 +12,13 @@ export const MAX_EPOCH_MS = 9_999_999_999_999;
 export type HeaderValue = string | readonly string[] | undefined;
 
 /** How a request's deadline was chosen (for logs, tests and the dashboard). */
-export type DeadlineSource = 'timeout-header' | 'deadline-header' | 'route-default' | 'server-max' | 'none';
+export type DeadlineOrigin = 'timeout-header' | 'deadline-header' | 'route-default' | 'server-max' | 'none';
 
 /** `'prefer-timeout'`: the relative header when present, else the absolute one. `'earliest'`: the earlier of both. */
 export type DeadlineCombine = 'prefer-timeout' | 'earliest';
 
 export type ParsedDeadline =
-  | { ok: true; deadline: number; source: DeadlineSource; budgetMs: number }
+  | { ok: true; deadline: number; source: DeadlineOrigin; budgetMs: number }
   | { ok: false; header: string; reason: string };
 
 const DIGITS = /^[0-9]+$/;
@@ -77,7 +68,7 @@ export interface DeadlineInput {
 export function resolveDeadline(input: DeadlineInput): ParsedDeadline {
   const now = input.now;
   let deadline = Infinity;
-  let source: DeadlineSource = 'none';
+  let source: DeadlineOrigin = 'none';
   if (input.honorHeaders) {
     const timeoutMs = parseInteger(input.timeoutHeader, MAX_HEADER_TIMEOUT_MS);
     if (timeoutMs === null) {
@@ -114,46 +105,4 @@ export function resolveDeadline(input: DeadlineInput): ParsedDeadline {
     if (source === 'none') source = 'server-max';
   }
   return { ok: true, deadline, source, budgetMs: deadline - now };
-}
-
-/** Anything that knows a deadline: a Bulwark `CallContext`, a `RequestContext`, or a plain pair. */
-export interface DeadlineCarrier {
-  /** Absolute deadline on `clock` (Infinity without one). */
-  readonly deadline: number;
-  readonly clock?: Clock;
-}
-
-export interface DeadlineHeadersOptions {
-  /**
-   * Subtracted from the remaining budget so the callee gives up (and answers) before we do:
-   * network transit plus our own time to handle its answer. Default 10 ms.
-   */
-  marginMs?: number;
-  /**
-   * Also send `X-Request-Deadline` (absolute epoch ms). Off by default: with skewed clocks the
-   * relative header is the honest one; turn it on for callees that only read the absolute one.
-   */
-  includeAbsolute?: boolean;
-  timeoutHeader?: string;
-  deadlineHeader?: string;
-}
-
-/**
- * Headers that propagate the caller's remaining budget to a downstream HTTP call:
- * `X-Request-Timeout-Ms: floor(remaining − margin)`. With no deadline it returns `{}`: never a
- * placeholder such as `X-Deadline: None`, which a downstream could parse as anything. When nothing is left
- * after the margin it throws `DeadlineExceededError` (code DEADLINE_EXCEEDED) so the call is
- * not made at all (an expired deadline fails before any I/O).
- */
-export function deadlineHeaders(carrier: DeadlineCarrier | undefined, options: DeadlineHeadersOptions = {}): Record<string, string> {
-  if (carrier === undefined) return {};
-  const deadline = carrier.deadline;
-  if (typeof deadline !== 'number' || Number.isNaN(deadline) || deadline === Infinity) return {};
-  const clock = carrier.clock ?? systemClock;
-  const margin = options.marginMs ?? 10;
-  const remaining = Math.floor(deadline - clock.now() - margin);
-  if (!(remaining > 0)) throw new DeadlineExceededError(deadline);
-  const headers: Record<string, string> = { [options.timeoutHeader ?? TIMEOUT_HEADER]: String(Math.min(remaining, MAX_HEADER_TIMEOUT_MS)) };
-  if (options.includeAbsolute) headers[options.deadlineHeader ?? DEADLINE_HEADER] = String(Math.floor(deadline - margin));
-  return headers;
 }

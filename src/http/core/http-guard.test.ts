@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../../core/clock.js';
 import { MemoryIdempotencyStore } from '../../idempotency/stores/memory-store.js';
 import { timeout } from '../../timeout/timeout.js';
-import { HttpGuard, pathOf, type Admission, type Protection, type RequestView } from './http-guard.js';
+import { HttpGuard, pathOf, type GuardDecision, type RequestView } from './http-guard.js';
+import type { Protection } from './protection.js';
 import type { HttpResponse } from './problem.js';
 import type { RequestContext, RequestOutcome, ResponseChannel } from './request-context.js';
 
@@ -35,16 +36,16 @@ function view(overrides: Partial<RequestView> = {}): RequestView {
   return { method: 'GET', url: '/things?x=1', headers: {}, socketAddress: '::ffff:192.0.2.7', ...overrides };
 }
 
-function proceed(admission: Admission | Promise<Admission>): RequestContext {
+function proceed(admission: GuardDecision | Promise<GuardDecision>): RequestContext {
   assert.ok(!(admission instanceof Promise), 'synchronous admission expected');
   assert.equal(admission.kind, 'proceed', `expected proceed, got ${JSON.stringify(admission)}`);
-  return (admission as Extract<Admission, { kind: 'proceed' }>).context;
+  return (admission as Extract<GuardDecision, { kind: 'proceed' }>).context;
 }
 
-function rejected(admission: Admission | Promise<Admission>): HttpResponse {
+function rejected(admission: GuardDecision | Promise<GuardDecision>): HttpResponse {
   assert.ok(!(admission instanceof Promise));
   assert.equal(admission.kind, 'reject');
-  return (admission as Extract<Admission, { kind: 'reject' }>).response;
+  return (admission as Extract<GuardDecision, { kind: 'reject' }>).response;
 }
 
 function body(response: HttpResponse): any {
@@ -317,12 +318,15 @@ test('captureResponse asks the adapter once; onEnd after the end is an error', (
   assert.throws(() => ctx.onEnd(() => {}));
 });
 
-test('adapters need a response-recording hook only for custom steps (idempotency holds the response instead)', () => {
+test('adapters need a response-recording hook only for steps that may capture (idempotency holds the response instead)', () => {
   const idempotency = { store: new MemoryIdempotencyStore(), principal: () => null };
   const builtIn = new HttpGuard({ idempotency, rateLimit: { limits: [{ name: 'ip', key: 'ip', limit: 1, intervalMs: 1000 }] } });
   assert.equal(builtIn.mayCaptureResponses, false);
   const custom: Protection = { name: 'observer', check: () => undefined, needsBody: () => false };
   assert.equal(new HttpGuard({ idempotency, protections: [custom] }).mayCaptureResponses, true);
+  const declared: Protection = { name: 'counter', check: () => undefined, capturesResponses: false };
+  assert.equal(new HttpGuard({ idempotency, protections: [declared] }).mayCaptureResponses, false);
+  assert.equal(new HttpGuard({ protections: [{ ...declared, capturesResponses: true }] }).mayCaptureResponses, true);
 });
 
 test('pathOf strips query and fragment without decoding', () => {

@@ -6,8 +6,10 @@ import { AdmissionControl, type AdmissionOptions } from './admission.js';
 import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
 import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';
 import { clientIpResolver, type ClientIpResolver, type TrustProxy } from './client-ip.js';
-import { DEADLINE_HEADER, resolveDeadline, TIMEOUT_HEADER, type DeadlineCombine } from './deadline.js';
+import { DEADLINE_HEADER, TIMEOUT_HEADER } from '../../core/deadline-headers.js';
+import { resolveDeadline, type DeadlineCombine } from './deadline.js';
 import { problemForError, problemResponse, type HttpResponse } from './problem.js';
+import type { Protection, ProtectionVerdict } from './protection.js';
 import {
   ClientDisconnectedError, RequestContext, RequestDeadlineExceededError,
   type RequestDeadline, type RequestHeaders, type ResponseChannel,
@@ -16,25 +18,6 @@ import {
   compileRouteTable, resolveRoute, validateRouteConfig,
   type ResolvedRoute, type RouteConfig, type RouteResolver, type RouteTable,
 } from './routes.js';
-
-/**
- * A step in the request pipeline that may answer instead of the handler: a rate limiter, an
- * idempotency layer, admission control. Return `undefined` to let the request continue (after
- * `request.setHeader(...)` / `request.onEnd(...)` as needed) or a response to send instead.
- * Steps run in order after the deadline checks; sync steps cost no promise.
- */
-export interface Protection {
-  readonly name: string;
-  check(request: RequestContext): ProtectionVerdict | PromiseLike<ProtectionVerdict>;
-  /**
-   * Defined by steps that need the request body (idempotency fingerprints it): they run after
-   * the other steps, once the adapter has the body, and only for requests where this is true
-   * (so other requests are never buffered).
-   */
-  needsBody?(request: RequestContext): boolean;
-}
-
-export type ProtectionVerdict = HttpResponse | undefined | void;
 
 export interface DeadlineHeaderOptions {
   /** Relative budget header. Default `x-request-timeout-ms`. */
@@ -92,7 +75,8 @@ export interface RequestView {
   native?: unknown;
 }
 
-export type Admission =
+/** What the guard decided about a request: run the handler with its context, answer with a response, or stay out of it. */
+export type GuardDecision =
   | { kind: 'proceed'; context: RequestContext }
   | { kind: 'reject'; response: HttpResponse; context: RequestContext | undefined }
   | { kind: 'bypass' };
@@ -185,12 +169,12 @@ export class HttpGuard {
   }
 
   /**
-   * False when no step can ask for `captureResponse()` (only the built-in steps are configured:
-   * admission control, rate limiting, and idempotency, which holds the response through the
-   * adapter's channel instead): adapters then skip their response-recording hook.
+   * False when every step declares `capturesResponses: false` (the built-in ones do: admission
+   * control, rate limiting, and idempotency, which holds the response through the adapter's
+   * channel instead): adapters then skip their response-recording hook.
    */
   get mayCaptureResponses(): boolean {
-    return this.#protections.some(isCustomStep) || this.#bodyProtections.some(isCustomStep);
+    return this.#protections.some(mayCapture) || this.#bodyProtections.some(mayCapture);
   }
 
   /** True when some step needs request bodies (adapters then arrange a body phase). */
@@ -209,7 +193,7 @@ export class HttpGuard {
    * The body phase: runs the steps that need the body (after `context.setBody(...)`). Call it
    * only for a context `admit` let proceed and `needsBody` said yes.
    */
-  admitBody(context: RequestContext): Admission | Promise<Admission> {
+  admitBody(context: RequestContext): GuardDecision | Promise<GuardDecision> {
     if (context.aborted || context.ended) return this.#afterWait(context, 0, this.#bodyProtections);
     return this.#protect(context, 0, this.#bodyProtections);
   }
@@ -274,7 +258,7 @@ export class HttpGuard {
    * channel through which the core can answer at the deadline and learn when the response ends.
    * Synchronous unless a protection is asynchronous.
    */
-  admit<T>(view: RequestView, channel: ResponseChannel<T>, target: T): Admission | Promise<Admission> {
+  admit<T>(view: RequestView, channel: ResponseChannel<T>, target: T): GuardDecision | Promise<GuardDecision> {
     const method = view.method ?? 'GET';
     const url = view.url ?? '/';
     const path = pathOf(url);
@@ -336,7 +320,7 @@ export class HttpGuard {
     return this.#protect(context, 0, this.#protections);
   }
 
-  #protect(context: RequestContext, from: number, protections: readonly Protection[]): Admission | Promise<Admission> {
+  #protect(context: RequestContext, from: number, protections: readonly Protection[]): GuardDecision | Promise<GuardDecision> {
     for (let i = from; i < protections.length; i++) {
       const protection = protections[i]!;
       let verdict: ProtectionVerdict | PromiseLike<ProtectionVerdict>;
@@ -358,7 +342,7 @@ export class HttpGuard {
   }
 
   /** After an asynchronous step: the deadline may have passed or the client left meanwhile. */
-  #afterWait(context: RequestContext, next: number, protections: readonly Protection[]): Admission | Promise<Admission> {
+  #afterWait(context: RequestContext, next: number, protections: readonly Protection[]): GuardDecision | Promise<GuardDecision> {
     if (context.aborted || context.ended) {
       const reason = context.abortReason;
       const gone = reason instanceof ClientDisconnectedError || (context.ended && !context.aborted);
@@ -367,14 +351,14 @@ export class HttpGuard {
     return this.#protect(context, next, protections);
   }
 
-  #protectionAnswer(context: RequestContext, protection: Protection, response: HttpResponse): Admission {
+  #protectionAnswer(context: RequestContext, protection: Protection, response: HttpResponse): GuardDecision {
     return this.#reject('protection', context, context.route, context.method, context.clientIp, response, protection.name);
   }
 
   #reject(
     reason: RejectReason, context: RequestContext | undefined, route: ResolvedRoute, method: string, clientIp: string,
     response: HttpResponse, protection?: string,
-  ): Admission {
+  ): GuardDecision {
     if (this.#onReject.active) {
       this.#onReject.emit({ reason, status: response.status, route: route.name, method, clientIp, ...(protection ? { protection } : {}) });
     }
@@ -394,7 +378,7 @@ export class HttpGuard {
   };
 }
 
-const BYPASS: Admission = Object.freeze({ kind: 'bypass' });
+const BYPASS: GuardDecision = Object.freeze({ kind: 'bypass' });
 
 /** The path part of a request target, without query or fragment (not decoded: no URIError). */
 export function pathOf(url: string): string {
@@ -406,8 +390,8 @@ export function pathOf(url: string): string {
   return end === url.length ? url : url.slice(0, end);
 }
 
-function isCustomStep(protection: Protection): boolean {
-  return !(protection instanceof AdmissionControl || protection instanceof RateLimitProtection || protection instanceof IdempotencyProtection);
+function mayCapture(protection: Protection): boolean {
+  return protection.capturesResponses !== false;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {

@@ -8,10 +8,13 @@ import {
   IdempotencyHttp, type BeginRun, type IdempotencyHttpOptions, type IdempotencyHttpResponse,
 } from '../../idempotency/http.js';
 import type { IdempotencyStore } from '../../idempotency/types.js';
-import type { Protection, ProtectionVerdict } from './http-guard.js';
+import type { Protection, ProtectionVerdict } from './protection.js';
 import type { HttpResponse } from './problem.js';
-import type { ProducedResponse, RequestContext } from './request-context.js';
+import type { IdempotentRun, ProducedResponse, RequestContext } from './request-context.js';
 import { compileRouteFilter } from './routes.js';
+
+// The handler's view of a first execution lives with the request it hangs on; exported here too.
+export type { IdempotentRun } from './request-context.js';
 
 export interface IdempotencyProtectionOptions extends IdempotencyHttpOptions {
   /** A prebuilt handler from `idempotencyHttp(...)` (its options then replace the ones here). */
@@ -57,26 +60,6 @@ export interface IdempotencyOutcomeEvent {
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
 
-/**
- * The first execution of an idempotency key, as the handler sees it (`request.idempotency`).
- * For exactly-once effects, write the completion in the same transaction as the business
- * write: `complete(client, response)` inside it, COMMIT, then answer with that same response
- * (duplicates replay the stored one). The adapter then does not store the answer again; a
- * handler that rolls back throws (or answers 5xx) and the key is released.
- */
-export interface IdempotentRun {
-  readonly key: string;
-  readonly lease: Lease;
-  /**
-   * Writes the completion inside your open transaction. PostgreSQL: `client` is the pg
-   * client that ran BEGIN; await the promise before COMMIT. SQLite: `client` is the store's
-   * Database; call it inside `db.transaction(...)` (synchronous). Throws LEASE_LOST when
-   * another worker owns the key now (roll back), INVALID_OPTIONS on a store that cannot
-   * write inside your transaction (memory, Redis).
-   */
-  complete(client: unknown, response: ResponseInput): Promise<void> | void;
-}
-
 /** `request.idempotency` for a first execution the protection holds. */
 class FirstExecution implements IdempotentRun {
   /** True once the handler's transactional completion succeeded (its commit is the handler's). */
@@ -110,6 +93,8 @@ class FirstExecution implements IdempotentRun {
  */
 export class IdempotencyProtection implements Protection {
   readonly name: string;
+  /** It holds the handler's response through the adapter's channel rather than capturing it. */
+  readonly capturesResponses = false;
   readonly http: IdempotencyHttp;
   readonly #principal: IdempotencyProtectionOptions['principal'];
   readonly #methods: ReadonlySet<string>;

@@ -346,7 +346,7 @@ export class HeldResponse {
   answered = false;
   /** The status that went out on the wire, once something did. */
   sentStatus: number | undefined;
-  /** The instance's methods as they were before the hold (they may be other wrappers). */
+  /** @internal The instance's methods as they were before the hold (they may be other wrappers). */
   readonly real: Record<string, Method> = {};
   /** The instance's own properties the hold replaced, to put back. */
   readonly #saved = new Map<string, PropertyDescriptor | undefined>();

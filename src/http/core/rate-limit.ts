@@ -4,7 +4,7 @@ import { CompositeRateLimiter, type CompositeDecision, type LimitRule } from '..
 import { MemoryRateLimiter } from '../../ratelimit/memory.js';
 import type { AlgorithmKind, RateLimiter } from '../../ratelimit/types.js';
 import type { Clock } from '../../core/clock.js';
-import type { Protection, ProtectionVerdict } from './http-guard.js';
+import type { Protection, ProtectionVerdict } from './protection.js';
 import { problemResponse, rateLimitedResponse, type HttpResponse } from './problem.js';
 import { formatRetryAfter, rateLimitHeaders, type RateLimitHeaderFormat, type RateLimitInfo } from './rate-limit-headers.js';
 import type { RequestContext } from './request-context.js';
@@ -98,6 +98,7 @@ interface CompiledLimit {
  */
 export class RateLimitProtection implements Protection {
   readonly name: string;
+  readonly capturesResponses = false;
   readonly composite: CompositeRateLimiter<RequestContext>;
   readonly #limits: ReadonlyMap<string, CompiledLimit>;
   readonly #format: RateLimitHeaderFormat | false;

@@ -2,12 +2,33 @@ import type { Clock } from '../../core/clock.js';
 import { CALL_SOURCE, type Priority } from '../../core/context.js';
 import { AbortedError, DeadlineExceededError } from '../../core/errors.js';
 import { DeadlineEntry, type DeadlineQueue } from '../../core/deadline-queue.js';
-import type { DeadlineSource } from './deadline.js';
-import type { IdempotentRun } from './idempotency.js';
+import type { ResponseInput } from '../../idempotency/codec.js';
+import type { Lease } from '../../idempotency/engine.js';
+import type { DeadlineOrigin } from './deadline.js';
 import type { HttpResponse } from './problem.js';
 import type { ResolvedRoute } from './routes.js';
 
 export type RequestHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/**
+ * The first execution of an idempotency key, as the handler sees it (`request.idempotency`).
+ * For exactly-once effects, write the completion in the same transaction as the business
+ * write: `complete(client, response)` inside it, COMMIT, then answer with that same response
+ * (duplicates replay the stored one). The adapter then does not store the answer again; a
+ * handler that rolls back throws (or answers 5xx) and the key is released.
+ */
+export interface IdempotentRun {
+  readonly key: string;
+  readonly lease: Lease;
+  /**
+   * Writes the completion inside your open transaction. PostgreSQL: `client` is the pg
+   * client that ran BEGIN; await the promise before COMMIT. SQLite: `client` is the store's
+   * Database; call it inside `db.transaction(...)` (synchronous). Throws LEASE_LOST when
+   * another worker owns the key now (roll back), INVALID_OPTIONS on a store that cannot
+   * write inside your transaction (memory, Redis).
+   */
+  complete(client: unknown, response: ResponseInput): Promise<void> | void;
+}
 
 /** How a request ended, given to `onEnd` listeners (protections release permits, record outcomes). */
 export interface RequestOutcome {
@@ -80,7 +101,7 @@ export interface RequestContextInit {
   route: ResolvedRoute;
   startedAt: number;
   deadline: number;
-  deadlineSource: DeadlineSource;
+  deadlineSource: DeadlineOrigin;
   channel: ResponseChannel<unknown>;
   target: unknown;
   /** The framework's own request object (Fastify request, Express req, IncomingMessage). */
@@ -119,7 +140,8 @@ export interface ResponseHold {
   failed(error: unknown, request: RequestContext): Promise<void> | void;
 }
 
-type EndListener = (outcome: RequestOutcome, request: RequestContext) => void;
+/** Told once when a request ends, with how it ended. */
+export type RequestEndListener = (outcome: RequestOutcome, request: RequestContext) => void;
 
 /**
  * One inbound request as Bulwark sees it: who sent it, which route, how long it may take, and a
@@ -151,7 +173,7 @@ export class RequestContext {
   readonly startedAt: number;
   /** Absolute deadline on `clock` (epoch-aligned ms with the system clock); Infinity without one. */
   readonly deadline: number;
-  readonly deadlineSource: DeadlineSource;
+  readonly deadlineSource: DeadlineOrigin;
   /** The budget the request arrived with (ms; Infinity without a deadline). */
   readonly budgetMs: number;
   /**
@@ -174,7 +196,7 @@ export class RequestContext {
   #abortReason: unknown;
   #entry: RequestDeadline | undefined;
   #queue: DeadlineQueue | undefined;
-  #endListeners: EndListener[] | undefined;
+  #endListeners: RequestEndListener[] | undefined;
   #responseHeaders: Record<string, string> | undefined;
   #tags: Readonly<Record<string, unknown>> | undefined;
   #captureLimit = -1;
@@ -264,7 +286,7 @@ export class RequestContext {
   }
 
   /** Runs once when the request ends (response closed, client gone, or rejected). */
-  onEnd(listener: EndListener): void {
+  onEnd(listener: RequestEndListener): void {
     if (this.#phase === 'ended') throw new Error('bulwark: onEnd() after the request ended');
     (this.#endListeners ??= []).push(listener);
   }
@@ -345,7 +367,7 @@ export class RequestContext {
 
   // ---- Lifecycle (called by the server core and adapters) ------------------------------------
 
-  /** Puts the deadline in the server's shared queue (one timer for every request). */
+  /** @internal Puts the deadline in the server's shared queue (one timer for every request). */
   armDeadline(queue: DeadlineQueue, onExpire: (entry: DeadlineEntry) => void): void {
     if (this.deadline === Infinity || this.#phase === 'ended' || this.#entry) return;
     const entry = new RequestDeadline(this.deadline, onExpire, this);

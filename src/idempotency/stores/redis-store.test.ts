@@ -8,7 +8,7 @@ import { systemClock } from '../../core/clock.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
 import { RedisIdempotencyStore } from './redis-store.js';
-import type { RedisScriptClient } from '../../redis-client/index.js';
+import type { RedisScriptClient } from '../../redis-client/script-client.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `test:idem:${randomUUID().slice(0, 8)}`;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { InvalidOptionsError } from '../../core/errors.js';
-import { RedisScript, clusterKey, toRedisScriptClient, type RedisScriptClient } from '../../redis-client/index.js';
+import { RedisScript, clusterKey, toRedisScriptClient, type RedisScriptClient } from '../../redis-client/script-client.js';
 import type {
   ClaimInput, ClaimResult, CompleteInput, IdempotencyStore, OwnerInput, RenewInput, StepInput, StoredRecord,
 } from '../types.js';

@@ -22,7 +22,8 @@ import type {
  * `migrateSqliteIdempotency(db)` (or `sql/idempotency-sqlite.sql`), never implicitly.
  */
 
-type SqliteDatabase = Database.Database;
+/** An open better-sqlite3 database. */
+export type SqliteDatabase = Database.Database;
 
 export interface SqliteTableOptions {
   /** Default 'bulwark_idempotency'. */

@@ -1,1 +1,0 @@
-export { CoalescePolicy, coalesce, type CoalesceOptions, type FlightAbandonedEvent } from './coalesce.js';

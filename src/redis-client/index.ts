@@ -1,1 +1,0 @@
-export * from './script-client.js';

@@ -1,2 +1,0 @@
-export * from './timeout.js';
-export { DeadlineQueue, DeadlineEntry } from '../core/deadline-queue.js';
