@@ -47,10 +47,11 @@ export const MAY_IMPORT = {
   cache: ['coalesce/'],
   // Building blocks: the Redis script client bounds each call with a timeout; the Redis rate
   // limiter and the idempotency stores put a breaker (and timeout) in front of their store; the
-  // PostgreSQL store shares query cancellation and error classification with the guarded client.
+  // PostgreSQL store shares query cancellation and error classification with the guarded client;
+  // the engine retries a failed completion write with the library's own retry.
   'redis-client': ['timeout/'],
   ratelimit: ['breaker/', 'redis-client/'],
-  idempotency: ['breaker/', 'timeout/', 'redis-client/', 'clients/pg-cancel.ts', 'clients/postgres-errors.ts'],
+  idempotency: ['breaker/', 'timeout/', 'retry/', 'redis-client/', 'clients/pg-cancel.ts', 'clients/postgres-errors.ts'],
   // Integrations compose policies into a ready pipeline for one kind of dependency or server.
   clients: ['retry/', 'breaker/', 'bulkhead/', 'timeout/', 'redis-client/'],
   fetch: ['retry/', 'breaker/', 'bulkhead/', 'timeout/', 'hedge/', 'coalesce/', 'cache/'],

@@ -2,7 +2,7 @@ import type { Clock } from '../core/clock.js';
 import { systemClock } from '../core/clock.js';
 import { AbortedError, InvalidInputError, InvalidOptionsError, TimeoutError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { nonNegative, nonNegativeInt, oneOf, positiveInt } from '../core/validate.js';
+import { REQUIRED, nonNegative, nonNegativeInt, oneOf, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { QueueFullError } from './errors.js';
 import { RingBuffer } from './ring-buffer.js';
@@ -133,7 +133,7 @@ export class BoundedQueue<T> implements AsyncIterable<T> {
 
   constructor(options: BoundedQueueOptions) {
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('boundedQueue needs options with a capacity');
-    this.capacity = positiveInt('boundedQueue.capacity', options.capacity, NaN);
+    this.capacity = positiveInt('boundedQueue.capacity', options.capacity, REQUIRED);
     this.policy = oneOf<OverflowPolicy>('boundedQueue.policy', options.policy, ['block', 'reject', 'drop-oldest', 'drop-newest'], 'block');
     this.highWaterMark = positiveInt('boundedQueue.highWaterMark', options.highWaterMark, Math.ceil(this.capacity * 0.8));
     if (this.highWaterMark > this.capacity) throw new InvalidOptionsError(`boundedQueue.highWaterMark (${this.highWaterMark}) must be <= capacity (${this.capacity})`);

@@ -4,7 +4,7 @@ import { CircuitOpenError, InvalidOptionsError } from '../core/errors.js';
 import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { errorCode, type PolicyTelemetry } from '../core/telemetry.js';
-import { nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
+import { REQUIRED, fn, nonNegative, positive, positiveInt, ratio } from '../core/validate.js';
 import { isDependencyFailure, isIgnoredOutcome } from './classify.js';
 import { parseSnapshot, type BreakerSnapshot, type CircuitState, type SnapshotState } from './snapshot.js';
 import { consecutive, type TripStrategy, type TripStrategyFactory, type BreakerWindowStats } from './strategies.js';
@@ -173,7 +173,7 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> {
       if (halfOpen.successThreshold !== undefined) {
         throw new InvalidOptionsError('breaker.halfOpen: successThreshold (count mode) and failureRateThreshold (rate mode) exclude each other');
       }
-      this.#probeFailureRate = ratio('breaker.halfOpen.failureRateThreshold', halfOpen.failureRateThreshold, NaN);
+      this.#probeFailureRate = ratio('breaker.halfOpen.failureRateThreshold', halfOpen.failureRateThreshold, REQUIRED);
       if (this.#probeFailureRate === 0) throw new InvalidOptionsError('breaker.halfOpen.failureRateThreshold must be > 0');
       this.#probeLimit = positiveInt('breaker.halfOpen.sampleSize', halfOpen.sampleSize, this.#maxProbes);
       this.#successThreshold = this.#probeLimit;
@@ -185,12 +185,9 @@ export class CircuitBreakerPolicy<In = unknown> extends BasePolicy<never, In> {
     }
     this.#maxWaitMs = positive('breaker.halfOpen.maxWaitMs', halfOpen.maxWaitMs, 30_000);
 
-    if (options.isFailure !== undefined && typeof options.isFailure !== 'function') throw new InvalidOptionsError('breaker.isFailure must be a function');
-    if (options.isResultFailure !== undefined && typeof options.isResultFailure !== 'function') throw new InvalidOptionsError('breaker.isResultFailure must be a function');
-    this.#isFailure = options.isFailure ?? isDependencyFailure;
-    this.#isResultFailure = options.isResultFailure as ((result: unknown) => boolean) | undefined;
-    if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('breaker.random must be a function returning [0, 1)');
-    this.#random = options.random ?? systemRandom;
+    this.#isFailure = fn('breaker.isFailure', options.isFailure, isDependencyFailure);
+    this.#isResultFailure = fn('breaker.isResultFailure', options.isResultFailure) as ((result: unknown) => boolean) | undefined;
+    this.#random = fn('breaker.random', options.random, systemRandom, 'returning [0, 1)');
 
     const slow = this.#strategy.slowCallDurationMs;
     this.#timed = slow !== undefined;

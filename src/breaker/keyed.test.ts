@@ -94,7 +94,7 @@ test('bad options: fixed ones fail at build time, per-key ones fail the call wit
   const hosts = keyedBreaker<string>({ options: () => ({ openMs: -1 }) });
   await assert.rejects(hosts.execute('a', up), { code: 'INVALID_OPTIONS' });
   assert.equal(hosts.size, 0);
-  assert.throws(() => hosts.policy(undefined as any), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => hosts.policy(undefined as any), { code: 'INVALID_OPTIONS', message: 'keyedBreaker.policy(keyOf) is required: a function of the call context' });
 });
 
 test('delete and clear forget breakers', async () => {

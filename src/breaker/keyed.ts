@@ -5,7 +5,7 @@ import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter, type Disposable, type Event } from '../core/events.js';
 import { BasePolicy, type Next, type Policy, type PolicyDescription } from '../core/policy.js';
 import { PolicyTelemetry, type Instrumented, type PolicyEvent, type PolicyRegistry } from '../core/telemetry.js';
-import { positiveInt } from '../core/validate.js';
+import { REQUIRED, fn, positiveInt } from '../core/validate.js';
 import { CircuitBreakerPolicy } from './breaker.js';
 import type { BreakerStateChange, BreakerStats, CircuitBreakerOptions } from './types.js';
 
@@ -161,8 +161,7 @@ export class KeyedCircuitBreaker<K = string, In = unknown> implements Instrument
 
   /** A pipeline policy that picks the breaker by a key read from the call (e.g. `ctx.tags.host`). */
   policy(keyOf: (context: CallContext) => K): Policy<never, In> {
-    if (typeof keyOf !== 'function') throw new InvalidOptionsError('keyedBreaker.policy(keyOf) needs a function of the call context');
-    return new KeyedBreakerPolicy(this, keyOf, this.#telemetry);
+    return new KeyedBreakerPolicy(this, fn('keyedBreaker.policy(keyOf)', keyOf, REQUIRED, 'of the call context'), this.#telemetry);
   }
 
   /** Forgets a key's breaker (whatever its state). */

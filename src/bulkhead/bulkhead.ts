@@ -6,7 +6,7 @@ import {
 } from '../core/errors.js';
 import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import type { PolicyIdentity } from '../core/telemetry.js';
-import { nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
+import { REQUIRED, nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { PriorityWaitQueue, priorityIndex, type PriorityNode } from './priority-queue.js';
 
@@ -127,7 +127,7 @@ export class BulkheadPolicy extends BasePolicy {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidOptionsError('bulkhead() needs options: { maxConcurrent }');
     }
-    this.maxConcurrent = positiveInt('bulkhead.maxConcurrent', options.maxConcurrent, NaN);
+    this.maxConcurrent = positiveInt('bulkhead.maxConcurrent', options.maxConcurrent, REQUIRED);
     this.maxQueue = nonNegativeInt('bulkhead.maxQueue', options.maxQueue, 0);
     this.queueTimeoutMs = nonNegative('bulkhead.queueTimeoutMs', options.queueTimeoutMs, Infinity);
     this.#timers = new DeadlineQueue(this.clock);

@@ -1,12 +1,11 @@
 import { rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { CallContext, callSourceOf, isAbortSignal, type CallOptions, type Operation } from '../core/context.js';
+import { CallContext, callSourceOf, isAbortSignal, type CallOptions } from '../core/context.js';
 import { degradation, markDegraded } from '../core/degraded.js';
-import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { REQUIRED, nonNegative, positive, positiveInt } from '../core/validate.js';
 import { CoalescePolicy } from '../coalesce/coalesce.js';
 
 export interface StaleCacheOptions {
@@ -112,8 +111,7 @@ export class StaleCachePolicy extends KeyedPolicy {
 
   constructor(options: StaleCacheOptions) {
     super(options?.clock, options?.key, 'staleCache', options);
-    if (options === undefined || options.ttlMs === undefined) throw new InvalidOptionsError('staleCache needs ttlMs');
-    this.ttlMs = positive('staleCache.ttlMs', options.ttlMs, NaN);
+    this.ttlMs = positive('staleCache.ttlMs', options?.ttlMs, REQUIRED);
     this.staleWhileRevalidateMs = nonNegative('staleCache.staleWhileRevalidateMs', options.staleWhileRevalidateMs, 0);
     this.staleIfErrorMs = nonNegative('staleCache.staleIfErrorMs', options.staleIfErrorMs, 0);
     this.maxEntries = positiveInt('staleCache.maxEntries', options.maxEntries, 1000);
@@ -160,24 +158,13 @@ export class StaleCachePolicy extends KeyedPolicy {
     this.#entries.clear();
   }
 
-  /** Runs `operation` through the cache under its `key` option (or `tags.key`). */
-  override execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
-  /** Runs `operation` through the cache under an explicit key. */
-  override execute<T>(key: string, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
-  override execute<T>(
-    keyOrOperation: string | Operation<T>,
-    operationOrOptions?: Operation<T> | CallOptions | AbortSignal,
-    maybeOptions?: CallOptions | AbortSignal,
-  ): Promise<T> {
-    if (typeof keyOrOperation !== 'string') return super.execute(keyOrOperation, operationOrOptions as CallOptions | AbortSignal | undefined);
-    // The hot path: a fresh hit needs no context, no closure, no allocation but the promise.
-    const entry = this.#entries.get(keyOrOperation);
-    if (entry !== undefined && this.clock.now() - entry.storedAt < this.ttlMs && !signalAborted(maybeOptions)) {
-      this.#counters.hits++;
-      this.#touch(keyOrOperation, entry);
-      return Promise.resolve(entry.value as T);
-    }
-    return this.startKeyed(keyOrOperation, operationOrOptions, maybeOptions);
+  /** `execute(key, operation)`: a fresh hit needs no context, no closure, no allocation but the promise. */
+  protected override answerAtOnce<T>(key: string, options: CallOptions | AbortSignal | undefined): Promise<T> | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined || this.clock.now() - entry.storedAt >= this.ttlMs || signalAborted(options)) return undefined;
+    this.#counters.hits++;
+    this.#touch(key, entry);
+    return Promise.resolve(entry.value as T);
   }
 
   /** The cache around `next` for an explicit key (for other policies and adapters). */

@@ -1,7 +1,7 @@
 import { abortedError, rejectAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { CallContext, type CallOptions, type Operation } from '../core/context.js';
-import { AbortedError, InvalidInputError } from '../core/errors.js';
+import { CallContext, type CallOptions } from '../core/context.js';
+import { AbortedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { type Next, type PolicyDescription } from '../core/policy.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
@@ -103,30 +103,17 @@ export class CoalescePolicy extends KeyedPolicy {
     this.#results.delete(key);
   }
 
-  /** Runs `operation` coalesced on its `key` option (or `tags.key`). */
-  override execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
-  /** Runs `operation` coalesced on an explicit key. */
-  override execute<T>(key: string, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
-  override execute<T>(
-    keyOrOperation: string | Operation<T>,
-    operationOrOptions?: Operation<T> | CallOptions | AbortSignal,
-    maybeOptions?: CallOptions | AbortSignal,
-  ): Promise<T> {
-    if (typeof keyOrOperation !== 'string') return super.execute(keyOrOperation, operationOrOptions as CallOptions | AbortSignal | undefined);
-    if (typeof operationOrOptions !== 'function') {
-      return Promise.reject(new InvalidInputError('coalesce.execute(key, operation): operation must be a function'));
-    }
-    if (maybeOptions === undefined) {
-      // The hot-key path: a caller without a signal can never leave, so joining an execution
-      // in flight needs no context at all, just its promise.
-      const flight = this.#flights.get(keyOrOperation) as Flight<T> | undefined;
-      if (flight !== undefined && this.#resultTtlMs === 0) {
-        this.#shared++;
-        flight.pinned = true;
-        return flight.promise;
-      }
-    }
-    return this.startKeyed(keyOrOperation, operationOrOptions, maybeOptions);
+  /**
+   * `execute(key, operation)` on a hot key: a caller without a signal can never leave, so joining
+   * an execution in flight needs no context at all, just its promise.
+   */
+  protected override answerAtOnce<T>(key: string, options: CallOptions | AbortSignal | undefined): Promise<T> | undefined {
+    if (options !== undefined || this.#resultTtlMs !== 0) return undefined;
+    const flight = this.#flights.get(key) as Flight<T> | undefined;
+    if (flight === undefined) return undefined;
+    this.#shared++;
+    flight.pinned = true;
+    return flight.promise;
   }
 
   /**

@@ -4,7 +4,7 @@ import type { CallContext } from '../core/context.js';
 import { hasCode, InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import type { LimitAlgorithm, LimitSample, LimitState } from './limits/types.js';
 import { SampleWindow, type SampleWindowOptions } from './sample-window.js';
 
@@ -152,7 +152,7 @@ export class AdaptiveLimiter<S extends LimitState = LimitState> extends BasePoli
     this.#state = algorithm.initial();
     this.#limit = this.#state.limit;
     this.#window = options.window === false ? undefined : new SampleWindow(options.window ?? {});
-    this.#classify = options.classify ?? defaultClassify;
+    this.#classify = fn('adaptiveLimiter.classify', options.classify, defaultClassify);
     this.#retryAfterMs = options.retryAfterMs === undefined ? undefined : nonNegative('adaptiveLimiter.retryAfterMs', options.retryAfterMs, 0);
   }
 

@@ -247,6 +247,8 @@ test('limit options are validated when built', () => {
   assert.throws(() => aimd({ latencyTolerance: 0.5 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => vegas({ smoothing: 0 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => vegas({ initialLimit: 0 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => vegas({ alpha: 3 as never }), { code: 'INVALID_OPTIONS', message: 'vegas.alpha must be a function, got 3' });
+  assert.throws(() => gradient2({ queueSize: 4 as never }), { code: 'INVALID_OPTIONS', message: 'gradient2.queueSize must be a function, got 4' });
   assert.throws(() => gradient2({ rttTolerance: 0.9 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => gradient2({ minLimit: 30, initialLimit: 20 }), { code: 'INVALID_OPTIONS' });
   assert.equal(aimd({ minLimit: 20 }).initial().limit, 20, 'default initial follows a raised minimum');

@@ -8,8 +8,9 @@ import type { PolicyIdentity } from './telemetry.js';
 export type CallKey = (context: CallContext) => string | undefined;
 
 /**
- * A policy that works per key (coalescing, caching): in a pipeline the key comes from its `key`
- * option or the call's `tags.key`; called directly, `execute(key, operation)` names it.
+ * A policy that works per key (coalescing, caching, rate limiting): in a pipeline the key comes
+ * from its `key` option or the call's `tags.key`; called directly, `execute(key, operation)`
+ * names it.
  */
 export abstract class KeyedPolicy extends BasePolicy {
   readonly #keyOf: CallKey | undefined;
@@ -40,18 +41,37 @@ export abstract class KeyedPolicy extends BasePolicy {
     return this.runKeyed(key, context, next);
   }
 
-  /** `execute(key, operation, options)` once the hot paths have passed: a root context, then runKeyed. */
-  protected startKeyed<T>(key: string, operation: unknown, options: CallOptions | AbortSignal | undefined): Promise<T> {
-    if (typeof operation !== 'function') {
+  /** Runs `operation` under its `key` option (or `tags.key`). */
+  override execute<T>(operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
+  /** Runs `operation` under an explicit key. */
+  override execute<T>(key: string, operation: Operation<T>, options?: CallOptions | AbortSignal): Promise<T>;
+  override execute<T>(
+    keyOrOperation: string | Operation<T>,
+    operationOrOptions?: Operation<T> | CallOptions | AbortSignal,
+    maybeOptions?: CallOptions | AbortSignal,
+  ): Promise<T> {
+    if (typeof keyOrOperation !== 'string') return super.execute(keyOrOperation, operationOrOptions as CallOptions | AbortSignal | undefined);
+    if (typeof operationOrOptions !== 'function') {
       return Promise.reject(new InvalidInputError(`${this.#label}.execute(key, operation): operation must be a function`));
     }
+    const answered = this.answerAtOnce<T>(keyOrOperation, maybeOptions);
+    if (answered !== undefined) return answered;
     let context: CallContext;
     try {
-      context = CallContext.root(this.clock, operation as Operation<T>, options);
+      context = CallContext.root(this.clock, operationOrOptions, maybeOptions);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.runKeyed(key, context, invokeOperation as Next<T>);
+    return this.runKeyed(keyOrOperation, context, invokeOperation as Next<T>);
+  }
+
+  /**
+   * The hot path of `execute(key, operation)`: the answer when the policy has it without a call
+   * context (a fresh cache hit, joining an execution in flight), else undefined. It must not
+   * allocate more than the promise it returns.
+   */
+  protected answerAtOnce<T>(_key: string, _options: CallOptions | AbortSignal | undefined): Promise<T> | undefined {
+    return undefined;
   }
 }
 

@@ -5,6 +5,7 @@ import { markDegraded } from '../core/degraded.js';
 import { InvalidOptionsError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
+import { fn } from '../core/validate.js';
 
 /** Any error class (`TimeoutError`, `TypeError`, a class of your own). */
 export type ErrorClass = abstract new (...args: any[]) => unknown;
@@ -110,12 +111,9 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
     } else if (handle !== undefined) {
       throw new InvalidOptionsError('fallback.handle must be an array of error codes/classes or a predicate');
     }
-    if (handleResult !== undefined && typeof handleResult !== 'function') {
-      throw new InvalidOptionsError('fallback.handleResult must be a function (result) => boolean');
-    }
     this.#codes = codes;
     this.#classes = classes;
-    this.#handleResult = handleResult as ((result: unknown) => boolean) | undefined;
+    this.#handleResult = fn('fallback.handleResult', handleResult, undefined, '(result) => boolean') as ((result: unknown) => boolean) | undefined;
     if (typeof options.fallback === 'function') this.#fallbackFn = options.fallback as FallbackFunction<R>;
     else this.#fallbackValue = options.fallback;
   }

@@ -153,11 +153,12 @@ test('result faults replace successful answers', async () => {
 
 test('faults are validated when the policy is built (rate required, types known)', () => {
   assert.throws(() => faultInjection({} as never), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => faultInjection({ faults: [{ type: 'error' } as never] }), /rate/);
+  assert.throws(() => faultInjection({ faults: [{ type: 'error' } as never] }), { code: 'INVALID_OPTIONS', message: 'faultInjection.faults[0].rate is required: a number between 0 and 1' });
   assert.throws(() => faultInjection({ faults: [{ type: 'error', rate: 1.5 }] }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => faultInjection({ faults: [{ type: 'explode', rate: 1 } as never] }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => faultInjection({ faults: [{ type: 'latency', rate: 1, ms: -1 }] }), { code: 'INVALID_OPTIONS' });
-  assert.throws(() => faultInjection({ faults: [{ type: 'result', rate: 1 } as never] }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => faultInjection({ faults: [{ type: 'result', rate: 1 } as never] }), { code: 'INVALID_OPTIONS', message: 'faultInjection.faults[0].result is required: a function (value, context) => replacement' });
+  assert.throws(() => faultInjection({ faults: [{ type: 'error', rate: 1, when: 'always' as never }] }), { code: 'INVALID_OPTIONS', message: 'faultInjection.faults[0].when must be a function, got "always"' });
   assert.throws(() => faultInjection({ faults: [{ type: 'error', rate: 1, status: 42 }] }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => faultInjection({ faults: [{ type: 'abort', rate: 1, phase: 'during' as never }] }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => distributions.uniform(5, 1), { code: 'INVALID_OPTIONS' });

@@ -5,6 +5,7 @@ import { BulwarkError, InvalidOptionsError, TimeoutError } from '../core/errors.
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
+import { REQUIRED, fn, ratio } from '../core/validate.js';
 import type { Distribution } from './distributions.js';
 
 /** What every kind of fault has. */
@@ -122,7 +123,7 @@ export class FaultInjectionPolicy extends BasePolicy {
     this.#faults = validateFaults(options.faults);
     this.#injected = this.#faults.map(() => 0);
     this.#enabled = options.enabled ?? false;
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('faultInjection.random', options.random, systemRandom, 'returning [0, 1)');
   }
 
   get enabled(): boolean {
@@ -273,10 +274,8 @@ function validateFaults(faults: readonly Fault[] | undefined): readonly Fault[] 
   faults.forEach((fault, i) => {
     const where = `faultInjection.faults[${i}]`;
     if (!fault || !TYPES.includes(fault.type)) throw new InvalidOptionsError(`${where}.type must be one of ${TYPES.join(', ')}`);
-    if (typeof fault.rate !== 'number' || !(fault.rate >= 0 && fault.rate <= 1)) {
-      throw new InvalidOptionsError(`${where}.rate must be a probability between 0 and 1 (required), got ${String(fault.rate)}`);
-    }
-    if (fault.when !== undefined && typeof fault.when !== 'function') throw new InvalidOptionsError(`${where}.when must be a function`);
+    ratio(`${where}.rate`, fault.rate, REQUIRED);
+    fn(`${where}.when`, fault.when);
     switch (fault.type) {
       case 'latency':
         if (!(typeof fault.ms === 'function' || (typeof fault.ms === 'number' && fault.ms >= 0))) {
@@ -292,7 +291,7 @@ function validateFaults(faults: readonly Fault[] | undefined): readonly Fault[] 
         }
         break;
       case 'result':
-        if (typeof fault.result !== 'function') throw new InvalidOptionsError(`${where}.result must be a function (value, context) => replacement`);
+        fn(`${where}.result`, fault.result, REQUIRED, '(value, context) => replacement');
         break;
       case 'error':
         if (fault.status !== undefined && !(Number.isInteger(fault.status) && fault.status >= 100 && fault.status <= 599)) {

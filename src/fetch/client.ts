@@ -2,7 +2,7 @@ import { Agent, fetch as undiciFetch, type Dispatcher, type RequestInit, type Re
 import type { RetryBudget } from '../core/budget.js';
 import { systemClock } from '../core/clock.js';
 import { InvalidInputError, InvalidOptionsError } from '../core/errors.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import { ratioBudget } from '../retry/budget.js';
 import { EventEmitter, type Event } from '../core/events.js';
 import type { BreakerStats } from '../breaker/breaker.js';
@@ -70,7 +70,7 @@ export interface BulwarkFetch {
 export function createFetch(options: CreateFetchOptions = {}): BulwarkFetch {
   if (typeof options !== 'object' || options === null) throw new InvalidOptionsError('createFetch(options): options must be an object');
   const clock = options.clock ?? systemClock;
-  if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('createFetch: random must be a function');
+  fn('createFetch: random', options.random, undefined, 'returning [0, 1)');
   const deadlineMarginMs = nonNegative('createFetch: deadlineMarginMs', options.deadlineMarginMs, FETCH_DEFAULTS.deadlineMarginMs);
   const idempotencyKeyHeader = (options.idempotencyKeyHeader ?? 'idempotency-key').toLowerCase();
   const keyHeaders = (options.keyHeaders ?? DEFAULT_KEY_HEADERS).map((h) => h.toLowerCase());

@@ -2,7 +2,7 @@ import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import { InvalidOptionsError } from '../core/errors.js';
 import type { Random } from '../core/random.js';
-import { positive, positiveInt } from '../core/validate.js';
+import { fn, positive, positiveInt } from '../core/validate.js';
 import type { BulkheadOptions } from '../bulkhead/bulkhead.js';
 import type { CircuitBreakerOptions } from '../breaker/breaker.js';
 import type { HedgeOptions } from '../hedge/hedge.js';
@@ -151,11 +151,11 @@ export function resolveDependency(name: string, options: DependencyOptions | und
   if (o.hosts !== undefined && (!Array.isArray(o.hosts) || o.hosts.some((h) => typeof h !== 'string' || h.length === 0))) {
     throw new InvalidOptionsError(`${where}: hosts must be an array of host names (host or host:port)`);
   }
-  if (o.match !== undefined && typeof o.match !== 'function') throw new InvalidOptionsError(`${where}: match must be a function of the URL`);
+  fn(`${where}: match`, o.match, undefined, 'of the URL');
   const retry = o.retry === false ? undefined : { ...o.retry };
   const cache = o.cache === undefined || o.cache === false ? undefined : o.cache;
   if (cache !== undefined && (typeof cache !== 'object' || cache === null)) throw new InvalidOptionsError(`${where}: cache must be { ttlMs, ... } or false`);
-  if (cache?.key !== undefined && typeof cache.key !== 'function') throw new InvalidOptionsError(`${where}: cache.key must be a function`);
+  fn(`${where}: cache.key`, cache?.key);
   if (o.coalesce !== undefined && typeof o.coalesce !== 'boolean') throw new InvalidOptionsError(`${where}: coalesce must be a boolean`);
   return {
     name,

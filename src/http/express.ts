@@ -1,10 +1,12 @@
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { HttpGuard, pathOf, type GuardDecision, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
-import { applyNodeHeaders, attachContext, nodeRequestView, nodeResponseChannel, sendNodeResponse } from './core/node-io.js';
+import {
+  applyNodeHeaders, attachContext, nodeRequestView, nodeResponseChannel, readyForAnswer, sendNodeAnswer, sendNodeResponse,
+} from './core/node-io.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { problemForError, problemResponse, type HttpResponse } from './core/problem.js';
-import { readBody } from './node.js';
+import { problemForError, type HttpResponse } from './core/problem.js';
+import { DEFAULT_MAX_BODY_BYTES, readBody } from './core/read-body.js';
 import type { RequestContext } from './core/request-context.js';
 
 /**
@@ -54,7 +56,7 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
     ? (guard.hasBodyPhase ? [express.json()] : [])
     : Array.isArray(options.bodyParser) ? options.bodyParser : [options.bodyParser as RequestHandler];
   if (parsers.some((p) => typeof p !== 'function')) throw new InvalidOptionsError('bodyParser must be Express middleware (or a list of them)');
-  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
   /** The body phase: parse, hand the body to the steps that need it, then continue or answer. */
   const bodyPhase = (request: RequestContext, req: Request, res: Response, next: NextFunction, parser = 0): void => {
@@ -107,7 +109,7 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
       if (health !== undefined) {
         const answer = health.handle(req.method, pathOf(url));
         if (answer !== undefined) {
-          sendAnswer(res, answer);
+          sendNodeAnswer(res, answer);
           return;
         }
       }
@@ -120,33 +122,15 @@ export function bulwarkMiddleware(options: BulwarkExpressOptions = {}): RequestH
   };
 }
 
-const REPRESENTATION_HEADERS = ['content-length', 'content-type', 'content-encoding', 'content-range', 'content-disposition', 'etag', 'last-modified', 'transfer-encoding'];
-
 /**
  * Answers through Express's own reply path (`res.status().send()`: HEAD, freshness, length), so
  * an idempotent replay goes out the way the handler's original response did. Headers are set
  * as given (Express would add a charset to some content types).
  */
 function sendExpressResponse(res: Response, response: HttpResponse): void {
-  if (res.headersSent) {
-    if (!res.writableEnded) res.end();
-    return;
-  }
-  if (res.writableEnded || res.destroyed) return;
-  for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
+  if (!readyForAnswer(res)) return;
   for (const name in response.headers) res.setHeader(name, response.headers[name]!);
   res.status(response.status).send(Buffer.from(response.body));
-}
-
-function sendAnswer(res: Response, answer: HttpResponse | Promise<HttpResponse>): void {
-  if (answer instanceof Promise) {
-    answer.then(
-      (response) => sendNodeResponse(res, response),
-      () => sendNodeResponse(res, problemResponse({ status: 500, title: 'Internal server error' })),
-    );
-  } else {
-    sendNodeResponse(res, answer);
-  }
 }
 
 export interface BulwarkErrorHandlerOptions {

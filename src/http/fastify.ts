@@ -2,7 +2,9 @@ import { InvalidOptionsError } from '../core/errors.js';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpGuard, type GuardDecision, type HttpGuardOptions } from './core/http-guard.js';
 import type { HealthChecks } from './core/health.js';
-import { attachContext, captureOf, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse } from './core/node-io.js';
+import {
+  attachContext, captureOf, dropRepresentationHeaders, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse,
+} from './core/node-io.js';
 import type { HttpResponse } from './core/problem.js';
 import type { RequestContext, ResponseChannel } from './core/request-context.js';
 import type { RouteConfig } from './core/routes.js';
@@ -37,11 +39,9 @@ export interface BulwarkFastifyOptions extends HttpGuardOptions {
   health?: HealthChecks;
 }
 
-const REPRESENTATION_HEADERS = ['content-length', 'content-type', 'content-encoding', 'content-range', 'content-disposition', 'etag', 'last-modified', 'transfer-encoding'];
-
 function sendReply(reply: FastifyReply, response: HttpResponse): void {
   if (reply.sent || reply.raw.headersSent) return;
-  for (const name of REPRESENTATION_HEADERS) if (reply.hasHeader(name)) reply.removeHeader(name);
+  dropRepresentationHeaders(reply);
   // A Buffer, so Fastify sends the content type as given (it appends a charset to strings):
   // every adapter answers with identical bytes.
   reply.code(response.status).headers(response.headers).send(Buffer.from(response.body));

@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { Redis } from 'ioredis';
-import { IdempotencyEngine, Lease } from './engine.js';
+import { IdempotencyEngine, type Lease } from './engine.js';
+import type { IdempotencyScope, IdempotencyStore } from './types.js';
 import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres-store.js';
 import { RedisIdempotencyStore } from './stores/redis-store.js';
 
@@ -50,6 +51,26 @@ after(async () => {
 });
 
 interface InHandler { id: string; owner: string; fence: number }
+
+/**
+ * The dead worker's lease as it held it (its owner token and fence), granted by an engine whose
+ * claim answers as the store did for the dead worker; every other call goes to the real store.
+ */
+async function zombieLease(store: IdempotencyStore, dead: InHandler, scope: IdempotencyScope): Promise<Lease> {
+  const replaying: IdempotencyStore = {
+    name: store.name,
+    remote: store.remote,
+    claim: async () => ({ kind: 'acquired', fence: dead.fence, takeover: false, leaseExpiresAt: Infinity, steps: {} }),
+    complete: (input, signal) => store.complete(input, signal),
+    release: (input, signal) => store.release(input, signal),
+    renew: (input, signal) => store.renew(input, signal),
+    saveStep: (input, signal) => store.saveStep(input, signal),
+    inspect: (id) => store.inspect(id),
+  };
+  const outcome = await new IdempotencyEngine({ store: replaying, renewEveryMs: false, newOwnerToken: () => dead.owner }).claim(scope, 'fingerprint-1');
+  assert.ok(outcome.kind === 'new' && outcome.lease.id === dead.id && outcome.lease.owner === dead.owner);
+  return outcome.lease;
+}
 
 /**
  * Starts the worker, waits until it is inside its handler, SIGKILLs it. `claimedAt`: when the
@@ -114,7 +135,7 @@ test('PostgreSQL: a SIGKILLed worker\'s request is retried once after its lease 
 
   // The dead owner's late completion (its token, its lease object) is fenced off.
   assert.equal(await store.complete({ id: dead.id, owner: dead.owner, response: '{}', ttlMs: 60_000 }), false);
-  const zombie = new Lease(engine, dead.id, lease.scope, 'fingerprint-1', dead.owner, dead.fence, false, {}, Date.now());
+  const zombie = await zombieLease(store, dead, lease.scope);
   await assert.rejects(store.transaction(zombie, async (client) => {
     await client.query(`INSERT INTO ${schema}.effects (idem_key, worker) VALUES ($1, 'zombie')`, [key]);
     return { status: 201, body: { order: 'zombie' } };
@@ -136,7 +157,7 @@ test('Redis: a SIGKILLed worker\'s lease expires on the server clock; the retry 
   assert.equal(await store.complete({ id: dead.id, owner: dead.owner, response: '{}', ttlMs: 60_000 }), false);
   assert.equal(await store.saveStep({ id: dead.id, owner: dead.owner, name: 'x', value: '{}' }), false);
   await lease.complete({ status: 201, body: 'retry' });
-  const zombie = new Lease(engine, dead.id, lease.scope, 'fingerprint-1', dead.owner, dead.fence, false, {}, Date.now());
+  const zombie = await zombieLease(store, dead, lease.scope);
   await assert.rejects(zombie.complete({ body: 'zombie' }), { code: 'LEASE_LOST' });
   const replay = await engine.claim(lease.scope, 'fingerprint-1');
   assert.equal(replay.kind === 'completed' && replay.response.body, 'retry');

@@ -269,6 +269,58 @@ test('a completion is retried through transient store errors; if it cannot be re
   assert.equal(second.status, 'abandoned');
 });
 
+test('a completion\'s store write is retried by the retry policy on the engine\'s clock: 25 ms, then 100 ms, completeAttempts in all; each failure reported', async () => {
+  const clock = new VirtualClock(1_000_000);
+  const { store, state } = flakyStore(clock, false);
+  const engine = new IdempotencyEngine({ store, clock, renewEveryMs: false });
+  const reported: string[] = [];
+  engine.onStoreError((e) => reported.push(`${e.operation} ${String((e.error.cause as Error).message)}`));
+  const held = await lease(engine);
+  const callsAtStart = state.calls;
+  state.failNext = 2;
+  let settled = false;
+  const done = held.complete({ body: 'ok' }).then(() => { settled = true; });
+  await clock.advance(0);
+  assert.equal(state.calls - callsAtStart, 1, 'the first attempt at once');
+  await clock.advance(24);
+  assert.equal(state.calls - callsAtStart, 1, 'no second attempt before 25 ms');
+  await clock.advance(1);
+  assert.equal(state.calls - callsAtStart, 2, 'the second at 25 ms');
+  await clock.advance(99);
+  assert.equal(state.calls - callsAtStart, 2, 'no third before another 100 ms');
+  await clock.advance(1);
+  await done;
+  assert.equal(settled, true);
+  assert.equal(state.calls - callsAtStart, 3, 'the third, successful, at 125 ms');
+  assert.equal(held.status, 'completed');
+  assert.deepEqual(reported, ['complete ECONNRESET', 'complete ECONNRESET']);
+
+  // completeAttempts: 1 is one write, no retry.
+  const once = new IdempotencyEngine({ store, clock, renewEveryMs: false, completeAttempts: 1 });
+  const single = await lease(once, 'k2');
+  const before = state.calls;
+  state.failNext = 1;
+  await assert.rejects(single.complete({ body: 'x' }), (e: any) => e.code === 'STORE_UNAVAILABLE' && /ECONNRESET/.test(e.message));
+  assert.equal(state.calls - before, 1);
+  assert.equal(single.status, 'abandoned');
+});
+
+test('a completion refused by an open store breaker is not retried: the breaker already knows the store is down', async () => {
+  const clock = new VirtualClock(1_000_000);
+  const { store, state } = flakyStore(clock, true);
+  const engine = new IdempotencyEngine({ store, clock, renewEveryMs: false });
+  const held = await lease(engine);
+  state.mode = 'fail';
+  for (let i = 0; i < 5; i++) await assert.rejects(engine.claim(scope(`other${i}`), 'fp'), { code: 'STORE_UNAVAILABLE' });
+  const before = state.calls;
+  const reported: string[] = [];
+  engine.onStoreError((e) => reported.push((e.error.cause as { code?: string }).code ?? ''));
+  await assert.rejects(held.complete({ body: 'x' }), (e: any) => e.code === 'STORE_UNAVAILABLE' && e.cause.code === 'CIRCUIT_OPEN');
+  assert.equal(state.calls, before, 'the store was not called');
+  assert.deepEqual(reported, ['CIRCUIT_OPEN'], 'one attempt, one report');
+  assert.equal(held.status, 'abandoned');
+});
+
 test('owner tokens can be injected; fences count takeovers', async () => {
   let n = 0;
   const { clock, engine } = setup({ newOwnerToken: () => `owner-${++n}`, leaseMs: 100, renewEveryMs: false });

@@ -1,16 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '../core/clock.js';
-import { InvalidInputError, InvalidOptionsError, StoreUnavailableError } from '../core/errors.js';
+import { CallContext } from '../core/context.js';
+import { InvalidInputError, InvalidOptionsError, RetriesExhaustedError, StoreUnavailableError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import type { Policy } from '../core/policy.js';
-import { nonNegative, positive, positiveInt } from '../core/validate.js';
+import { invokeOperation, type Next, type Policy } from '../core/policy.js';
+import { retry, type RetryPolicy } from '../retry/retry.js';
+import { fn, nonNegative, positive, positiveInt } from '../core/validate.js';
 import { decodeResponse, decodeStep, encodeResponse, encodeStep, normalizeResponse, type ResponseInput, type StoredResponse } from './codec.js';
 import { IdempotencyConflictError, IdempotencyMismatchError, LeaseLostError } from './errors.js';
 import { defaultStoreGuard, toStoreUnavailable } from './store-guard.js';
 import { recordId } from './scope.js';
 import type { ClaimResult, IdempotencyScope, IdempotencyStore, OwnerInput } from './types.js';
 import { sleep } from '../core/abort.js';
-import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
+import { DeadlineQueue, type DeadlineEntry } from '../core/deadline-queue.js';
+import { Lease, leaseState, type LeaseEngine, type LeaseOperation, type LeaseState, type LeaseStatus } from './lease.js';
+
+export { Lease, type LeaseStatus } from './lease.js';
 
 export interface IdempotencyEngineOptions {
   store: IdempotencyStore;
@@ -37,8 +42,8 @@ export interface IdempotencyEngineOptions {
   storeTimeoutMs?: number;
   /**
    * Attempts to record a completion when the store fails (the handler has already run, so the
-   * engine tries hard to record it). Completions are fenced and idempotent, so re-sending is
-   * safe. Default 3.
+   * engine tries hard to record it), 25 ms then 100 ms apart (×4 each time). Completions are
+   * fenced and idempotent, so re-sending is safe. An open breaker is not retried. Default 3.
    */
   completeAttempts?: number;
   /** Clock for renewal and waiting. Leases themselves are timed by the store's clock. */
@@ -75,16 +80,6 @@ export type ClaimOutcome =
 
 export type { ResponseInput } from './codec.js';
 
-export type LeaseStatus =
-  /** Held; the handler may run, save steps and complete. */
-  | 'active'
-  | 'completed'
-  | 'released'
-  /** The store rejected this owner: another worker took over. Roll back whatever you were about to commit. */
-  | 'lost'
-  /** The completion could not be recorded (store down); the record stays in progress until the lease expires. */
-  | 'abandoned';
-
 export interface ClaimEvent {
   id: string;
   outcome: 'acquired' | 'takeover' | 'busy' | 'completed' | 'mismatch';
@@ -92,141 +87,12 @@ export interface ClaimEvent {
 
 export interface LeaseLostEvent {
   id: string;
-  operation: 'complete' | 'step' | 'renew' | 'release';
+  operation: LeaseOperation;
 }
 
 export interface StoreErrorEvent {
   operation: 'claim' | 'complete' | 'release' | 'renew' | 'step';
   error: StoreUnavailableError;
-}
-
-/**
- * Ownership of one IN_PROGRESS record: the fencing token, the saved steps, and the operations
- * that need ownership. Created by `IdempotencyEngine.claim`.
- */
-export class Lease {
-  readonly id: string;
-  readonly scope: IdempotencyScope;
-  readonly fingerprint: string;
-  /** The fencing token: the store accepts writes only from the current owner. */
-  readonly owner: string;
-  /** 1 for the first owner, +1 for each takeover. Handy as a fencing number for your own writes. */
-  readonly fence: number;
-  /** True when a previous owner's lease ran out (it crashed, or failed after saving steps). */
-  readonly takeover: boolean;
-  readonly leaseMs: number;
-  readonly ttlMs: number;
-  /** @internal its place in the engine's renewal queue */
-  renewal: Renewal | undefined;
-  /** @internal local time of the last successful claim/renewal */
-  renewedAt: number;
-  /** @internal the claim's `version` of the record; forgotten at this lease's next other write */
-  storeVersion: string | undefined;
-  #status: LeaseStatus = 'active';
-  #controller: AbortController | undefined;
-  #steps: Map<string, string> | undefined;
-  readonly #engine: IdempotencyEngine;
-
-  /** @internal use IdempotencyEngine.claim */
-  constructor(engine: IdempotencyEngine, id: string, scope: IdempotencyScope, fingerprint: string, owner: string, fence: number, takeover: boolean, steps: Readonly<Record<string, string>>, now: number) {
-    this.#engine = engine;
-    this.id = id;
-    this.scope = scope;
-    this.fingerprint = fingerprint;
-    this.owner = owner;
-    this.fence = fence;
-    this.takeover = takeover;
-    this.leaseMs = engine.leaseMs;
-    this.ttlMs = engine.ttlMs;
-    this.renewedAt = now;
-    this.storeVersion = undefined;
-    let map: Map<string, string> | undefined;
-    for (const name in steps) (map ??= new Map()).set(name, steps[name]!);
-    this.#steps = map;
-  }
-
-  get status(): LeaseStatus {
-    return this.#status;
-  }
-
-  get active(): boolean {
-    return this.#status === 'active';
-  }
-
-  /** Aborted when the lease is lost (or could not be renewed for longer than leaseMs). Created on first use. */
-  get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      if (this.#status === 'lost') this.#controller.abort(new LeaseLostError(this.id, 'renew'));
-    }
-    return this.#controller.signal;
-  }
-
-  /** Names of the steps already done (by this or a previous owner). */
-  get completedSteps(): string[] {
-    return this.#steps === undefined ? [] : [...this.#steps.keys()];
-  }
-
-  /** Runs `fn` once per key: if a previous attempt saved this step, returns its saved result instead. */
-  step<T>(name: string, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
-    return this.#engine.step(this, name, fn);
-  }
-
-  complete(response: ResponseInput): Promise<void> {
-    return this.#engine.complete(this, response);
-  }
-
-  release(): Promise<void> {
-    return this.#engine.release(this);
-  }
-
-  renew(): Promise<void> {
-    return this.#engine.renew(this);
-  }
-
-  /**
-   * Marks the lease completed after a store-specific completion committed (the PostgreSQL and
-   * SQLite stores' transactional completion): stops renewal; `complete` becomes a no-op.
-   */
-  markCompleted(): void {
-    this.#engine.markCompleted(this);
-  }
-
-  /**
-   * Marks the lease lost after a store-specific write was fenced off (transactional
-   * completion): stops renewal, aborts `signal`.
-   */
-  markLost(): void {
-    this.#engine.markLost(this);
-  }
-
-  /** @internal */
-  savedStep(name: string): string | undefined {
-    return this.#steps?.get(name);
-  }
-
-  /** @internal */
-  rememberStep(name: string, encoded: string): void {
-    (this.#steps ??= new Map()).set(name, encoded);
-  }
-
-  /** @internal the engine moves the lease through its states */
-  setStatus(status: LeaseStatus, lostDuring: LeaseLostEvent['operation'] = 'renew'): void {
-    this.#status = status;
-    if (status === 'lost') this.#controller?.abort(new LeaseLostError(this.id, lostDuring));
-  }
-
-  /** @internal renewal failed for longer than the lease: someone may own it now */
-  signalExpired(): void {
-    this.#controller?.abort(new LeaseLostError(this.id, 'renew'));
-  }
-}
-
-/** A lease's entry in the renewal queue. */
-class Renewal extends DeadlineEntry {
-  constructor(deadline: number, onExpire: (entry: DeadlineEntry) => void, readonly lease: Lease) {
-    super(deadline, onExpire);
-  }
 }
 
 /**
@@ -242,10 +108,28 @@ export class IdempotencyEngine {
   readonly #guard: Policy | undefined;
   /** Whether store calls get the guard's signal (only stores that can use it: see `cancellable`). */
   readonly #passSignal: boolean;
-  readonly #completeAttempts: number;
+  /** Retries a completion's store write (outside the guard: each attempt is guarded). */
+  readonly #completeRetry: RetryPolicy;
+  /** One guarded store call for a context whose operation is the call (no closure per call). */
+  readonly #guarded: Next<unknown>;
   readonly #newOwner: () => string;
   /** Active leases in renewal order, one timer for all (an intrusive list: no per-request Set entry). */
   readonly #renewals: DeadlineQueue;
+  /** What the leases this engine grants ask of it; the two store-specific endings stay private. */
+  readonly #leaseEngine: LeaseEngine = {
+    step: (lease, name, fn) => this.step(lease, name, fn),
+    complete: (lease, response) => this.complete(lease, response),
+    release: (lease) => this.release(lease),
+    renew: (lease) => this.renew(lease),
+    completedElsewhere: (lease) => {
+      const state = leaseState(lease);
+      if (state.status === 'active') this.#end(state, 'completed');
+    },
+    lostElsewhere: (lease) => {
+      const state = leaseState(lease);
+      if (state.status === 'active') this.#lost(state, 'complete');
+    },
+  };
 
   readonly #onClaim = new EventEmitter<ClaimEvent>();
   readonly #onLeaseLost = new EventEmitter<LeaseLostEvent>();
@@ -271,14 +155,25 @@ export class IdempotencyEngine {
       this.renewEveryMs = positive('idempotency.renewEveryMs', options.renewEveryMs, this.leaseMs / 3);
       if (this.renewEveryMs >= this.leaseMs) throw new InvalidOptionsError(`idempotency.renewEveryMs (${this.renewEveryMs}) must be below leaseMs (${this.leaseMs})`);
     }
-    this.#completeAttempts = positiveInt('idempotency.completeAttempts', options.completeAttempts, 3);
+    const completeAttempts = positiveInt('idempotency.completeAttempts', options.completeAttempts, 3);
     const storeTimeoutMs = positive('idempotency.storeTimeoutMs', options.storeTimeoutMs, 1000);
     if (options.guard === null) this.#guard = undefined;
     else if (options.guard !== undefined) this.#guard = options.guard;
     else this.#guard = store.remote ? defaultStoreGuard(store, { timeoutMs: storeTimeoutMs, clock: this.clock }) : undefined;
+    const guard = this.#guard;
+    // Composed by hand rather than with pipeline(): a guard of the caller's may run on another clock.
+    this.#guarded = guard === undefined ? invokeOperation : (context) => guard.run(context, invokeOperation);
+    this.#completeRetry = retry({
+      maxAttempts: completeAttempts,
+      backoff: { kind: 'exponential', baseDelayMs: 25, factor: 4, jitter: 'none' },
+      // Any store failure may be transient; Bulwark's own rejections (an open breaker) stay unretried.
+      shouldRetry: () => true,
+      clock: this.clock,
+      name: 'idempotency-complete',
+    });
+    this.#completeRetry.onRetry((event) => { this.#storeError('complete', event.error); });
     this.#passSignal = store.cancellable === true;
-    if (options.newOwnerToken !== undefined && typeof options.newOwnerToken !== 'function') throw new InvalidOptionsError('idempotency.newOwnerToken must be a function');
-    this.#newOwner = options.newOwnerToken ?? randomUUID;
+    this.#newOwner = fn('idempotency.newOwnerToken', options.newOwnerToken, randomUUID);
   }
 
   /** Leases currently renewed in the background (in-flight handlers). */
@@ -309,9 +204,11 @@ export class IdempotencyEngine {
       }
       switch (result.kind) {
         case 'acquired': {
-          const lease = new Lease(this, id, scope, fingerprint, owner, result.fence, result.takeover, result.steps, this.clock.now());
-          lease.storeVersion = result.version;
-          if (this.renewEveryMs !== false) this.#schedule(lease);
+          const lease = new Lease({
+            engine: this.#leaseEngine, id, scope, fingerprint, owner, fence: result.fence, takeover: result.takeover, steps: result.steps,
+            leaseMs: this.leaseMs, ttlMs: this.ttlMs, claimedAt: this.clock.now(), version: result.version, onRenewalDue: this.#renewDue,
+          });
+          if (this.renewEveryMs !== false) this.#schedule(leaseState(lease));
           if (this.#onClaim.active) this.#onClaim.emit({ id, outcome: result.takeover ? 'takeover' : 'acquired' });
           return { kind: 'new', lease };
         }
@@ -342,29 +239,29 @@ export class IdempotencyEngine {
    * inside a database transaction by the PostgreSQL store).
    */
   async complete(lease: Lease, response: ResponseInput): Promise<void> {
-    if (lease.status === 'completed') return;
-    if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'complete');
+    const state = leaseState(lease);
+    if (state.status === 'completed') return;
+    if (state.status !== 'active') throw new LeaseLostError(lease.id, 'complete');
     const encoded = encodeResponse(normalizeResponse(response));
-    const input = { id: lease.id, owner: lease.owner, response: encoded, ttlMs: lease.ttlMs, version: lease.storeVersion };
+    const input = { id: lease.id, owner: lease.owner, response: encoded, ttlMs: lease.ttlMs, version: state.storeVersion };
+    // The guard's signal, as #call gives it: only a cancellable store behind a guard gets one.
+    const write = this.#passSignal && this.#guard !== undefined
+      ? (context: CallContext) => this.store.complete(input, context.signal)
+      : () => this.store.complete(input, undefined);
     let ok: boolean;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        ok = await this.#call((signal) => this.store.complete(input, signal));
-        break;
-      } catch (error) {
-        const failure = this.#storeError('complete', error);
-        if (attempt >= this.#completeAttempts) {
-          this.#end(lease, 'abandoned');
-          throw failure;
-        }
-        await sleep(this.clock, 25 * 4 ** (attempt - 1));
-      }
+    try {
+      ok = await this.#completeRetry.run(CallContext.root(this.clock, write), this.#guarded as Next<boolean>);
+    } catch (error) {
+      // Failed attempts before the last were reported as the retry went on (onRetry).
+      const failure = this.#storeError('complete', error instanceof RetriesExhaustedError ? error.cause : error);
+      this.#end(state, 'abandoned');
+      throw failure;
     }
     if (!ok) {
-      this.#lost(lease, 'complete');
+      this.#lost(state, 'complete');
       throw new LeaseLostError(lease.id, 'complete');
     }
-    this.#end(lease, 'completed');
+    this.#end(state, 'completed');
   }
 
   /**
@@ -373,8 +270,9 @@ export class IdempotencyEngine {
    * active. Rejects with STORE_UNAVAILABLE when the store fails (the lease then simply expires).
    */
   async release(lease: Lease): Promise<void> {
-    if (lease.status !== 'active') return;
-    this.#end(lease, 'released');
+    const state = leaseState(lease);
+    if (state.status !== 'active') return;
+    this.#end(state, 'released');
     try {
       await this.#call((signal) => this.store.release({ id: lease.id, owner: lease.owner }, signal));
     } catch (error) {
@@ -384,9 +282,10 @@ export class IdempotencyEngine {
 
   /** Extends the lease now (automatic renewal does this in the background). Throws LEASE_LOST if it is gone. */
   async renew(lease: Lease): Promise<void> {
-    if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'renew');
+    const state = leaseState(lease);
+    if (state.status !== 'active') throw new LeaseLostError(lease.id, 'renew');
     const startedAt = this.clock.now();
-    lease.storeVersion = undefined; // the record changes (or may have, if the call fails)
+    state.storeVersion = undefined; // the record changes (or may have, if the call fails)
     let ok: boolean;
     try {
       ok = await this.#call((signal) => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }, signal));
@@ -394,10 +293,10 @@ export class IdempotencyEngine {
       throw this.#storeError('renew', error);
     }
     if (!ok) {
-      this.#lost(lease, 'renew');
+      this.#lost(state, 'renew');
       throw new LeaseLostError(lease.id, 'renew');
     }
-    lease.renewedAt = startedAt;
+    state.renewedAt = startedAt;
   }
 
   /**
@@ -408,12 +307,13 @@ export class IdempotencyEngine {
    */
   async step<T>(lease: Lease, name: string, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
     if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw new InvalidInputError('idempotency: step name must be a string of 1..200 characters');
-    const saved = lease.savedStep(name);
+    const state = leaseState(lease);
+    const saved = state.steps?.get(name);
     if (saved !== undefined) return decodeStep<T>(saved);
-    if (lease.status !== 'active') throw new LeaseLostError(lease.id, 'step');
+    if (state.status !== 'active') throw new LeaseLostError(lease.id, 'step');
     const value = await fn(lease.signal);
     const encoded = encodeStep(value);
-    lease.storeVersion = undefined;
+    state.storeVersion = undefined;
     let ok: boolean;
     try {
       ok = await this.#call((signal) => this.store.saveStep({ id: lease.id, owner: lease.owner, name, value: encoded }, signal));
@@ -421,10 +321,10 @@ export class IdempotencyEngine {
       throw this.#storeError('step', error);
     }
     if (!ok) {
-      this.#lost(lease, 'step');
+      this.#lost(state, 'step');
       throw new LeaseLostError(lease.id, 'step');
     }
-    lease.rememberStep(name, encoded);
+    (state.steps ??= new Map()).set(name, encoded);
     return value;
   }
 
@@ -492,58 +392,48 @@ export class IdempotencyEngine {
     return failure;
   }
 
-  #lost(lease: Lease, operation: LeaseLostEvent['operation']): void {
-    lease.setStatus('lost', operation);
-    if (lease.renewal !== undefined) this.#renewals.remove(lease.renewal);
-    if (this.#onLeaseLost.active) this.#onLeaseLost.emit({ id: lease.id, operation });
+  #lost(state: LeaseState, operation: LeaseOperation): void {
+    state.setStatus('lost', operation);
+    this.#renewals.remove(state);
+    if (this.#onLeaseLost.active) this.#onLeaseLost.emit({ id: state.lease.id, operation });
   }
 
-  #end(lease: Lease, status: LeaseStatus): void {
-    lease.setStatus(status);
-    if (lease.renewal !== undefined) this.#renewals.remove(lease.renewal);
+  #end(state: LeaseState, status: LeaseStatus): void {
+    state.setStatus(status);
+    this.#renewals.remove(state);
   }
 
-  /** @internal marks a lease completed by a store-specific path (a database transaction). */
-  markCompleted(lease: Lease): void {
-    if (lease.status === 'active') this.#end(lease, 'completed');
-  }
-
-  /** @internal a store-specific write (a database transaction) was fenced off. */
-  markLost(lease: Lease): void {
-    if (lease.status === 'active') this.#lost(lease, 'complete');
-  }
-
-  #schedule(lease: Lease): void {
-    const at = this.clock.now() + (this.renewEveryMs as number);
-    if (lease.renewal === undefined) lease.renewal = new Renewal(at, this.#renewDue, lease);
-    else lease.renewal.deadline = at;
-    this.#renewals.add(lease.renewal);
+  /** Queues the lease's next background renewal (its state is its entry in the queue). */
+  #schedule(state: LeaseState): void {
+    state.deadline = this.clock.now() + (this.renewEveryMs as number);
+    this.#renewals.add(state);
   }
 
   readonly #renewDue = (entry: DeadlineEntry): void => {
-    this.#renewInBackground((entry as Renewal).lease);
+    this.#renewInBackground(entry as LeaseState);
   };
 
-  #renewInBackground(lease: Lease): void {
+  #renewInBackground(state: LeaseState): void {
+    const lease = state.lease;
     const startedAt = this.clock.now();
-    lease.storeVersion = undefined;
+    state.storeVersion = undefined;
     this.#call((signal) => this.store.renew({ id: lease.id, owner: lease.owner, leaseMs: lease.leaseMs }, signal)).then(
       (ok) => {
-        if (!lease.active) return;
+        if (state.status !== 'active') return;
         if (!ok) {
-          this.#lost(lease, 'renew');
+          this.#lost(state, 'renew');
           return;
         }
-        lease.renewedAt = startedAt;
-        this.#schedule(lease);
+        state.renewedAt = startedAt;
+        this.#schedule(state);
       },
       (error) => {
-        if (!lease.active) return;
+        if (state.status !== 'active') return;
         this.#storeError('renew', error);
         // Keep trying; past the lease's own expiry another worker may have taken over, so tell
         // the handler (its completion will be fenced if so).
-        if (this.clock.now() - lease.renewedAt >= lease.leaseMs) lease.signalExpired();
-        this.#schedule(lease);
+        if (this.clock.now() - state.renewedAt >= lease.leaseMs) state.signalExpired();
+        this.#schedule(state);
       },
     );
   }

@@ -1,5 +1,5 @@
 import { BulwarkError, InvalidOptionsError, StoreUnavailableError, type ErrorCode } from '../core/errors.js';
-import { nonNegative, oneOf, positiveInt } from '../core/validate.js';
+import { fn, nonNegative, oneOf, positiveInt } from '../core/validate.js';
 import type { StoredResponse } from './codec.js';
 import { IdempotencyEngine, type IdempotencyEngineOptions, type Lease } from './engine.js';
 import { IdempotencyKeyInvalidError, LeaseLostError } from './errors.js';
@@ -161,8 +161,7 @@ export class IdempotencyHttp {
     if (!Array.isArray(methods) || methods.some((m) => typeof m !== 'string')) throw new InvalidOptionsError('idempotency.methods must be an array of method names');
     this.#methods = new Set(methods.map((m) => m.toUpperCase()));
     this.#maxKeyLength = positiveInt('idempotency.maxKeyLength', options.maxKeyLength, DEFAULT_MAX_KEY_LENGTH);
-    if (options.shouldStore !== undefined && typeof options.shouldStore !== 'function') throw new InvalidOptionsError('idempotency.shouldStore must be a function');
-    this.#shouldStore = options.shouldStore ?? defaultShouldStore;
+    this.#shouldStore = fn('idempotency.shouldStore', options.shouldStore, defaultShouldStore);
     const replay = options.replayHeaders ?? DEFAULT_REPLAY_HEADERS;
     if (!Array.isArray(replay)) throw new InvalidOptionsError('idempotency.replayHeaders must be an array of header names');
     this.#replayHeaders = new Set(replay.map((h) => h.toLowerCase()));
@@ -173,8 +172,7 @@ export class IdempotencyHttp {
     this.#waitMs = nonNegative('idempotency.waitMs', options.waitMs, 10_000);
     this.#conflictRetryAfter = String(positiveInt('idempotency.conflictRetryAfterSeconds', options.conflictRetryAfterSeconds, 1));
     this.#failOpen = oneOf('idempotency.storeUnavailable', options.storeUnavailable, ['fail-closed', 'fail-open'], 'fail-closed') === 'fail-open';
-    if (options.fingerprint !== undefined && typeof options.fingerprint !== 'function') throw new InvalidOptionsError('idempotency.fingerprint must be a function');
-    this.#fingerprint = options.fingerprint;
+    this.#fingerprint = fn('idempotency.fingerprint', options.fingerprint);
     this.#retainBody = options.retainBody ?? true;
   }
 

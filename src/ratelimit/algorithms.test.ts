@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { VirtualClock } from '../core/clock.js';
 import { ALGORITHMS, createAlgorithm, decide, TokenBucket } from './algorithms/registry.js';
+import { refillTokens } from './algorithms/token-bucket.js';
 import { MemoryRateLimiter } from './memory.js';
 import type { AlgorithmKind } from './types.js';
 
@@ -226,4 +227,15 @@ test('property: refunds never lift a key above its limit and penalties never bel
       }
     },
   ), { numRuns: 300 });
+});
+
+test('refillTokens: the one token-bucket refill: rate × elapsed up to the capacity, nothing when time stood still or stepped back, a 1/share slice of rate and capacity', () => {
+  assert.equal(refillTokens(0, 500, 10, 1000, 20), 5);
+  assert.equal(refillTokens(18, 500, 10, 1000, 20), 20, 'never above the capacity');
+  assert.equal(refillTokens(-3, 500, 10, 1000, 20), 2, 'a debt is repaid by the refill');
+  assert.equal(refillTokens(4, 0, 10, 1000, 20), 4);
+  assert.equal(refillTokens(4, -100, 10, 1000, 20), 4, 'a clock stepping back refills nothing');
+  assert.equal(refillTokens(0, 49, 1, 49, 20), 1, '(elapsed × limit) / interval: exact where elapsed × (limit / interval) gives 0.9999999999999999');
+  assert.equal(refillTokens(0, 1000, 10, 1000, 20, 4), 2.5, 'a quarter share refills at a quarter of the rate');
+  assert.equal(refillTokens(4, 1000, 10, 1000, 20, 4), 5, 'and holds a quarter of the capacity');
 });

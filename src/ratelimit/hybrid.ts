@@ -1,17 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
-import { InvalidOptionsError, TimeoutError } from '../core/errors.js';
+import { InvalidOptionsError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { keyLimit, positive, positiveInt } from '../core/validate.js';
-import { toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
-import { circuitBreaker } from '../breaker/breaker.js';
-import { consecutive } from '../breaker/strategies.js';
+import { clusterKey, toRedisScriptClient, type RedisScriptClient } from '../redis-client/script-client.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
 import { EPSILON, roundWait, wholeUnits } from './algorithms/kernel.js';
+import { refillTokens } from './algorithms/token-bucket.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
-import { hashSlot } from './crc16.js';
 import { HYBRID_SYNC_SCRIPT } from './lua-scripts.js';
-import type { StoreBreaker, StorePermit } from './redis-limiter.js';
+import { admitStoreCall, isClusterClient, isStorePermit, storeBatches, storeBreaker, withinStoreTimeout, type StoreBreaker } from './store-calls.js';
 import type { AcquireOptions, Decision, RateLimiter } from './types.js';
 import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
 
@@ -188,15 +186,8 @@ export class HybridRateLimiter implements RateLimiter {
     } else {
       throw new InvalidOptionsError('hybridRateLimiter: a Redis client (or a remote) is required');
     }
-    const c = options.client as { isCluster?: unknown; masters?: unknown } | undefined;
-    this.#cluster = options.cluster ?? (c?.isCluster === true || Array.isArray(c?.masters));
-    if (options.breaker === false) this.#breaker = undefined;
-    else if (options.breaker !== undefined) {
-      if (typeof options.breaker?.tryAcquire !== 'function') throw new InvalidOptionsError('hybridRateLimiter.breaker must have tryAcquire()');
-      this.#breaker = options.breaker;
-    } else {
-      this.#breaker = circuitBreaker({ name: `${this.name ?? 'ratelimit'}-hybrid`, strategy: consecutive({ threshold: 5 }), openMs: 1000, clock: this.clock });
-    }
+    this.#cluster = options.cluster ?? isClusterClient(options.client);
+    this.#breaker = storeBreaker(options.breaker, 'hybridRateLimiter', `${this.name ?? 'ratelimit'}-hybrid`, this.clock);
   }
 
   /** Sync script calls made so far. */
@@ -320,7 +311,7 @@ export class HybridRateLimiter implements RateLimiter {
   #refill(entry: HybridEntry, now: number): number {
     const elapsed = now - entry.updated;
     if (elapsed > 0) {
-      entry.tokens = Math.min(this.#capacity / entry.sharers, entry.tokens + (elapsed * this.#perInterval) / this.#intervalMs / entry.sharers);
+      entry.tokens = refillTokens(entry.tokens, elapsed, this.#perInterval, this.#intervalMs, this.#capacity, entry.sharers);
       entry.updated = now;
     }
     return entry.tokens;
@@ -398,7 +389,7 @@ export class HybridRateLimiter implements RateLimiter {
       this.#inflight.add(entry);
       batch.push({ key, entry, sent });
     }
-    const groups = this.#group(batch);
+    const groups = storeBatches(batch, this.#maxBatch, this.#cluster, this.#redisKeyOf);
     let failures = 0;
     let lastError: unknown;
     await Promise.all(groups.map(async (group) => {
@@ -429,38 +420,20 @@ export class HybridRateLimiter implements RateLimiter {
     if (this.#onSync.active) this.#onSync.emit({ keys: batch.length, calls: groups.length, ok: failures === 0, ...(failures > 0 ? { error: lastError } : {}) });
   }
 
-  #group(batch: { key: string; entry: HybridEntry; sent: number }[]): { key: string; entry: HybridEntry; sent: number }[][] {
-    const groups: { key: string; entry: HybridEntry; sent: number }[][] = [];
-    if (!this.#cluster) {
-      for (let i = 0; i < batch.length; i += this.#maxBatch) groups.push(batch.slice(i, i + this.#maxBatch));
-      return groups;
-    }
-    const bySlot = new Map<number, { key: string; entry: HybridEntry; sent: number }[]>();
-    for (const item of batch) {
-      const slot = hashSlot(this.#redisKey(item.key));
-      const g = bySlot.get(slot);
-      if (g) g.push(item); else bySlot.set(slot, [item]);
-    }
-    for (const g of bySlot.values()) for (let i = 0; i < g.length; i += this.#maxBatch) groups.push(g.slice(i, i + this.#maxBatch));
-    return groups;
-  }
+  readonly #redisKeyOf = (item: { key: string }): string => clusterKey(this.prefix, item.key);
 
   async #syncGroup(group: { key: string; entry: HybridEntry; sent: number }[]): Promise<void> {
-    let permit: StorePermit | undefined;
-    if (this.#breaker) {
-      const admitted = this.#breaker.tryAcquire();
-      if (typeof (admitted as StorePermit).success !== 'function') throw admitted;
-      permit = admitted as StorePermit;
-    }
+    const permit = admitStoreCall(this.#breaker);
+    if (!isStorePermit(permit)) throw permit;
     this.#calls++;
-    let timer: TimerHandle | undefined;
     try {
-      const balances = await Promise.race([
-        this.#remote.sync(group.map((g) => this.#redisKey(g.key)), group.map((g) => g.sent), this.#syncOptions),
-        new Promise<never>((_, reject) => { timer = this.clock.setTimeout(() => reject(new TimeoutError(this.timeoutMs)), this.timeoutMs); }),
-      ]);
+      const balances = await withinStoreTimeout(
+        this.#remote.sync(group.map(this.#redisKeyOf), group.map((g) => g.sent), this.#syncOptions),
+        this.clock,
+        this.timeoutMs,
+      );
       if (!Array.isArray(balances) || balances.length !== group.length) throw new Error('unexpected reply from the hybrid sync');
-      permit?.success();
+      permit.success();
       const now = this.#clock.now();
       group.forEach((item, i) => {
         const entry = item.entry;
@@ -471,16 +444,9 @@ export class HybridRateLimiter implements RateLimiter {
         entry.updated = now;
       });
     } catch (error) {
-      permit?.failure(error);
+      permit.failure(error);
       throw error;
-    } finally {
-      if (timer !== undefined) this.clock.clearTimeout(timer);
     }
-  }
-
-  #redisKey(key: string): string {
-    const tag = key.includes('{') || key.includes('}') ? key.replace(/[{}]/g, '_') : key;
-    return `${this.prefix}:{${tag}}`;
   }
 }
 
@@ -515,7 +481,7 @@ export function memoryHybridRemote(options: { limit: number; intervalMs?: number
         return keys.map((key, i) => {
           const b = balances.get(key) ?? { tokens: capacity, at: now, seen: new Map<string, number>() };
           if (now > b.at) {
-            b.tokens = Math.min(capacity, b.tokens + ((now - b.at) * options.limit) / interval);
+            b.tokens = refillTokens(b.tokens, now - b.at, options.limit, interval, capacity);
             b.at = now;
           }
           b.tokens = Math.max(-capacity, b.tokens - used[i]!);

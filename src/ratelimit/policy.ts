@@ -2,14 +2,15 @@ import { abortedError } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
 import { RateLimitedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
-import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { KeyedPolicy } from '../core/keyed-policy.js';
+import type { Next, PolicyDescription } from '../core/policy.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
 
 export interface RateLimitPolicyOptions {
   limiter: RateLimiter;
-  /** The key for a call (e.g. from `context.tags`). Default: one key for every call. */
+  /** The key for a call (e.g. from `context.tags`). Default: one key for every call; `execute(key, operation)` names it. */
   key?: (context: CallContext) => string;
   /** Cost of a call. Default 1. */
   cost?: number;
@@ -28,10 +29,9 @@ export interface RateLimitRejection {
  * limit fail fast with RateLimitedError (code RATE_LIMITED, with retryAfterMs), or wait up to
  * `maxWaitMs` for their turn. A fail-closed decision (store down) is a rejection too.
  */
-export class RateLimitPolicy extends BasePolicy {
+export class RateLimitPolicy extends KeyedPolicy {
   readonly kind = 'rate-limit';
   readonly limiter: RateLimiter;
-  readonly #key: (context: CallContext) => string;
   readonly #cost: number;
   readonly #maxWaitMs: number;
   readonly #onRejected = new EventEmitter<RateLimitRejection>();
@@ -39,17 +39,15 @@ export class RateLimitPolicy extends BasePolicy {
   readonly onRejected = this.#onRejected.event;
 
   constructor(options: RateLimitPolicyOptions) {
-    super(options?.limiter?.clock, options);
+    super(options?.limiter?.clock, fn('rateLimit.key', options?.key, globalKey, 'of the call context'), 'rateLimit', options);
     if (typeof options?.limiter?.consume !== 'function') throw new InvalidOptionsError('rateLimit: a limiter is required');
     this.limiter = options.limiter;
-    this.#key = options.key ?? (() => 'global');
     this.#cost = nonNegative('rateLimit.cost', options.cost, 1);
     this.#maxWaitMs = nonNegative('rateLimit.maxWaitMs', options.maxWaitMs, 0);
   }
 
-  async run<T>(context: CallContext, next: Next<T>): Promise<T> {
+  async runKeyed<T>(key: string, context: CallContext, next: Next<T>): Promise<T> {
     if (context.aborted) throw abortedError(context.abortReason); // before taking a token
-    const key = this.#key(context);
     const decision = this.#maxWaitMs > 0
       ? await this.limiter.acquire(key, { cost: this.#cost, maxWaitMs: Math.min(this.#maxWaitMs, context.remaining()), signal: context.signal })
       : await this.limiter.consume(key, this.#cost);
@@ -74,6 +72,10 @@ export class RateLimitPolicy extends BasePolicy {
       options: { store: this.limiter.store, limit: this.limiter.limit, cost: this.#cost, maxWaitMs: this.#maxWaitMs },
     };
   }
+}
+
+function globalKey(): string {
+  return 'global';
 }
 
 export function rateLimit(options: RateLimitPolicyOptions): RateLimitPolicy {

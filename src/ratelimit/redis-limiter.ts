@@ -3,30 +3,19 @@ import { InvalidOptionsError, StoreUnavailableError, TimeoutError } from '../cor
 import { EventEmitter } from '../core/events.js';
 import { nonNegative, oneOf, positive, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
-import { toRedisScriptClient, type RedisScript, type RedisScriptClient } from '../redis-client/script-client.js';
-import { circuitBreaker } from '../breaker/breaker.js';
-import { consecutive } from '../breaker/strategies.js';
+import { clusterKey, toRedisScriptClient, type RedisScript, type RedisScriptClient } from '../redis-client/script-client.js';
 import { resolveAlgorithmOptions, type ResolvedAlgorithmOptions } from './algorithms/registry.js';
 import { acquireFrom, checkCost, checkKey } from './acquire.js';
-import { hashSlot } from './crc16.js';
 import { MemoryRateLimiter } from './memory.js';
 import { DELETE_SCRIPT, RATE_LIMIT_SCRIPTS, keysPerEntry } from './lua-scripts.js';
 import type { AcquireOptions, AlgorithmOptions, Decision, RateLimiter } from './types.js';
 import { StoreHealth, type StoreHealthSnapshot, type StoreRecoveredEvent } from './store-health.js';
+import {
+  admitStoreCall, isClusterClient, isStorePermit, storeBatches, storeBreaker, withinStoreTimeout,
+  type StoreBreaker, type StorePermit,
+} from './store-calls.js';
 
-/** A permit from a breaker, settled once the store call has ended. */
-export interface StorePermit {
-  success(): void;
-  failure(error?: unknown): void;
-}
-
-/**
- * What the Redis store needs from a circuit breaker: `circuitBreaker()` from bulwark fits
- * (its `tryAcquire()` returns a permit or the CircuitOpenError as a value).
- */
-export interface StoreBreaker {
-  tryAcquire(): StorePermit | { retryAfterMs: number };
-}
+export type { StoreBreaker, StorePermit } from './store-calls.js';
 
 export type FailMode = 'open' | 'closed';
 
@@ -97,7 +86,7 @@ class BatchCall extends DeadlineEntry {
     deadline: number,
     onExpire: (entry: DeadlineEntry) => void,
     readonly entries: Pending[],
-    readonly permit: StorePermit | undefined,
+    readonly permit: StorePermit,
   ) {
     super(deadline, onExpire);
   }
@@ -168,13 +157,7 @@ export class RedisRateLimiter implements RateLimiter {
     this.#batch = oneOf('redisRateLimiter.batch', options.batch, ['tick', 'none'] as const, 'tick') === 'tick';
     this.#maxBatch = positiveInt('redisRateLimiter.maxBatch', options.maxBatch, 128);
     this.#cluster = options.cluster ?? isClusterClient(options.client);
-    if (options.breaker === false) this.#breaker = undefined;
-    else if (options.breaker !== undefined) {
-      if (typeof options.breaker?.tryAcquire !== 'function') throw new InvalidOptionsError('redisRateLimiter.breaker must have tryAcquire() (e.g. circuitBreaker())');
-      this.#breaker = options.breaker;
-    } else {
-      this.#breaker = circuitBreaker({ name: `${this.name ?? 'ratelimit'}-redis`, strategy: consecutive({ threshold: 5 }), openMs: 1000, clock: this.clock });
-    }
+    this.#breaker = storeBreaker(options.breaker, 'redisRateLimiter', `${this.name ?? 'ratelimit'}-redis`, this.clock);
     this.#script = RATE_LIMIT_SCRIPTS[this.options.algorithm];
     this.#keysPerEntry = keysPerEntry(this.options.algorithm);
     this.#configArgs = [String(this.options.limit), String(this.options.intervalMs), String(this.options.capacity), ''];
@@ -243,17 +226,11 @@ export class RedisRateLimiter implements RateLimiter {
     checkKey(key);
     this.#local?.reset(key);
     const keys = this.#redisKeys(key);
-    let timer: ReturnType<Clock['setTimeout']> | undefined;
     try {
       this.#calls++;
-      await Promise.race([
-        this.client.run(DELETE_SCRIPT, keys, []),
-        new Promise((_, reject) => { timer = this.clock.setTimeout(() => reject(new TimeoutError(this.timeoutMs)), this.timeoutMs); }),
-      ]);
+      await withinStoreTimeout(this.client.run(DELETE_SCRIPT, keys, []), this.clock, this.timeoutMs);
     } catch (error) {
       throw new StoreUnavailableError('redis', error);
-    } finally {
-      if (timer !== undefined) this.clock.clearTimeout(timer);
     }
   }
 
@@ -263,14 +240,11 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   #redisKeys(key: string): string[] {
-    const base = this.#baseKey(key);
+    const base = clusterKey(this.prefix, key);
     return this.#keysPerEntry === 1 ? [base] : [base, `${base}:seq`];
   }
 
-  #baseKey(key: string): string {
-    const tag = key.includes('{') || key.includes('}') ? key.replace(/[{}]/g, '_') : key;
-    return `${this.prefix}:{${tag}}`;
-  }
+  readonly #redisKeyOf = (entry: Pending): string => clusterKey(this.prefix, entry.key);
 
   #enqueue(key: string, op: Op, amount: number): Promise<any> {
     return new Promise((resolve) => {
@@ -293,38 +267,21 @@ export class RedisRateLimiter implements RateLimiter {
     this.#scheduled = false;
     const queue = this.#queue;
     this.#queue = [];
-    if (!this.#cluster) {
-      for (let i = 0; i < queue.length; i += this.#maxBatch) this.#send(queue.slice(i, i + this.#maxBatch));
-      return;
-    }
-    const bySlot = new Map<number, Pending[]>();
-    for (const entry of queue) {
-      const slot = hashSlot(this.#baseKey(entry.key));
-      const group = bySlot.get(slot);
-      if (group) group.push(entry); else bySlot.set(slot, [entry]);
-    }
-    for (const group of bySlot.values()) {
-      for (let i = 0; i < group.length; i += this.#maxBatch) this.#send(group.slice(i, i + this.#maxBatch));
-    }
+    for (const batch of storeBatches(queue, this.#maxBatch, this.#cluster, this.#redisKeyOf)) this.#send(batch);
   };
 
   #send(entries: Pending[]): void {
-    let permit: StorePermit | undefined;
-    if (this.#breaker) {
-      const admitted = this.#breaker.tryAcquire();
-      if (typeof (admitted as StorePermit).success !== 'function') {
-        const retryAfterMs = (admitted as { retryAfterMs: number }).retryAfterMs;
-        this.#failAll(entries, admitted, true, retryAfterMs);
-        return;
-      }
-      permit = admitted as StorePermit;
+    const permit = admitStoreCall(this.#breaker);
+    if (!isStorePermit(permit)) {
+      this.#failAll(entries, permit, true, permit.retryAfterMs);
+      return;
     }
     const keys: string[] = [];
     const args: (string | number)[] = this.#configArgs.slice();
     const first = entries[0]!;
     let uniform = true;
     for (const entry of entries) {
-      const base = this.#baseKey(entry.key);
+      const base = clusterKey(this.prefix, entry.key);
       keys.push(base);
       if (this.#keysPerEntry === 2) keys.push(`${base}:seq`);
       if (entry.op !== first.op || entry.amount !== first.amount) uniform = false;
@@ -358,7 +315,7 @@ export class RedisRateLimiter implements RateLimiter {
     }
     call.done = true;
     this.#deadlines.remove(call);
-    call.permit?.success();
+    call.permit.success();
     const now = this.clock.now();
     const recovered = this.#health.succeeded(now, 'redis');
     if (recovered !== undefined && this.#onStoreRecovered.active) this.#onStoreRecovered.emit(recovered);
@@ -390,7 +347,7 @@ export class RedisRateLimiter implements RateLimiter {
     if (call.done) return;
     call.done = true;
     this.#deadlines.remove(call);
-    call.permit?.failure(error);
+    call.permit.failure(error);
     this.#failAll(call.entries, error, false, this.#failClosedRetryAfterMs);
   }
 
@@ -429,14 +386,14 @@ export class RedisRateLimiter implements RateLimiter {
   }
 
   #localLimiter(): MemoryRateLimiter {
-    this.#local ??= new MemoryRateLimiter({ ...this.options, maxKeys: this.#fallbackMaxKeys, clock: this.clock });
+    if (this.#local === undefined) {
+      const { algorithm, limit, intervalMs, capacity } = this.options;
+      // A window algorithm takes no capacity option (its resolved capacity is its limit).
+      const bucket = algorithm === 'token-bucket' || algorithm === 'gcra' ? capacity : undefined;
+      this.#local = new MemoryRateLimiter({ algorithm, limit, intervalMs, capacity: bucket, maxKeys: this.#fallbackMaxKeys, clock: this.clock });
+    }
     return this.#local;
   }
-}
-
-function isClusterClient(client: unknown): boolean {
-  const c = client as { isCluster?: unknown; masters?: unknown };
-  return c?.isCluster === true || Array.isArray(c?.masters);
 }
 
 export function redisRateLimiter(options: RedisRateLimiterOptions): RedisRateLimiter {

@@ -71,3 +71,14 @@ test('hybrid limiter: one store-error event per outage and one on recovery, howe
   assert.deepEqual(seen, ['error keys=1', 'recovered failedCalls=5 downMs=500']);
   assert.deepEqual(limiter.storeHealth, { available: true, failures: 5, outages: 1 });
 });
+
+test('Redis limiter: failing open with a window algorithm judges locally with the same limit (the local limiter takes no bucket capacity)', async () => {
+  const clock = new VirtualClock();
+  const client = fakeRedis();
+  client.down = true;
+  for (const algorithm of ['fixed-window', 'sliding-window-log', 'sliding-window-counter'] as const) {
+    const limiter = new RedisRateLimiter({ client, algorithm, limit: 2, clock, batch: 'none', breaker: false });
+    const decisions = [await limiter.consume('k'), await limiter.consume('k'), await limiter.consume('k')];
+    assert.deepEqual(decisions.map((d) => [d.allowed, d.degraded]), [[true, 'fail-open'], [true, 'fail-open'], [false, 'fail-open']], algorithm);
+  }
+});

@@ -391,6 +391,7 @@ test('bad options fail when the policy is built; a broken custom backoff fails t
   ]) {
     assert.throws(() => retry(options as any), { code: 'INVALID_OPTIONS' }, JSON.stringify(options));
   }
+  assert.throws(() => retry({ random: 0.5 } as any), { code: 'INVALID_OPTIONS', message: 'retry.random must be a function returning [0, 1), got 0.5' });
   assert.equal(retry({ maxAttempts: Infinity, budget: tokenBudget() }).maxAttempts, Infinity);
   // A concurrency budget always lets a few calls retry at once: it would never end their loop.
   assert.throws(() => retry({ maxAttempts: Infinity, budget: concurrencyBudget() }), { code: 'INVALID_OPTIONS' });

@@ -6,7 +6,7 @@ import { InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError }
 import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
-import { nonNegative } from '../core/validate.js';
+import { fn, nonNegative } from '../core/validate.js';
 import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
 import { decideRetry, type RetryOutcome } from './classify.js';
 import { ConcurrencyRetryBudget } from './budget.js';
@@ -141,12 +141,9 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
     this.budget = checkBudget(options.budget);
     this.maxAttempts = checkMaxAttempts(options.maxAttempts, this.maxElapsedMs, this.budget);
     this.backoff = toBackoff(options.backoff);
-    if (options.shouldRetry !== undefined && typeof options.shouldRetry !== 'function') throw new InvalidOptionsError('retry.shouldRetry must be a function');
-    if (options.handleResult !== undefined && typeof options.handleResult !== 'function') throw new InvalidOptionsError('retry.handleResult must be a function');
-    if (options.random !== undefined && typeof options.random !== 'function') throw new InvalidOptionsError('retry.random must be a function returning [0, 1)');
-    this.#shouldRetry = options.shouldRetry;
-    this.#handleResult = options.handleResult as ((result: unknown) => boolean) | undefined;
-    this.random = options.random ?? systemRandom;
+    this.#shouldRetry = fn('retry.shouldRetry', options.shouldRetry);
+    this.#handleResult = fn('retry.handleResult', options.handleResult) as ((result: unknown) => boolean) | undefined;
+    this.random = fn('retry.random', options.random, systemRandom, 'returning [0, 1)');
   }
 
   run<T extends In>(context: CallContext, next: Next<T>): Promise<T> {

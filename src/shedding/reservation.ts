@@ -4,7 +4,7 @@ import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
-import { nonNegative, positive } from '../core/validate.js';
+import { REQUIRED, fn, nonNegative, positive } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 
 /**
@@ -52,7 +52,7 @@ const EPSILON = 1e-9;
 /** Validates a plan; throws INVALID_OPTIONS with the first problem found. */
 export function validateReservationPlan(plan: ReservationPlan): void {
   if (!plan || typeof plan !== 'object') throw new InvalidOptionsError('a reservation plan needs { total, shares }');
-  positive('reservation.total', plan.total, NaN);
+  positive('reservation.total', plan.total, REQUIRED);
   const names = Object.keys(plan.shares ?? {});
   if (names.length === 0) throw new InvalidOptionsError('reservation.shares must name at least one class');
   let sum = 0;
@@ -194,7 +194,7 @@ export class ReservationGate extends BasePolicy {
     validateReservationPlan(options);
     this.plan = { total: options.total, shares: { ...options.shares }, lending: [...(options.lending ?? [])] };
     this.#retryAfterMs = nonNegative('reservation.retryAfterMs', options.retryAfterMs, 1000);
-    this.#classify = options.classify ?? defaultClassify;
+    this.#classify = fn('reservation.classify', options.classify, defaultClassify);
     this.#allocation = allocateCapacity(this.plan, false);
     for (const name of Object.keys(this.plan.shares)) {
       this.#classes.set(name, { name, allocation: this.#allocation.classes[name]!, inflight: 0, rejected: 0, partners: [] });

@@ -363,6 +363,8 @@ test('retry-after hints, events, stats, describe, bad input', () => {
   assert.equal(shedder.describe().name, 'api');
   assert.throws(() => shedder.tryAdmit('urgent' as Priority), { code: 'INVALID_INPUT' });
   assert.throws(() => shedder.tryAdmit('high', Number.NaN), { code: 'INVALID_INPUT' });
+  assert.throws(() => loadShedder({ capacity: 1, random: 0.5 as never }), { code: 'INVALID_OPTIONS', message: 'loadShedder.random must be a function returning [0, 1), got 0.5' });
+  assert.throws(() => loadShedder({} as never), { code: 'INVALID_OPTIONS', message: 'loadShedder.capacity is required: an integer >= 1' });
   assert.throws(() => loadShedder({ capacity: 0 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => loadShedder({ capacity: 1, thresholds: { normal: 2 } }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => loadShedder({ capacity: 1, thresholds: { urgent: 0.5 } as any }), { code: 'INVALID_OPTIONS' });

@@ -1,35 +1,17 @@
 import type { Clock } from '../core/clock.js';
-import { CallContext, PRIORITIES, type Priority } from '../core/context.js';
+import { PRIORITIES, type CallContext, type Priority } from '../core/context.js';
 import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
-import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
-import { StandingQueueDetector } from './codel.js';
+import { REQUIRED, fn, nonNegative, oneOf, positive, positiveInt, ratio } from '../core/validate.js';
 import { InvalidAdmissionError } from './errors.js';
 import { redDropProbability, resolveThresholds } from './priority.js';
 import { eventLoopDelayMonitor, type DelaySource, type EventLoopDelayOptions } from './signals.js';
-import { onSignalAbort } from '../core/abort.js';
+import { ShedWaitQueue } from './wait-queue.js';
+import type { ShedQueueMode, ShedReason, ShedRejection } from './types.js';
 
-/** Why a request was not admitted. */
-export type ShedReason =
-  | 'deadline' // its deadline had passed (or too little of it was left) before it ran
-  | 'priority' // utilisation at or above its class threshold
-  | 'red' // random early drop between red.min and red.max
-  | 'capacity' // no free slot and no queue (or tryAdmit, which never waits)
-  | 'queue-full' // the wait queue was full (or it was evicted from it under overload)
-  | 'queue-timeout' // waited maxQueueTimeMs without getting a slot
-  | 'codel' // dropped from a standing queue (CoDel)
-  | 'aborted'; // the caller gave up while it waited
-
-/**
- * 'fifo': first come, first served. 'codel': FIFO, but once the queue has been standing (waits
- * above targetMs for intervalMs), requests that waited longer than targetMs are dropped at
- * dequeue until waits fall below target. 'lifo-under-overload': FIFO normally, newest first
- * while the queue is standing (the oldest are the likeliest to have been abandoned already).
- */
-export type ShedQueueMode = 'codel' | 'lifo-under-overload' | 'fifo';
+export type { ShedQueueMode, ShedReason, ShedRejection } from './types.js';
 
 export interface ShedQueueOptions {
   /** Most requests waiting for a slot. */
@@ -70,16 +52,6 @@ export interface LoadShedderOptions {
   clock?: Clock;
   random?: Random;
   name?: string;
-}
-
-/** A refusal, as a value (the HTTP layer maps it to 503 + Retry-After). */
-export interface ShedRejection {
-  readonly admitted: false;
-  readonly reason: ShedReason;
-  readonly retryAfterMs: number;
-  readonly priority: Priority;
-  /** Utilisation when the decision was taken (NaN when not computed, e.g. deadline). */
-  readonly utilisation: number;
 }
 
 export interface ShedEvent {
@@ -125,26 +97,6 @@ export class ShedPermit {
 /** What the shedder decided about one request: a permit to run, or why not. */
 export type ShedDecision = ShedPermit | ShedRejection;
 
-/** A request waiting for a slot: a node of the wait list and an entry of the shared expiry queue. */
-class Waiter extends DeadlineEntry {
-  older: Waiter | undefined;
-  newer: Waiter | undefined;
-  unlisten: (() => void) | undefined;
-  waiting = true;
-  resolve!: (admission: ShedDecision) => void;
-
-  constructor(
-    expiresAt: number,
-    onExpire: (entry: DeadlineEntry) => void,
-    readonly priority: Priority,
-    readonly enqueuedAt: number,
-    /** The request's own deadline less minRemainingMs (Infinity without one). */
-    readonly lastUsefulAt: number,
-  ) {
-    super(expiresAt, onExpire);
-  }
-}
-
 const QUEUE = Symbol('queue');
 type Decision = ShedDecision | typeof QUEUE;
 
@@ -173,9 +125,8 @@ export class LoadShedder extends BasePolicy {
   readonly thresholds: Readonly<Record<Priority, number>>;
   readonly #room: number;
   readonly #red: { min: number; max: number; applies: Readonly<Record<Priority, boolean>> } | undefined;
-  readonly #queue: Required<ShedQueueOptions> | undefined;
-  readonly #detector: StandingQueueDetector;
-  readonly #deadlines: DeadlineQueue;
+  /** Where admitted requests wait for a slot, and in what order they get one (./wait-queue.ts). */
+  readonly #waiting: ShedWaitQueue<ShedPermit> | undefined;
   readonly #queueTimeTargetMs: number | undefined;
   readonly #eld: { source: DelaySource; targetMs: number; owned: boolean } | undefined;
   readonly #minRemainingMs: number;
@@ -184,13 +135,7 @@ export class LoadShedder extends BasePolicy {
   readonly #random: Random;
 
   #inflight = 0;
-  #queued = 0;
-  /** Oldest waiter (head) and newest (tail). */
-  #oldest: Waiter | undefined;
-  #newest: Waiter | undefined;
   #admitted = 0;
-  /** Last overload state announced through onOverload. */
-  #overloadedReported = false;
   readonly #shed: Record<ShedReason, number> = Object.fromEntries(SHED_REASONS.map((r) => [r, 0])) as Record<ShedReason, number>;
 
   readonly #onShed = new EventEmitter<ShedEvent>();
@@ -203,15 +148,15 @@ export class LoadShedder extends BasePolicy {
   constructor(options: LoadShedderOptions) {
     super(options?.clock, options);
     if (!options || typeof options !== 'object') throw new InvalidOptionsError('loadShedder needs options with a capacity');
-    this.capacity = positiveInt('loadShedder.capacity', options.capacity, NaN);
+    this.capacity = positiveInt('loadShedder.capacity', options.capacity, REQUIRED);
     this.thresholds = resolveThresholds(options.thresholds);
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('loadShedder.random', options.random, systemRandom, 'returning [0, 1)');
     this.#minRemainingMs = nonNegative('loadShedder.minRemainingMs', options.minRemainingMs, 0);
     this.#occupancy = options.occupancy ?? true;
 
     if (options.red !== undefined) {
-      const min = ratio('loadShedder.red.min', options.red.min, NaN);
-      const max = ratio('loadShedder.red.max', options.red.max, NaN);
+      const min = ratio('loadShedder.red.min', options.red.min, REQUIRED);
+      const max = ratio('loadShedder.red.max', options.red.max, REQUIRED);
       if (!(min < max)) throw new InvalidOptionsError(`loadShedder.red.min (${min}) must be < red.max (${max})`);
       const priorities = options.red.priorities ?? PRIORITIES.filter((p) => p !== 'critical');
       const applies = Object.fromEntries(PRIORITIES.map((p) => [p, false])) as Record<Priority, boolean>;
@@ -225,21 +170,20 @@ export class LoadShedder extends BasePolicy {
 
     if (options.queue !== undefined) {
       const q = options.queue;
-      this.#queue = {
-        maxSize: positiveInt('loadShedder.queue.maxSize', q.maxSize, NaN),
-        maxQueueTimeMs: positive('loadShedder.queue.maxQueueTimeMs', q.maxQueueTimeMs, NaN),
+      const config = {
+        maxSize: positiveInt('loadShedder.queue.maxSize', q.maxSize, REQUIRED),
+        maxQueueTimeMs: positive('loadShedder.queue.maxQueueTimeMs', q.maxQueueTimeMs, REQUIRED),
         mode: oneOf<ShedQueueMode>('loadShedder.queue.mode', q.mode, ['codel', 'lifo-under-overload', 'fifo'], 'codel'),
         targetMs: positive('loadShedder.queue.targetMs', q.targetMs, 5),
         intervalMs: positive('loadShedder.queue.intervalMs', q.intervalMs, 100),
       };
+      this.#waiting = new ShedWaitQueue(config, this.clock, this.#shedWaiter, this.#reportOverload);
     }
-    this.#room = this.capacity + (this.#queue?.maxSize ?? 0);
-    this.#detector = new StandingQueueDetector(this.#queue?.targetMs ?? 5, this.#queue?.intervalMs ?? 100);
-    this.#deadlines = new DeadlineQueue(this.clock);
+    this.#room = this.capacity + (this.#waiting?.config.maxSize ?? 0);
 
     if (options.queueTime !== undefined) {
-      if (this.#queue === undefined) throw new InvalidOptionsError('loadShedder.queueTime needs a queue');
-      this.#queueTimeTargetMs = positive('loadShedder.queueTime.targetMs', options.queueTime.targetMs, NaN);
+      if (this.#waiting === undefined) throw new InvalidOptionsError('loadShedder.queueTime needs a queue');
+      this.#queueTimeTargetMs = positive('loadShedder.queueTime.targetMs', options.queueTime.targetMs, REQUIRED);
     }
     const retryAfter = options.retryAfterMs;
     this.#retryAfter = typeof retryAfter === 'function' ? retryAfter : nonNegative('loadShedder.retryAfterMs', retryAfter, 1000);
@@ -247,7 +191,7 @@ export class LoadShedder extends BasePolicy {
     // Last, so a bad option elsewhere never leaves a monitor running.
     if (options.eventLoopDelay !== undefined) {
       const e = options.eventLoopDelay;
-      const targetMs = positive('loadShedder.eventLoopDelay.targetMs', e.targetMs, NaN);
+      const targetMs = positive('loadShedder.eventLoopDelay.targetMs', e.targetMs, REQUIRED);
       if (e.source !== undefined && typeof e.source.read !== 'function') throw new InvalidOptionsError('loadShedder.eventLoopDelay.source must have read()');
       this.#eld = { source: e.source ?? eventLoopDelayMonitor(e), targetMs, owned: e.source === undefined };
     }
@@ -260,19 +204,20 @@ export class LoadShedder extends BasePolicy {
 
   /** Requests waiting for a slot. */
   get queued(): number {
-    return this.#queued;
+    return this.#waiting?.size ?? 0;
   }
 
   /** True while the wait queue is standing (CoDel). */
   get overloaded(): boolean {
-    return this.#detector.overloaded;
+    return this.#waiting?.overloaded ?? false;
   }
 
   /** The load signal the thresholds are compared with: max of the configured signals. */
   utilisation(): number {
-    let u = this.#occupancy ? (this.#inflight + this.#queued) / this.#room : 0;
-    if (this.#queueTimeTargetMs !== undefined && this.#oldest !== undefined) {
-      const q = (this.clock.now() - this.#oldest.enqueuedAt) / this.#queueTimeTargetMs;
+    const waiting = this.#waiting;
+    let u = this.#occupancy ? (this.#inflight + (waiting?.size ?? 0)) / this.#room : 0;
+    if (this.#queueTimeTargetMs !== undefined && waiting !== undefined && waiting.size > 0) {
+      const q = waiting.oldestWaitMs(this.clock.now()) / this.#queueTimeTargetMs;
       if (q > u) u = q;
     }
     if (this.#eld !== undefined) {
@@ -286,9 +231,9 @@ export class LoadShedder extends BasePolicy {
     return {
       capacity: this.capacity,
       inflight: this.#inflight,
-      queued: this.#queued,
+      queued: this.queued,
       utilisation: this.utilisation(),
-      overloaded: this.#detector.overloaded,
+      overloaded: this.overloaded,
       admitted: this.#admitted,
       shed: { ...this.#shed },
     };
@@ -315,7 +260,7 @@ export class LoadShedder extends BasePolicy {
     }
     if (decision !== QUEUE) return Promise.resolve(decision);
     if (signal?.aborted) return Promise.resolve(this.#reject('aborted', priority, NaN));
-    return this.#enqueue(priority, deadline ?? Infinity, signal);
+    return this.#waiting!.enqueue(priority, (deadline ?? Infinity) - this.#minRemainingMs, signal);
   }
 
   run<T>(context: CallContext, next: Next<T>): Promise<T> {
@@ -327,7 +272,7 @@ export class LoadShedder extends BasePolicy {
     }
     if (decision !== QUEUE) return this.#runAdmitted(decision, context, next);
     if (context.aborted) return Promise.reject(new AbortedError(context.abortReason));
-    return this.#enqueue(context.priority, context.deadline, context).then((admission) => this.#runAdmitted(admission, context, next));
+    return this.#waiting!.enqueue(context.priority, context.deadline - this.#minRemainingMs, context).then((admission) => this.#runAdmitted(admission, context, next));
   }
 
   /** Stops the event-loop delay monitor this shedder created (a supplied source is left alone). */
@@ -374,7 +319,7 @@ export class LoadShedder extends BasePolicy {
       if (p > 0 && this.#random() < p) return this.#reject('red', priority, u);
     }
     if (this.#inflight < this.capacity) return this.#grant(priority);
-    if (this.#queue === undefined) return this.#reject('capacity', priority, u);
+    if (this.#waiting === undefined) return this.#reject('capacity', priority, u);
     return QUEUE;
   }
 
@@ -392,99 +337,30 @@ export class LoadShedder extends BasePolicy {
     return { admitted: false, reason, retryAfterMs, priority, utilisation };
   }
 
-  #enqueue(priority: Priority, deadline: number, abort: AbortSignal | CallContext | undefined): Promise<ShedDecision> {
-    const queue = this.#queue!;
-    const now = this.clock.now();
-    if (this.#queued >= queue.maxSize) {
-      // Adaptive LIFO under overload: the oldest waiter is the least likely to still be wanted.
-      if (queue.mode === 'lifo-under-overload' && this.#detector.overloaded) this.#shedWaiter(this.#oldest!, 'queue-full');
-      else return Promise.resolve(this.#reject('queue-full', priority, this.utilisation()));
-    }
-    const lastUsefulAt = deadline - this.#minRemainingMs;
-    const waiter = new Waiter(Math.min(now + queue.maxQueueTimeMs, lastUsefulAt), this.#expire, priority, now, lastUsefulAt);
-    waiter.older = this.#newest;
-    if (this.#newest) this.#newest.newer = waiter;
-    else this.#oldest = waiter;
-    this.#newest = waiter;
-    this.#queued++;
-    this.#deadlines.add(waiter);
-    return new Promise<ShedDecision>((resolve) => {
-      waiter.resolve = resolve;
-      if (abort !== undefined) waiter.unlisten = listenAbort(abort, () => this.#shedWaiter(waiter, 'aborted'));
-    });
-  }
-
-  /** Takes a waiter out of the wait list and the expiry queue; detaches its abort listener. */
-  #unlink(waiter: Waiter): void {
-    if (waiter.older) waiter.older.newer = waiter.newer;
-    else this.#oldest = waiter.newer;
-    if (waiter.newer) waiter.newer.older = waiter.older;
-    else this.#newest = waiter.older;
-    waiter.older = waiter.newer = undefined;
-    waiter.waiting = false;
-    this.#queued--;
-    this.#deadlines.remove(waiter);
-    waiter.unlisten?.();
-    waiter.unlisten = undefined;
-    if (this.#queued === 0) {
-      // An empty queue is a good queue (CoDel): detection starts over.
-      this.#detector.reset();
-      this.#reportOverload(false);
-    }
-  }
-
-  #shedWaiter(waiter: Waiter, reason: ShedReason): void {
-    if (!waiter.waiting) return;
-    this.#unlink(waiter);
-    waiter.resolve(this.#reject(reason, waiter.priority, reason === 'aborted' ? NaN : this.utilisation()));
-  }
-
-  readonly #expire = (entry: DeadlineEntry): void => {
-    const waiter = entry as Waiter;
-    const reason: ShedReason = this.clock.now() >= waiter.lastUsefulAt ? 'deadline' : 'queue-timeout';
-    this.#shedWaiter(waiter, reason);
-  };
+  /** A waiter leaves the queue without a slot (or a request finds it full). */
+  readonly #shedWaiter = (reason: ShedReason, priority: Priority): ShedRejection =>
+    this.#reject(reason, priority, reason === 'aborted' ? NaN : this.utilisation());
 
   /** @internal A permit was released. */
   [RELEASE](): void {
     this.#inflight--;
-    if (this.#queued > 0) this.#drain();
+    if (this.#waiting !== undefined && this.#waiting.size > 0) this.#drain(this.#waiting);
   }
 
   /** Hands free slots to waiters, in the order the queue mode says. */
-  #drain(): void {
-    while (this.#queued > 0 && this.#inflight < this.capacity) {
-      const waiter = this.#nextWaiter(this.clock.now());
+  #drain(waiting: ShedWaitQueue<ShedPermit>): void {
+    while (waiting.size > 0 && this.#inflight < this.capacity) {
+      const waiter = waiting.take(this.clock.now());
       if (waiter === undefined) return;
-      this.#unlink(waiter);
       this.#inflight++;
       this.#admitted++;
       waiter.resolve(new ShedPermit(this, waiter.priority));
     }
   }
 
-  #nextWaiter(now: number): Waiter | undefined {
-    const queue = this.#queue!;
-    const oldest = this.#oldest!;
-    const overloaded = this.#detector.observe(now, now - oldest.enqueuedAt);
-    this.#reportOverload(overloaded);
-    if (!overloaded || queue.mode === 'fifo') return oldest;
-    if (queue.mode === 'lifo-under-overload') return this.#newest;
-    // CoDel: in a standing queue, whatever has waited past the target is dropped, not served.
-    let waiter: Waiter | undefined = oldest;
-    while (waiter !== undefined && now - waiter.enqueuedAt >= queue.targetMs) {
-      const newer: Waiter | undefined = waiter.newer;
-      this.#shedWaiter(waiter, 'codel');
-      waiter = newer;
-    }
-    return waiter;
-  }
-
-  #reportOverload(overloaded: boolean): void {
-    if (overloaded === this.#overloadedReported) return;
-    this.#overloadedReported = overloaded;
+  readonly #reportOverload = (overloaded: boolean): void => {
     if (this.#onOverload.active) this.#onOverload.emit({ overloaded });
-  }
+  };
 
   describe(): PolicyDescription {
     return {
@@ -494,7 +370,7 @@ export class LoadShedder extends BasePolicy {
         capacity: this.capacity,
         thresholds: { ...this.thresholds },
         red: this.#red ? { min: this.#red.min, max: this.#red.max } : undefined,
-        queue: this.#queue ? { ...this.#queue } : undefined,
+        queue: this.#waiting ? { ...this.#waiting.config } : undefined,
         queueTime: this.#queueTimeTargetMs === undefined ? undefined : { targetMs: this.#queueTimeTargetMs },
         eventLoopDelay: this.#eld ? { targetMs: this.#eld.targetMs } : undefined,
         minRemainingMs: this.#minRemainingMs,
@@ -502,10 +378,6 @@ export class LoadShedder extends BasePolicy {
       },
     };
   }
-}
-
-function listenAbort(source: AbortSignal | CallContext, onAbort: () => void): () => void {
-  return source instanceof CallContext ? source.onAbort(onAbort) : onSignalAbort(source, onAbort);
 }
 
 export function loadShedder(options: LoadShedderOptions): LoadShedder {

@@ -155,6 +155,7 @@ test('maxRejectionProbability caps the local rejection; the window forgets old c
   assert.throws(() => adaptiveThrottle({ k: 0.5 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => adaptiveThrottle({ windowMs: 0 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => adaptiveThrottle({ buckets: 1.5 }), { code: 'INVALID_OPTIONS' });
+  assert.throws(() => adaptiveThrottle({ isAccepted: [404] as never }), { code: 'INVALID_OPTIONS', message: 'throttle.isAccepted must be a function, got an array' });
   assert.throws(() => adaptiveThrottle({ maxRejectionProbability: 2 }), { code: 'INVALID_OPTIONS' });
 });
 

@@ -6,7 +6,7 @@ import { InvalidOptionsError, ShedError } from '../core/errors.js';
 import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { positive, positiveInt, ratio } from '../core/validate.js';
+import { fn, positive, positiveInt, ratio } from '../core/validate.js';
 import { CountWindow } from './window.js';
 
 export interface AdaptiveThrottleOptions {
@@ -76,9 +76,9 @@ export class AdaptiveThrottlePolicy extends BasePolicy {
     if (this.k < 1) throw new InvalidOptionsError(`throttle.k must be >= 1 (below 1 it rejects a healthy backend's traffic), got ${this.k}`);
     this.windowMs = positive('throttle.windowMs', options.windowMs, 120_000);
     const buckets = positiveInt('throttle.buckets', options.buckets, 60);
-    this.#isAccepted = options.isAccepted ?? isClientError;
+    this.#isAccepted = fn('throttle.isAccepted', options.isAccepted, isClientError);
     this.#maxProbability = ratio('throttle.maxRejectionProbability', options.maxRejectionProbability, 1);
-    this.#random = options.random ?? systemRandom;
+    this.#random = fn('throttle.random', options.random, systemRandom, 'returning [0, 1)');
     this.#window = new CountWindow(this.windowMs, buckets, this.clock.now());
   }
 

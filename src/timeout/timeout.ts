@@ -3,7 +3,7 @@ import type { CallContext } from '../core/context.js';
 import { DeadlineExceededError, TimeoutError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
-import { nonNegative, positive, ratio } from '../core/validate.js';
+import { REQUIRED, nonNegative, positive, ratio } from '../core/validate.js';
 import type { Event } from '../core/events.js';
 import { subscribeAll, type PolicyIdentity } from '../core/telemetry.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
@@ -91,7 +91,7 @@ export class TimeoutPolicy extends BasePolicy {
 
   constructor(options: TimeoutOptions) {
     super(options.clock, options);
-    this.ms = positive('timeout.ms', options.ms, NaN);
+    this.ms = positive('timeout.ms', options.ms, REQUIRED);
     this.#ratio = ratio('timeout.deadlineRatio', options.deadlineRatio, 0.9);
     this.#margin = options.safetyMarginMs === undefined ? undefined : nonNegative('timeout.safetyMarginMs', options.safetyMarginMs, 0);
     this.#graceMs = nonNegative('timeout.graceMs', options.graceMs, 1000);

@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../../core/errors.js';
-import { positiveInt, ratio } from '../../core/validate.js';
+import { fn, positiveInt, ratio } from '../../core/validate.js';
 import { atLeastOne } from './aimd.js';
 import { clamp, squareRoot, type LimitAlgorithm, type LimitSample, type LimitState } from './types.js';
 
@@ -117,7 +117,7 @@ export function gradient2(options: Gradient2Options = {}): Gradient2Limit {
     smoothing,
     longWindow: positiveInt('gradient2.longWindow', options.longWindow, 600),
     rttTolerance: atLeastOne('gradient2.rttTolerance', options.rttTolerance, 1.5),
-    queueSize: options.queueSize ?? ((limit) => squareRoot(limit, 4)),
+    queueSize: fn('gradient2.queueSize', options.queueSize, (limit) => squareRoot(limit, 4)),
   };
   Object.freeze(settings);
   return {

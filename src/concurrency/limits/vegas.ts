@@ -1,6 +1,6 @@
 import { InvalidOptionsError } from '../../core/errors.js';
 import { systemRandom, type Random } from '../../core/random.js';
-import { positive, positiveInt, ratio } from '../../core/validate.js';
+import { fn, positive, positiveInt, ratio } from '../../core/validate.js';
 import { clamp, log10Root, type LimitAlgorithm, type LimitSample, type LimitState } from './types.js';
 
 /**
@@ -137,12 +137,12 @@ export function vegas(options: VegasOptions = {}): VegasLimit {
     maxLimit,
     smoothing,
     probeMultiplier: positive('vegas.probeMultiplier', options.probeMultiplier, 30),
-    alpha: options.alpha ?? ((limit) => 3 * log10Root(limit)),
-    beta: options.beta ?? ((limit) => 6 * log10Root(limit)),
-    threshold: options.threshold ?? ((limit) => log10Root(limit)),
-    increase: options.increase ?? ((limit) => limit + log10Root(Math.floor(limit))),
-    decrease: options.decrease ?? ((limit) => limit - log10Root(Math.floor(limit))),
-    random: options.random ?? systemRandom,
+    alpha: fn('vegas.alpha', options.alpha, (limit) => 3 * log10Root(limit)),
+    beta: fn('vegas.beta', options.beta, (limit) => 6 * log10Root(limit)),
+    threshold: fn('vegas.threshold', options.threshold, (limit) => log10Root(limit)),
+    increase: fn('vegas.increase', options.increase, (limit) => limit + log10Root(Math.floor(limit))),
+    decrease: fn('vegas.decrease', options.decrease, (limit) => limit - log10Root(Math.floor(limit))),
+    random: fn('vegas.random', options.random, systemRandom, 'returning [0, 1)'),
   };
   Object.freeze(settings);
   return {

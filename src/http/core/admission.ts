@@ -1,6 +1,7 @@
 import { PRIORITIES, type Priority } from '../../core/context.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
+import { fn } from '../../core/validate.js';
 import type { LoadShedder, ShedReason, ShedRejection } from '../../shedding/shedder.js';
 import type { Protection, ProtectionVerdict } from './protection.js';
 import { overloadedResponse, type HttpResponse } from './problem.js';
@@ -70,8 +71,7 @@ export class AdmissionControl implements Protection {
     }
     this.#header = options.priorityHeader?.toLowerCase();
     this.#mayRaise = options.headerMayRaise ?? false;
-    if (options.respond !== undefined && typeof options.respond !== 'function') throw new InvalidOptionsError('admission.respond must be a function');
-    this.#respond = options.respond;
+    this.#respond = fn('admission.respond', options.respond);
     this.name = options.name ?? 'admission';
     // Without a wait queue a decision is immediate: use the synchronous path (no promise per request).
     const description = typeof shedder.describe === 'function' ? shedder.describe() : undefined;

@@ -1,7 +1,7 @@
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../../core/clock.js';
 import { InvalidOptionsError, TimeoutError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
-import { nonNegative, positive } from '../../core/validate.js';
+import { REQUIRED, nonNegative, positive } from '../../core/validate.js';
 import { problemResponse, type HttpResponse } from './problem.js';
 import { formatRetryAfter } from './rate-limit-headers.js';
 import { memoryRateLimiter, type MemoryRateLimiter } from '../../ratelimit/memory.js';
@@ -134,7 +134,7 @@ export class HealthChecks {
     if (limit === false) {
       this.#deepAllowance = undefined;
     } else {
-      const perMinute = positive('health.deepRateLimit.perMinute', limit.perMinute, NaN);
+      const perMinute = positive('health.deepRateLimit.perMinute', limit.perMinute, REQUIRED);
       const burst = positive('health.deepRateLimit.burst', limit.burst, Math.min(2, Math.max(1, perMinute)));
       this.#deepAllowance = memoryRateLimiter({
         algorithm: 'token-bucket', limit: perMinute, intervalMs: 60_000, capacity: burst, maxKeys: 1, clock: this.clock, name: 'health-deep',

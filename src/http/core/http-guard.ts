@@ -2,6 +2,7 @@ import { systemClock, type Clock } from '../../core/clock.js';
 import { EventEmitter } from '../../core/events.js';
 import { InvalidOptionsError } from '../../core/errors.js';
 import { DeadlineQueue, type DeadlineEntry } from '../../core/deadline-queue.js';
+import { fn } from '../../core/validate.js';
 import { AdmissionControl, type AdmissionOptions } from './admission.js';
 import { IdempotencyProtection, type IdempotencyProtectionOptions } from './idempotency.js';
 import { RateLimitProtection, type RateLimitProtectionOptions } from './rate-limit.js';
@@ -157,7 +158,7 @@ export class HttpGuard {
     }
     for (const p of options.protections ?? []) {
       if (!p || typeof p.check !== 'function') throw new InvalidOptionsError('protections must be objects with a check(request) method');
-      if (p.needsBody !== undefined && typeof p.needsBody !== 'function') throw new InvalidOptionsError(`protection ${String(p.name)}: needsBody must be a method`);
+      fn(`protection ${String(p.name)}: needsBody`, p.needsBody);
       protections.push(p);
     }
     if (options.idempotency !== undefined) {

@@ -1,6 +1,6 @@
 import { InvalidInputError, InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
-import { positiveInt } from '../../core/validate.js';
+import { REQUIRED, fn, positiveInt } from '../../core/validate.js';
 import type { ResponseInput } from '../../idempotency/codec.js';
 import type { Lease } from '../../idempotency/engine.js';
 import type { FingerprintBody } from '../../idempotency/fingerprint.js';
@@ -108,10 +108,7 @@ export class IdempotencyProtection implements Protection {
   readonly onOutcome = this.#onOutcome.event;
 
   constructor(options: IdempotencyProtectionOptions) {
-    if (!options || typeof options.principal !== 'function') {
-      throw new InvalidOptionsError('idempotency.principal is required: (request) => user or tenant id (null for anonymous endpoints)');
-    }
-    this.#principal = options.principal;
+    this.#principal = fn('idempotency.principal', options?.principal, REQUIRED, '(request) => user or tenant id (null for anonymous endpoints)');
     this.http = options.http ?? new IdempotencyHttp(options);
     this.#header = this.http.headerName.toLowerCase();
     this.#required = options.required ?? false;

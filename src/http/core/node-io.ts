@@ -1,6 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { RequestView } from './http-guard.js';
-import type { HttpResponse } from './problem.js';
+import { problemResponse, type HttpResponse } from './problem.js';
 import {
   ClientDisconnectedError, type ProducedResponse, type RequestContext, type RequestOutcome, type ResponseChannel,
 } from './request-context.js';
@@ -168,21 +168,48 @@ export function watchNodeResponse(res: ServerResponse, context: RequestContext):
 /** Representation headers a handler may have set that would corrupt a replacement response. */
 const REPRESENTATION_HEADERS = ['content-length', 'content-type', 'content-encoding', 'content-range', 'content-disposition', 'etag', 'last-modified', 'transfer-encoding'];
 
+/** Removes the representation headers the handler set, before a replacement response goes out. */
+export function dropRepresentationHeaders(res: { hasHeader(name: string): boolean; removeHeader(name: string): unknown }): void {
+  for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
+}
+
+/**
+ * Whether `res` can still take a complete answer, cleared of the handler's representation
+ * headers. A response already begun cannot be replaced: it is only ended, and one ended or
+ * destroyed takes nothing more.
+ */
+export function readyForAnswer(res: ServerResponse): boolean {
+  if (res.headersSent) {
+    if (!res.writableEnded) res.end();
+    return false;
+  }
+  if (res.writableEnded || res.destroyed) return false;
+  dropRepresentationHeaders(res);
+  return true;
+}
+
 /**
  * Sends a complete response on a Node `ServerResponse` (rejections, health reports, the 504 at
  * the deadline). If the response has already begun it is only ended: a half-written answer
  * cannot be replaced.
  */
 export function sendNodeResponse(res: ServerResponse, response: HttpResponse): void {
-  if (res.headersSent) {
-    if (!res.writableEnded) res.end();
-    return;
-  }
-  if (res.writableEnded || res.destroyed) return;
-  for (const name of REPRESENTATION_HEADERS) if (res.hasHeader(name)) res.removeHeader(name);
+  if (!readyForAnswer(res)) return;
   for (const [name, value] of Object.entries(response.headers)) res.setHeader(name, value);
   res.statusCode = response.status;
   res.end(response.body);
+}
+
+/** Sends an answer that may still be coming (a health report); one that fails is a bare 500. */
+export function sendNodeAnswer(res: ServerResponse, answer: HttpResponse | Promise<HttpResponse>): void {
+  if (answer instanceof Promise) {
+    answer.then(
+      (response) => sendNodeResponse(res, response),
+      () => sendNodeResponse(res, problemResponse({ status: 500, title: 'Internal server error' })),
+    );
+  } else {
+    sendNodeResponse(res, answer);
+  }
 }
 
 /** Applies headers protections asked for (RateLimit-*) before the handler runs. */

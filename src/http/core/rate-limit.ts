@@ -1,5 +1,6 @@
 import { InvalidOptionsError } from '../../core/errors.js';
 import { EventEmitter } from '../../core/events.js';
+import { fn } from '../../core/validate.js';
 import { CompositeRateLimiter, type CompositeDecision, type LimitRule } from '../../ratelimit/composite.js';
 import { MemoryRateLimiter } from '../../ratelimit/memory.js';
 import type { AlgorithmKind, RateLimiter } from '../../ratelimit/types.js';
@@ -112,13 +113,11 @@ export class RateLimitProtection implements Protection {
   constructor(options: RateLimitProtectionOptions) {
     const limits = options?.limits;
     if (!Array.isArray(limits) || limits.length === 0) throw new InvalidOptionsError('rateLimit: limits must be a non-empty array');
-    const user = options.user;
-    if (user !== undefined && typeof user !== 'function') throw new InvalidOptionsError('rateLimit.user must be a function of the request');
+    const user = fn('rateLimit.user', options.user, undefined, 'of the request');
     const format = options.headers ?? 'draft-6';
     if (format !== false && format !== 'draft-6' && format !== 'draft-10') throw new InvalidOptionsError(`rateLimit.headers must be 'draft-6', 'draft-10' or false, got ${String(format)}`);
     this.#format = format;
-    if (options.respond !== undefined && typeof options.respond !== 'function') throw new InvalidOptionsError('rateLimit.respond must be a function');
-    this.#respond = options.respond;
+    this.#respond = fn('rateLimit.respond', options.respond);
     this.name = options.name ?? 'rate-limit';
 
     const compiled = new Map<string, CompiledLimit>();

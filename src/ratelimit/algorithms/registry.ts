@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../../core/errors.js';
-import { oneOf, positive } from '../../core/validate.js';
+import { REQUIRED, oneOf, positive } from '../../core/validate.js';
 import type { AlgorithmKind, AlgorithmOptions } from '../types.js';
 import type { KernelResult, RateAlgorithm } from './kernel.js';
 import { TokenBucket } from './token-bucket.js';
@@ -29,7 +29,7 @@ export interface ResolvedAlgorithmOptions {
 export function resolveAlgorithmOptions(options: AlgorithmOptions, prefix = 'rateLimiter'): ResolvedAlgorithmOptions {
   if (options === null || typeof options !== 'object') throw new InvalidOptionsError(`${prefix}: options are required ({ limit, intervalMs })`);
   const algorithm = oneOf(`${prefix}.algorithm`, options.algorithm, ALGORITHMS, 'token-bucket');
-  const limit = positive(`${prefix}.limit`, options.limit, NaN);
+  const limit = positive(`${prefix}.limit`, options.limit, REQUIRED);
   const intervalMs = positive(`${prefix}.intervalMs`, options.intervalMs, 1000);
   if (!Number.isFinite(limit) || !Number.isFinite(intervalMs)) throw new InvalidOptionsError(`${prefix}: limit and intervalMs must be finite`);
   const isBucket = algorithm === 'token-bucket' || algorithm === 'gcra';

@@ -8,6 +8,19 @@ export interface TokenBucketConfig {
   capacity: number;
 }
 
+/**
+ * The token-bucket refill, the one computation of it in TypeScript (the Lua scripts have their
+ * twin, checked against this kernel): `tokens` after `elapsedMs` of refilling at `limit` per
+ * `intervalMs`, never above `capacity`. Time that did not move forward refills nothing (nor caps:
+ * a bucket above its capacity stays as it is). `share` > 1 runs a 1/share slice of the bucket,
+ * rate and capacity both (the hybrid limiter's per-instance share).
+ */
+export function refillTokens(tokens: number, elapsedMs: number, limit: number, intervalMs: number, capacity: number, share = 1): number {
+  if (elapsedMs <= 0) return tokens;
+  // (elapsed × limit) / interval, not elapsed × (limit / interval): exact for round numbers.
+  return Math.min(capacity / share, tokens + (elapsedMs * limit) / intervalMs / share);
+}
+
 // State layout: [tokens, updatedAt].
 const TOKENS = 0;
 const UPDATED = 1;
@@ -42,8 +55,7 @@ export class TokenBucket implements RateAlgorithm {
     let tokens = state[o + TOKENS]!;
     const elapsed = now - state[o + UPDATED]!;
     if (elapsed > 0) {
-      // (elapsed × limit) / interval, not elapsed × (limit / interval): exact for round numbers.
-      tokens = Math.min(this.#capacity, tokens + (elapsed * this.#perInterval) / this.#intervalMs);
+      tokens = refillTokens(tokens, elapsed, this.#perInterval, this.#intervalMs, this.#capacity);
       state[o + TOKENS] = tokens;
       state[o + UPDATED] = now;
     }
@@ -73,14 +85,12 @@ export class TokenBucket implements RateAlgorithm {
   }
 
   isFresh(state: Float64Array, o: number, now: number): boolean {
-    const elapsed = Math.max(0, now - state[o + UPDATED]!);
-    return state[o + TOKENS]! + (elapsed * this.#perInterval) / this.#intervalMs >= this.#capacity - EPSILON;
+    return this.tokensAt(state, o, now) >= this.#capacity - EPSILON;
   }
 
   /** Tokens in the bucket at `now` (for tests and telemetry). */
   tokensAt(state: Float64Array, o: number, now: number): number {
-    const elapsed = Math.max(0, now - state[o + UPDATED]!);
-    return Math.min(this.#capacity, state[o + TOKENS]! + (elapsed * this.#perInterval) / this.#intervalMs);
+    return refillTokens(state[o + TOKENS]!, now - state[o + UPDATED]!, this.#perInterval, this.#intervalMs, this.#capacity);
   }
 
   #msFor(tokens: number): number {
