@@ -199,8 +199,8 @@ export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, I
 
   /**
    * `identity` is usually the policy's options object: its `name` and `registry` are read.
-   * `telemetry` (internal): report through another policy's stream instead of one of its own, as
-   * the breakers of a keyed breaker report as the keyed breaker, never per key.
+   * `telemetry`: report through another policy's stream instead of one of its own, as the
+   * breakers of a keyed breaker report as the keyed breaker (one series, never one per key).
    */
   constructor(clock: Clock | undefined, identity?: PolicyIdentity, telemetry?: PolicyTelemetry) {
     this.clock = clock ?? systemClock;
