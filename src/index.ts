@@ -35,12 +35,12 @@ export { ERROR_TABLE, statusOf, meaningOf, type ErrorMeaning } from './core/erro
 export { degradation, markDegraded, type Degradation } from './core/degraded.js';
 
 // Timeout.
-export { timeout, TimeoutPolicy, type TimeoutOptions, type TimeoutEvent } from './timeout/timeout.js';
+export { timeout, TimeoutPolicy, type TimeoutOptions, type TimeoutEvent, type TimeoutStats } from './timeout/timeout.js';
 
 // Retry, its backoffs and retry budgets.
 export {
   retry, RetryPolicy, RETRY_DEFAULTS,
-  type RetryOptions, type GiveUpReason, type RetryEvent, type GiveUpEvent, type RetrySuccessEvent,
+  type RetryOptions, type GiveUpReason, type RetryEvent, type GiveUpEvent, type RetrySuccessEvent, type RetryStats,
 } from './retry/retry.js';
 export {
   backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff,
@@ -88,7 +88,8 @@ export {
 // Fallback.
 export {
   fallback, FallbackPolicy,
-  type FallbackOptions, type FallbackFunction, type FallbackOutcome, type FallbackHandle, type FallbackEvent, type ErrorClass,
+  type FallbackOptions, type FallbackFunction, type FallbackOutcome, type FallbackHandle, type FallbackEvent, type FallbackStats,
+  type ErrorClass,
 } from './fallback/fallback.js';
 
 // Adaptive concurrency limits and their limit algorithms.
@@ -132,7 +133,7 @@ export { QueueFullError, InvalidStreamRequestError } from './backpressure/errors
 
 // Hedging.
 export {
-  hedge, HedgePolicy, type HedgeOptions, type HedgeStartedEvent, type HedgeWonEvent, type HedgeDeniedEvent,
+  hedge, HedgePolicy, type HedgeOptions, type HedgeStartedEvent, type HedgeWonEvent, type HedgeDeniedEvent, type HedgeStats,
 } from './hedge/hedge.js';
 export { HedgeLostError, NotIdempotentError } from './hedge/errors.js';
 export { LatencyTracker, type LatencyTrackerOptions } from './hedge/latency-tracker.js';

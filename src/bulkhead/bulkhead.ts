@@ -4,13 +4,13 @@ import type { Clock } from '../core/clock.js';
 import {
   BulkheadFullError, BulkheadQueueTimeoutError, DeadlineExceededError, InvalidInputError, InvalidOptionsError,
 } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import { REQUIRED, nonNegative, nonNegativeInt, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { PriorityWaitQueue, priorityIndex, type PriorityNode } from './priority-queue.js';
 
-export interface BulkheadOptions {
+export interface BulkheadOptions extends PolicyIdentity {
   /** Calls allowed to run at once. Required, an integer >= 1. */
   maxConcurrent: number;
   /**
@@ -25,7 +25,6 @@ export interface BulkheadOptions {
    */
   queueTimeoutMs?: number;
   clock?: Clock;
-  name?: string;
 }
 
 /** Why a call did not get a slot. */
@@ -112,8 +111,12 @@ export class BulkheadPolicy extends BasePolicy {
   /** One shared timer for every queue timeout (no per-waiter setTimeout). */
   readonly #timers: DeadlineQueue;
 
-  readonly #onReject = new EventEmitter<BulkheadRejectEvent>();
-  readonly #onQueued = new EventEmitter<BulkheadQueuedEvent>();
+  readonly #onReject = this.telemetry.emitter<BulkheadRejectEvent>('reject', (e) => ({
+    outcome: 'rejected',
+    durationMs: e.waitedMs,
+    attributes: { reason: e.reason, priority: e.priority },
+  }));
+  readonly #onQueued = this.telemetry.emitter<BulkheadQueuedEvent>('queued', (e) => ({ attributes: { priority: e.priority, queued: e.queued } }));
   /** Fires when a call does not get a slot, with the reason. */
   readonly onReject = this.#onReject.event;
   /** Fires when a call starts waiting in the queue. */

@@ -197,14 +197,18 @@ export abstract class BasePolicy<R = never, In = unknown> implements Policy<R, I
   declare readonly '~substitute'?: { readonly value: R };
   declare readonly '~accepts'?: (result: In) => void;
 
-  /** `identity` is usually the policy's options object: its `name` and `registry` are read. */
-  constructor(clock: Clock | undefined, identity?: PolicyIdentity) {
+  /**
+   * `identity` is usually the policy's options object: its `name` and `registry` are read.
+   * `telemetry`: report through another policy's stream instead of one of its own, as the
+   * breakers of a keyed breaker report as the keyed breaker (one series, never one per key).
+   */
+  constructor(clock: Clock | undefined, identity?: PolicyIdentity, telemetry?: PolicyTelemetry) {
     this.clock = clock ?? systemClock;
     if (identity?.name !== undefined && (typeof identity.name !== 'string' || identity.name === '')) {
       throw new InvalidOptionsError(`a policy's name must be a non-empty string, got ${String(identity.name)}`);
     }
     this.name = identity?.name;
-    this.telemetry = new PolicyTelemetry(this, identity);
+    this.telemetry = telemetry ?? new PolicyTelemetry(this, identity);
     this.onEvent = this.telemetry.onEvent;
   }
 

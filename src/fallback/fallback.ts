@@ -3,8 +3,8 @@ import type { CallContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import { markDegraded } from '../core/degraded.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
 import { fn } from '../core/validate.js';
 
 /** Any error class (`TimeoutError`, `TypeError`, a class of your own). */
@@ -25,7 +25,7 @@ export type FallbackFunction<R, In = unknown> = (outcome: FallbackOutcome<In>, c
  * `R`: the fallback value's type (a call returning `T` resolves to `T | R`). `In`: the results
  * `handleResult` reads (the operation must return one); inferred from its parameter.
  */
-export interface FallbackOptions<R = unknown, In = unknown> {
+export interface FallbackOptions<R = unknown, In = unknown> extends PolicyIdentity {
   /**
    * Errors to replace. An array of error codes (strings, compared with `error.code` and the
    * codes along the `cause` chain, so `'TIMEOUT'` also matches a `RETRIES_EXHAUSTED` whose last
@@ -44,7 +44,6 @@ export interface FallbackOptions<R = unknown, In = unknown> {
    */
   fallback: R | FallbackFunction<R, In>;
   clock?: Clock;
-  name?: string;
 }
 
 export interface FallbackEvent {
@@ -52,6 +51,16 @@ export interface FallbackEvent {
   error?: unknown;
   /** The result replaced (absent when an error was replaced). */
   result?: unknown;
+}
+
+/** A fallback's counters since it was built (`stats()`). */
+export interface FallbackStats {
+  /** Calls run. */
+  calls: number;
+  /** Fallback values served (one per `fallback` event). */
+  fallbacks: number;
+  /** Fallback functions that threw: their error surfaced instead of a value. */
+  fallbackFailures: number;
 }
 
 /**
@@ -69,7 +78,13 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
   readonly #handleResult: ((result: unknown) => boolean) | undefined;
   readonly #fallbackFn: FallbackFunction<R> | undefined;
   readonly #fallbackValue: R | undefined;
-  readonly #onFallback = new EventEmitter<FallbackEvent>();
+  #calls = 0;
+  #fallbacks = 0;
+  #fallbackFailures = 0;
+  readonly #onFallback = this.telemetry.emitter<FallbackEvent>('fallback', (e) => ({
+    outcome: 'substituted',
+    attributes: 'error' in e ? { replaced: 'error', code: errorCode(e.error) } : { replaced: 'result' },
+  }));
   /** Fires each time a fallback value is served instead of an error or a bad result. */
   readonly onFallback = this.#onFallback.event;
 
@@ -105,6 +120,7 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
 
   async run<T extends In>(context: CallContext, next: Next<T>): Promise<T | R> {
     if (context.aborted) throw abortedError(context.abortReason); // nothing to run, nothing to replace
+    this.#calls++;
     let result: T;
     try {
       result = await next(context);
@@ -132,18 +148,19 @@ export class FallbackPolicy<R = unknown, In = unknown> extends BasePolicy<R, In>
       try {
         value = await this.#fallbackFn(outcome, context);
       } catch (fallbackError) {
+        this.#fallbackFailures++;
         if ('error' in outcome) attachCause(fallbackError, outcome.error);
         throw fallbackError;
       }
     }
     markDegraded(value, { source: 'fallback', reason: replaced });
+    this.#fallbacks++;
     if (this.#onFallback.active) this.#onFallback.emit(outcome);
     return value;
   }
 
-  /** Filled in with the policy's counters when its events are wired (below). */
-  stats(): object {
-    return {};
+  stats(): FallbackStats {
+    return { calls: this.#calls, fallbacks: this.#fallbacks, fallbackFailures: this.#fallbackFailures };
   }
 
   describe(): PolicyDescription {

@@ -3,15 +3,15 @@ import type { CallContext } from '../core/context.js';
 import type { Clock } from '../core/clock.js';
 import type { RetryBudget } from '../core/budget.js';
 import { InvalidOptionsError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
+import type { PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative, positiveInt } from '../core/validate.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 import { isNeverRetried, isRetryableError } from '../retry/classify.js';
 import { HedgeLostError, NotIdempotentError } from './errors.js';
 import { LatencyTracker } from './latency-tracker.js';
 
-export interface HedgeOptions {
+export interface HedgeOptions extends PolicyIdentity {
   /**
    * Fixed hedge delay in ms: a hedge starts when an attempt has been outstanding this long.
    * With `percentile`, the delay used until `minSamples` latencies have been observed
@@ -56,7 +56,6 @@ export interface HedgeOptions {
    */
   idempotent?: boolean;
   clock?: Clock;
-  name?: string;
 }
 
 export interface HedgeStartedEvent {
@@ -78,6 +77,20 @@ export interface HedgeWonEvent {
 export interface HedgeDeniedEvent {
   attempt: number;
   reason: 'budget';
+}
+
+/** A hedge policy's counters since it was built (`stats()`). */
+export interface HedgeStats {
+  /** Calls run. */
+  calls: number;
+  /** Hedge attempts started (one per `hedge` event). */
+  hedges: number;
+  /** Calls a hedge won (one per `hedge-won` event); `hedgeWins / hedges` says whether hedging pays. */
+  hedgeWins: number;
+  /** Hedges the retry budget refused (one per `hedge-denied` event). */
+  denied: number;
+  /** Calls waiting for their hedge delay now. */
+  scheduled: number;
 }
 
 /** One hedged call: its attempts and the pending "start the next hedge" deadline. */
@@ -127,9 +140,13 @@ export class HedgePolicy extends BasePolicy {
   #hedgeWins = 0;
   #denied = 0;
 
-  readonly #onHedge = new EventEmitter<HedgeStartedEvent>();
-  readonly #onWon = new EventEmitter<HedgeWonEvent>();
-  readonly #onDenied = new EventEmitter<HedgeDeniedEvent>();
+  readonly #onHedge = this.telemetry.emitter<HedgeStartedEvent>('hedge', (e) => ({ attributes: { attempt: e.attempt, delayMs: e.delayMs } }));
+  readonly #onWon = this.telemetry.emitter<HedgeWonEvent>('hedge-won', (e) => ({
+    outcome: 'success',
+    durationMs: e.latencyMs,
+    attributes: { attempt: e.attempt, cancelled: e.cancelled },
+  }));
+  readonly #onDenied = this.telemetry.emitter<HedgeDeniedEvent>('hedge-denied', (e) => ({ attributes: { attempt: e.attempt, reason: e.reason } }));
   /** A hedge attempt started. */
   readonly onHedge = this.#onHedge.event;
   /** A hedge (not the primary) succeeded first. */
@@ -174,8 +191,7 @@ export class HedgePolicy extends BasePolicy {
     return this.#tracker;
   }
 
-  /** Counters for telemetry and tests. `scheduled`: calls waiting for their hedge delay on the shared timer. */
-  stats(): { calls: number; hedges: number; hedgeWins: number; denied: number; scheduled: number } {
+  stats(): HedgeStats {
     return { calls: this.#calls, hedges: this.#hedges, hedgeWins: this.#hedgeWins, denied: this.#denied, scheduled: this.#queue.size };
   }
 

@@ -3,16 +3,16 @@ import type { RetryBudget } from '../core/budget.js';
 import type { Clock } from '../core/clock.js';
 import type { CallContext } from '../core/context.js';
 import { InvalidOptionsError, RetriesExhaustedError, RetryBudgetExhaustedError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
 import { BasePolicy, NOT_FUSED, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
+import { errorCode, type PolicyIdentity } from '../core/telemetry.js';
 import { fn, nonNegative } from '../core/validate.js';
 import { MAX_TIMER_MS, toBackoff, type Backoff, type BackoffKind, type BackoffOptions } from './backoff.js';
 import { decideRetry, type RetryOutcome } from './classify.js';
 import { ConcurrencyRetryBudget } from './budget.js';
 
 /** `In`: the results `handleResult` reads (the operation must return one); inferred from its parameter. */
-export interface RetryOptions<In = unknown> {
+export interface RetryOptions<In = unknown> extends PolicyIdentity {
   /**
    * Total calls including the first, not retries after it: 3 means one call and at most two
    * retries; 1 means no retry. Default 3. `Infinity` only together with `maxElapsedMs` or
@@ -48,7 +48,6 @@ export interface RetryOptions<In = unknown> {
   handleResult?: (result: In) => boolean;
   clock?: Clock;
   random?: Random;
-  name?: string;
 }
 
 /** Why the policy stopped retrying a failure it would have retried. */
@@ -77,6 +76,22 @@ export interface RetrySuccessEvent {
   attempts: number;
 }
 
+/** A retry policy's counters since it was built (`stats()`). */
+export interface RetryStats {
+  /** Calls started. */
+  calls: number;
+  /** Attempts made, first attempts included. */
+  attempts: number;
+  /** Retries decided (one per `retry` event); the wait before one may still be cut short by an abort. */
+  retries: number;
+  /** Calls that succeeded, on any attempt. */
+  successes: number;
+  /** Retryable failures surfaced because a limit stopped the retries (one per `give-up` event). */
+  giveUps: number;
+  /** The part of `giveUps` the retry budget refused. */
+  budgetDenials: number;
+}
+
 export const RETRY_DEFAULTS = Object.freeze({
   maxAttempts: 3,
   maxElapsedMs: Infinity,
@@ -95,9 +110,22 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
   /** Typed by `In` in the options; `run` only takes operations whose results are `In`. */
   readonly #handleResult: ((result: unknown) => boolean) | undefined;
 
-  readonly #onRetry = new EventEmitter<RetryEvent>();
-  readonly #onGiveUp = new EventEmitter<GiveUpEvent>();
-  readonly #onSuccess = new EventEmitter<RetrySuccessEvent>();
+  #calls = 0;
+  #attempts = 0;
+  #retries = 0;
+  #successes = 0;
+  #giveUps = 0;
+  #budgetDenials = 0;
+
+  readonly #onRetry = this.telemetry.emitter<RetryEvent>('retry', (e) => ({
+    outcome: 'failure',
+    attributes: { attempt: e.attempt, delayMs: e.delayMs, retryAfterMs: e.retryAfterMs, code: errorCode(e.error) },
+  }));
+  readonly #onGiveUp = this.telemetry.emitter<GiveUpEvent>('give-up', (e) => ({
+    outcome: 'failure',
+    attributes: { attempts: e.attempts, reason: e.reason, code: errorCode(e.error) },
+  }));
+  readonly #onSuccess = this.telemetry.emitter<RetrySuccessEvent>('success', (e) => ({ outcome: 'success', attributes: { attempts: e.attempts } }));
   /** Fires before each wait-then-retry. */
   readonly onRetry = this.#onRetry.event;
   /** Fires when a retryable failure is surfaced because a limit stopped the retries. */
@@ -147,6 +175,8 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
 
   /** A call starts: counted by the budget; returns its start time (0 when no limit needs it). */
   #begin(): number {
+    this.#calls++;
+    this.#attempts++;
     this.budget?.recordRequest();
     // Read the clock only when a limit needs it: the success path stays one branch cheaper.
     return this.maxElapsedMs === Infinity ? 0 : this.clock.now();
@@ -168,6 +198,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
       budget.recordOutcome(true);
       budget.requestEnded?.();
     }
+    this.#successes++;
     if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: 1 });
     return value;
   };
@@ -198,6 +229,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
     for (let attempt = 1; ; attempt++) {
       if (attempt > 1) {
         if (context.aborted) throw abortedError(context.abortReason);
+        this.#attempts++;
         try {
           result = await next(context.derive({ attempt }));
           failed = false;
@@ -212,6 +244,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
       }
       if (!failed && (this.#handleResult === undefined || !this.#handleResult(result))) {
         budget?.recordOutcome(true);
+        this.#successes++;
         if (this.#onSuccess.active) this.#onSuccess.emit({ attempts: attempt });
         return result as T;
       }
@@ -247,6 +280,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
       }
       if (reason !== undefined) return this.#giveUp(reason, attempt, failed, error, result as T);
 
+      this.#retries++;
       if (this.#onRetry.active) {
         this.#onRetry.emit({
           attempt,
@@ -259,6 +293,7 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
         try {
           await this.#wait(delay, context);
         } catch (abortError) {
+          this.#giveUps++;
           if (this.#onGiveUp.active) this.#onGiveUp.emit({ attempts: attempt, reason: 'aborted', ...(failed ? { error } : { result }) });
           throw abortError;
         }
@@ -268,6 +303,8 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
 
   /** Surfaces a retryable failure that a limit stopped: an error for errors, the last result for results. */
   #giveUp<T>(reason: GiveUpReason, attempts: number, failed: boolean, error: unknown, result: T): T {
+    this.#giveUps++;
+    if (reason === 'budget') this.#budgetDenials++;
     if (this.#onGiveUp.active) this.#onGiveUp.emit({ attempts, reason, ...(failed ? { error } : { result }) });
     if (!failed) return result;
     if (reason === 'aborted') throw error;
@@ -290,9 +327,15 @@ export class RetryPolicy<In = unknown> extends BasePolicy<never, In> {
     });
   }
 
-  /** Filled in with the policy's counters when its events are wired (below). */
-  stats(): object {
-    return {};
+  stats(): RetryStats {
+    return {
+      calls: this.#calls,
+      attempts: this.#attempts,
+      retries: this.#retries,
+      successes: this.#successes,
+      giveUps: this.#giveUps,
+      budgetDenials: this.#budgetDenials,
+    };
   }
 
   describe(): PolicyDescription {

@@ -4,10 +4,11 @@ import { DeadlineExceededError, TimeoutError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { REQUIRED, nonNegative, positive, ratio } from '../core/validate.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { subscribeAll, type PolicyIdentity } from '../core/telemetry.js';
 import { DeadlineEntry, DeadlineQueue } from '../core/deadline-queue.js';
 
-export interface TimeoutOptions {
+export interface TimeoutOptions extends PolicyIdentity {
   /** The configured timeout in ms. Placed inside a retry it bounds each attempt; outside, the whole call. */
   ms: number;
   /**
@@ -25,12 +26,25 @@ export interface TimeoutOptions {
    */
   graceMs?: number;
   clock?: Clock;
-  name?: string;
 }
 
 export interface TimeoutEvent {
   timeoutMs: number;
   abandoned: boolean;
+}
+
+/** A timeout's counters since it was built (`stats()`). */
+export interface TimeoutStats {
+  /** Calls run under the timeout. */
+  calls: number;
+  /** Calls whose time ran out (their work was aborted). */
+  timeouts: number;
+  /** The part of `timeouts` whose work had not ended `graceMs` after the abort: answered without waiting for it. */
+  abandoned: number;
+  /** Calls refused at once because their deadline left no time (`DEADLINE_EXCEEDED`). */
+  deadlineExceeded: number;
+  /** Calls guarded now. */
+  inFlight: number;
 }
 
 /** One in-flight call under a timeout. */
@@ -57,9 +71,23 @@ export class TimeoutPolicy extends BasePolicy {
   readonly #margin: number | undefined;
   readonly #graceMs: number;
   readonly #queue: DeadlineQueue;
-  readonly #onTimeout = new EventEmitter<TimeoutEvent>();
-  /** Fires when an operation times out. */
-  readonly onTimeout = this.#onTimeout.event;
+  #calls = 0;
+  #timeouts = 0;
+  #abandoned = 0;
+  #deadlineExceeded = 0;
+  // Two uniform events ('timeout', then 'abandon' when the work outlives the grace period) behind
+  // one typed event, so that counting 'timeout' events counts each timed-out call once.
+  readonly #onTimeout = this.telemetry.emitter<TimeoutEvent>('timeout', (e) => ({
+    outcome: 'failure',
+    durationMs: e.timeoutMs,
+    attributes: { byDeadline: e.timeoutMs < this.ms },
+  }));
+  readonly #onAbandon = this.telemetry.emitter<TimeoutEvent>('abandon', (e) => ({
+    durationMs: e.timeoutMs + this.#graceMs,
+    attributes: { byDeadline: e.timeoutMs < this.ms },
+  }));
+  /** Fires when an operation times out, and again (`abandoned: true`) when its work has not ended `graceMs` later. */
+  readonly onTimeout: Event<TimeoutEvent> = (listener) => subscribeAll([this.#onTimeout.event, this.#onAbandon.event], listener);
 
   constructor(options: TimeoutOptions) {
     super(options.clock, options);
@@ -81,11 +109,14 @@ export class TimeoutPolicy extends BasePolicy {
     let budget = this.ms;
     if (context.deadline !== Infinity) {
       const remaining = context.deadline - now;
-      if (remaining <= 0) return Promise.reject(new DeadlineExceededError(context.deadline));
       const allowed = this.#margin === undefined ? remaining * this.#ratio : remaining - this.#margin;
-      if (allowed <= 0) return Promise.reject(new DeadlineExceededError(context.deadline));
+      if (remaining <= 0 || allowed <= 0) {
+        this.#deadlineExceeded++;
+        return Promise.reject(new DeadlineExceededError(context.deadline));
+      }
       if (allowed < budget) budget = allowed;
     }
+    this.#calls++;
     const child = context.derive({ deadline: now + budget, abortable: true });
     const run = new TimeoutRun<T>(now + budget, this.#expire, child, budget);
     let work: Promise<T>;
@@ -120,23 +151,25 @@ export class TimeoutPolicy extends BasePolicy {
   readonly #expire = (entry: DeadlineEntry): void => {
     const run = entry as TimeoutRun<unknown>;
     run.timedOut = true;
+    this.#timeouts++;
     run.context.abort(new TimeoutError(round(run.timeoutMs)));
+    // Before giving up on the work: with graceMs 0 that is now, and 'abandon' must follow 'timeout'.
+    if (this.#onTimeout.active) this.#onTimeout.emit({ timeoutMs: run.timeoutMs, abandoned: false });
     if (this.#graceMs === 0) this.#abandon(run);
     else run.grace = this.clock.setTimeout(() => this.#abandon(run), this.#graceMs);
-    if (this.#onTimeout.active) this.#onTimeout.emit({ timeoutMs: run.timeoutMs, abandoned: false });
   };
 
   #abandon(run: TimeoutRun<unknown>): void {
     run.grace = undefined;
     if (run.settled) return;
     run.settled = true;
-    if (this.#onTimeout.active) this.#onTimeout.emit({ timeoutMs: run.timeoutMs, abandoned: true });
+    this.#abandoned++;
+    if (this.#onAbandon.active) this.#onAbandon.emit({ timeoutMs: run.timeoutMs, abandoned: true });
     run.reject(new TimeoutError(round(run.timeoutMs), true));
   }
 
-  /** Filled in with the policy's counters when its events are wired (below). */
-  stats(): object {
-    return {};
+  stats(): TimeoutStats {
+    return { calls: this.#calls, timeouts: this.#timeouts, abandoned: this.#abandoned, deadlineExceeded: this.#deadlineExceeded, inFlight: this.#queue.size };
   }
 
   describe(): PolicyDescription {
