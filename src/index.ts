@@ -176,7 +176,7 @@ export { rateLimit, RateLimitPolicy, type RateLimitPolicyOptions, type RateLimit
 // (the Redis, PostgreSQL and SQLite stores are in their own entry points).
 export {
   idempotencyEngine, IdempotencyEngine, type Lease,
-  type IdempotencyEngineOptions, type ClaimOptions, type ClaimOutcome, type LeaseStatus, type RunResult,
+  type IdempotencyEngineOptions, type ClaimOptions, type ClaimOutcome, type LeaseStatus, type LeaseOperation, type RunResult,
   type ClaimEvent, type LeaseLostEvent, type StoreErrorEvent, type ResponseInput, type IdempotencyStats,
 } from './idempotency/engine.js';
 export {

@@ -1,6 +1,5 @@
 import { BulwarkError } from './errors.js';
 import { EventEmitter, type Disposable, type Event, type Listener } from './events.js';
-import { BulwarkError } from './errors.js';
 
 /** A value an exporter can put on a metric label or a span attribute as it is. */
 export type AttributeValue = string | number | boolean;

@@ -16,7 +16,7 @@ import { sleep } from '../core/abort.js';
 import { DeadlineQueue, type DeadlineEntry } from '../core/deadline-queue.js';
 import { Lease, leaseState, type LeaseEngine, type LeaseOperation, type LeaseState, type LeaseStatus } from './lease.js';
 
-export { Lease, type LeaseStatus } from './lease.js';
+export { Lease, type LeaseStatus, type LeaseOperation } from './lease.js';
 
 export interface IdempotencyEngineOptions extends PolicyIdentity {
   store: IdempotencyStore;

@@ -114,7 +114,7 @@ export class Lease {
     stateOf = (lease) => lease.#state;
   }
 
-  /** Use `IdempotencyEngine.claim`, which grants leases. */
+  /** Use `IdempotencyEngine.claim`, which grants leases. @internal */
   constructor(grant: LeaseGrant) {
     this.#engine = grant.engine;
     this.id = grant.id;
