@@ -64,8 +64,8 @@ export {
   type BreakerCallOutcome, type BreakerStateChange, type BreakerStats, type TransitionReason,
 } from './breaker/breaker.js';
 export {
-  consecutive, countWindow, timeWindow,
-  type TripStrategy, type TripStrategyFactory, type ConsecutiveOptions, type CountWindowOptions, type TimeWindowOptions,
+  consecutive, failureCount, countWindow, timeWindow,
+  type TripStrategy, type TripStrategyFactory, type ConsecutiveOptions, type FailureCountOptions, type CountWindowOptions, type TimeWindowOptions,
   type BreakerRateOptions, type BreakerWindowStats, type BreakerWindowSnapshot, type BuiltInBreakerWindowSnapshot,
   type CustomBreakerWindowSnapshot,
 } from './breaker/strategies.js';
