@@ -79,11 +79,12 @@ export {
   type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState,
 } from './breaker/snapshot.js';
 
-// Bulkhead.
+// Bulkhead, its sizing by Little's law and presets for common pools.
 export {
   bulkhead, BulkheadPolicy,
   type BulkheadOptions, type BulkheadStats, type BulkheadQueuedEvent, type BulkheadRejectEvent, type BulkheadRejectReason,
 } from './bulkhead/bulkhead.js';
+export { bulkheadSize, BULKHEAD_PRESETS, type BulkheadSizeOptions, type BulkheadPreset } from './bulkhead/sizing.js';
 
 // Fallback.
 export {
