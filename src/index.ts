@@ -43,7 +43,7 @@ export {
   type RetryOptions, type GiveUpReason, type RetryEvent, type GiveUpEvent, type RetrySuccessEvent,
 } from './retry/retry.js';
 export {
-  backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff,
+  backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff, reconnectBackoff,
   ScheduleBackoff, BACKOFF_DEFAULTS,
   type Backoff, type BackoffOptions, type ShorthandBackoffOptions, type BackoffKind, type JitterKind,
 } from './retry/backoff.js';
