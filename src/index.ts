@@ -43,7 +43,7 @@ export {
   type RetryOptions, type GiveUpReason, type RetryEvent, type GiveUpEvent, type RetrySuccessEvent, type RetryStats,
 } from './retry/retry.js';
 export {
-  backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff,
+  backoff, constantBackoff, linearBackoff, exponentialBackoff, fibonacciBackoff, decorrelatedBackoff, reconnectBackoff,
   ScheduleBackoff, BACKOFF_DEFAULTS,
   type Backoff, type BackoffOptions, type ShorthandBackoffOptions, type BackoffKind, type JitterKind,
 } from './retry/backoff.js';
@@ -64,8 +64,8 @@ export {
   type BreakerCallOutcome, type BreakerStateChange, type BreakerStats, type TransitionReason,
 } from './breaker/breaker.js';
 export {
-  consecutive, countWindow, timeWindow,
-  type TripStrategy, type TripStrategyFactory, type ConsecutiveOptions, type CountWindowOptions, type TimeWindowOptions,
+  consecutive, failureCount, countWindow, timeWindow,
+  type TripStrategy, type TripStrategyFactory, type ConsecutiveOptions, type FailureCountOptions, type CountWindowOptions, type TimeWindowOptions,
   type BreakerRateOptions, type BreakerWindowStats, type BreakerWindowSnapshot, type BuiltInBreakerWindowSnapshot,
   type CustomBreakerWindowSnapshot,
 } from './breaker/strategies.js';
@@ -79,11 +79,12 @@ export {
   type BreakerSnapshot, type CircuitState, type CircuitStateKind, type SnapshotState,
 } from './breaker/snapshot.js';
 
-// Bulkhead.
+// Bulkhead, its sizing by Little's law and presets for common pools.
 export {
   bulkhead, BulkheadPolicy,
   type BulkheadOptions, type BulkheadStats, type BulkheadQueuedEvent, type BulkheadRejectEvent, type BulkheadRejectReason,
 } from './bulkhead/bulkhead.js';
+export { bulkheadSize, BULKHEAD_PRESETS, type BulkheadSizeOptions, type BulkheadPreset } from './bulkhead/sizing.js';
 
 // Fallback.
 export {

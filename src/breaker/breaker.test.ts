@@ -5,7 +5,7 @@ import { AbortedError, BulkheadFullError, CircuitOpenError, RateLimitedError, Ti
 import { pipeline } from '../core/policy.js';
 import { timeout } from '../timeout/timeout.js';
 import { circuitBreaker, type BreakerStateChange, type CircuitBreakerPolicy } from './breaker.js';
-import { countWindow, timeWindow } from './strategies.js';
+import { countWindow, failureCount, timeWindow } from './strategies.js';
 import { isDependencyFailure } from './classify.js';
 import { seededRandom } from '../core/random.js';
 import { problemForError } from '../http/core/problem.js';
@@ -206,6 +206,51 @@ test('a 50%/10 s rate breaker with minimum 20 calls does not trip at 40% failure
   assert.deepEqual(w, { calls: 36, failures: 14, slowCalls: 0, failureRate: 14 / 36, slowCallRate: 0 });
   assert.equal(kind(at60), 'open');
   assert.equal(at60.stats().successes + at60.stats().failures, 20, 'tripped exactly when the 20th call made it judgeable');
+});
+
+test('failure-count breaker: 5 failures within 29 s open it; 5 spread over 31 s do not, and the window slides', async () => {
+  const clock = new VirtualClock();
+  const strategy = failureCount({ threshold: 5, windowMs: 30_000 });
+  const within = circuitBreaker({ clock, strategy });
+  const spread = circuitBreaker({ clock, strategy });
+  const failAt = async (breaker: CircuitBreakerPolicy, times: number[]) => {
+    for (const at of times) {
+      await clock.advance(at - clock.now());
+      await fail(breaker, 1);
+      if (kind(breaker) === 'closed') await succeed(breaker, 3); // successes in between change nothing: the count is absolute
+    }
+  };
+  await failAt(within, [0, 7_250, 14_500, 21_750, 29_000]);
+  assert.equal(kind(within), 'open');
+  assert.deepEqual(within.state, { kind: 'open', openedAt: 29_000, reopensAt: 59_000, trips: 1 });
+
+  const start = clock.now();
+  await failAt(spread, [0, 7_750, 15_500, 23_250, 31_000].map((t) => start + t));
+  assert.equal(kind(spread), 'closed', 'the first failure left the window before the fifth');
+  await failAt(spread, [start + 37_000]); // the last five span 29.25 s
+  assert.equal(kind(spread), 'open');
+});
+
+test('misconfiguration hazard: a 50% / 60 s rate breaker never opens at a steady 40% failure rate; 5 failures in 30 s opens at once', async () => {
+  const clock = new VirtualClock();
+  const rate = circuitBreaker({ clock, strategy: timeWindow({ windowMs: 60_000, failureRateThreshold: 0.5, minimumCalls: 20 }) });
+  const count = circuitBreaker({ clock, strategy: failureCount({ threshold: 5, windowMs: 30_000 }), openMs: 3_600_000 });
+  let openedAt: number | undefined;
+  count.onStateChange((e) => { openedAt ??= e.at; });
+  // 10 calls per second for 5 minutes (five windows), 2 of every 5 failing: a dependency failing 40% of the time.
+  let failures = 0;
+  for (let i = 0; i < 3_000; i++) {
+    const failing = i % 5 < 2;
+    if (failing) failures++;
+    await (failing ? fail(rate, 1) : succeed(rate, 1));
+    assert.equal(kind(rate), 'closed', `call ${i + 1}`);
+    if (kind(count) === 'closed') await (failing ? fail(count, 1) : succeed(count, 1));
+    await clock.advance(100);
+  }
+  assert.equal(failures, 1_200);
+  assert.equal(rate.stats().failures, 1_200, 'every failure was recorded; none tripped it');
+  assert.equal(rate.stats().window.failureRate, 0.4);
+  assert.equal(openedAt, 1_000, 'failures at 0, 100, 500, 600 and 1 000 ms');
 });
 
 test('count-window breaker: rate over the last N calls, minimum calls honoured', async () => {

@@ -128,6 +128,12 @@ function parseWindow(value: unknown): BreakerWindowSnapshot {
       });
       return { kind: 'time', bucketMs, buckets };
     }
+    case 'failure-count': {
+      if (!Array.isArray(value.failures) || value.failures.length > MAX_OUTCOMES) throw new InvalidSnapshotError('window.failures must be an array of times');
+      const failures = value.failures.map((at: unknown, i) => finite(at, `window.failures[${i}]`));
+      if (failures.some((at, i) => i > 0 && at < failures[i - 1]!)) throw new InvalidSnapshotError('window.failures must be oldest first');
+      return { kind: 'failure-count', failures };
+    }
     default:
       // A custom strategy's window: passed to that strategy, which validates its own fields.
       return { ...value, kind: value.kind };

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { seededRandom } from '../core/random.js';
-import { consecutive, countWindow, timeWindow } from './strategies.js';
+import { consecutive, countWindow, failureCount, timeWindow } from './strategies.js';
+import { parseSnapshot } from './snapshot.js';
 
 test('consecutive: trips at the threshold, a success starts the count again', () => {
   const w = consecutive({ threshold: 3 }).create();
@@ -17,6 +18,60 @@ test('consecutive: trips at the threshold, a success starts the count again', ()
   assert.equal(w.stats(0).consecutiveFailures, 3);
   w.reset();
   assert.equal(w.shouldTrip(0), false);
+});
+
+test('failure count: 5 failures within 29 s trip, 5 spread over 31 s do not; a failure leaves the window exactly windowMs later', () => {
+  const factory = failureCount({ threshold: 5, windowMs: 30_000 });
+  const within = factory.create();
+  for (const at of [0, 7_250, 14_500, 21_750]) within.record(false, 0, at);
+  assert.equal(within.shouldTrip(21_750), false, '4 failures are not 5');
+  within.record(false, 0, 29_000);
+  assert.equal(within.shouldTrip(29_000), true, '5 failures within 29 s');
+
+  const spread = factory.create();
+  for (const at of [0, 7_750, 15_500, 23_250, 31_000]) spread.record(false, 0, at);
+  assert.equal(spread.shouldTrip(31_000), false, 'the first failure left the window at 30 s');
+  assert.equal(spread.stats(31_000).failures, 4);
+  spread.record(false, 0, 37_000); // the last five now span 7 750 .. 37 000: 29.25 s
+  assert.equal(spread.shouldTrip(37_000), true);
+
+  // The boundary: the window is the last windowMs, excluding the instant windowMs ago.
+  const edge = (last: number) => {
+    const w = factory.create();
+    for (const at of [0, 1, 2, 3, last]) w.record(false, 0, at);
+    return w.shouldTrip(last);
+  };
+  assert.equal(edge(29_999), true);
+  assert.equal(edge(30_000), false);
+});
+
+test('failure count: successes in between neither reset nor dilute the count (an absolute count, not a rate)', () => {
+  const w = failureCount({ threshold: 3, windowMs: 1_000 }).create();
+  for (let i = 0; i < 300; i++) w.record(i % 100 !== 0, 0, i); // 3 failures among 300 calls, within 300 ms
+  assert.equal(w.shouldTrip(299), true, '1% failures, but 3 of them within 1 s');
+  const consecutive3 = consecutive({ threshold: 3 }).create();
+  for (let i = 0; i < 300; i++) consecutive3.record(i % 100 !== 0, 0, i);
+  assert.equal(consecutive3.shouldTrip(299), false, 'the consecutive strategy never sees them in a row');
+  w.reset();
+  assert.equal(w.shouldTrip(299), false);
+  assert.deepEqual(w.stats(299), { calls: 0, failures: 0, slowCalls: 0, failureRate: 0, slowCallRate: 0 });
+});
+
+test('failure count: export keeps the failures in the window; import re-checks them against the clock and keeps the newest that fit', () => {
+  const w = failureCount({ threshold: 4, windowMs: 10_000 }).create();
+  for (const at of [1_000, 2_000, 5_000, 9_000, 12_000]) w.record(false, 0, at);
+  const snap = w.exportWindow(12_500);
+  assert.deepEqual(snap, { kind: 'failure-count', failures: [5_000, 9_000, 12_000] }, '2 000 fell out at 12 000; 1 000 was overwritten');
+  const parsed = parseSnapshot(JSON.parse(JSON.stringify({ version: 1, name: 'x', at: 12_500, state: { kind: 'closed' }, window: snap })));
+  const small = failureCount({ threshold: 2, windowMs: 10_000 }).create();
+  small.importWindow(parsed.window, 14_000);
+  assert.deepEqual(small.exportWindow(14_000), { kind: 'failure-count', failures: [9_000, 12_000] });
+  assert.equal(small.shouldTrip(14_000), true);
+  const late = failureCount({ threshold: 4, windowMs: 10_000 }).create();
+  late.importWindow(parsed.window, 19_500);
+  assert.equal(late.stats(19_500).failures, 1, 'only 12 000 is still within 10 s at 19 500');
+  assert.throws(() => parseSnapshot({ version: 1, at: 0, state: { kind: 'closed' }, window: { kind: 'failure-count', failures: [5, 3] } }), { code: 'INVALID_INPUT' });
+  assert.throws(() => parseSnapshot({ version: 1, at: 0, state: { kind: 'closed' }, window: { kind: 'failure-count', failures: ['5'] } }), { code: 'INVALID_INPUT' });
 });
 
 test('count window: a window of 32 000 matches a naive model of the last N calls at every step', () => {
@@ -138,6 +193,10 @@ test('strategies validate their options when built; zero is rejected where it is
   assert.throws(() => timeWindow({ buckets: 0 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => timeWindow({ buckets: 5000 }), { code: 'INVALID_OPTIONS' });
   assert.throws(() => timeWindow({ minimumCalls: -1 }), { code: 'INVALID_OPTIONS' });
+  for (const bad of [{ threshold: 0 }, { threshold: 1.5 }, { threshold: 2_000_000 }, { windowMs: 0 }, { windowMs: -1 }, { windowMs: Infinity }, { windowMs: NaN }]) {
+    assert.throws(() => failureCount(bad), { code: 'INVALID_OPTIONS' }, JSON.stringify(bad));
+  }
+  assert.deepEqual(failureCount().options, { threshold: 5, windowMs: 30_000 });
   // Zero where it means something is kept as zero.
   assert.equal(timeWindow({ minimumCalls: 0 }).options.minimumCalls, 0);
   assert.equal(countWindow({ slowCallDurationMs: 0 }).options.slowCallDurationMs, 0);

@@ -27,7 +27,9 @@ export type BuiltInBreakerWindowSnapshot =
   /** Outcomes oldest first, one character each: 0 success, 1 failure, 2 slow success, 3 slow failure. */
   | { kind: 'count'; outcomes: string }
   /** Non-empty buckets as [bucket start ms, calls, failures, slow calls]. */
-  | { kind: 'time'; bucketMs: number; buckets: Array<[number, number, number, number]> };
+  | { kind: 'time'; bucketMs: number; buckets: Array<[number, number, number, number]> }
+  /** Clock times (ms) of the failures still in the window, oldest first. */
+  | { kind: 'failure-count'; failures: number[] };
 
 /** Snapshots of user-defined strategies: anything JSON with a `kind`. */
 export interface CustomBreakerWindowSnapshot {
@@ -128,6 +130,101 @@ class ConsecutiveWindow implements TripStrategy {
 export function consecutive(options: ConsecutiveOptions = {}): TripStrategyFactory {
   const threshold = positiveInt('consecutive.threshold', options.threshold, 5);
   return { kind: 'consecutive', options: { threshold }, create: () => new ConsecutiveWindow(threshold) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failure count: N failures within T
+
+export interface FailureCountOptions {
+  /** Failures within `windowMs` that open the breaker, successes in between or not. Default 5. */
+  threshold?: number;
+  /** How long a failure counts, in ms: it leaves the window `windowMs` after it happened. Default 30 000. */
+  windowMs?: number;
+}
+
+/**
+ * The times of the last `threshold` failures, in a ring. "N failures within T" holds exactly
+ * when the oldest of the last N failures is less than T old, so one comparison decides and
+ * recording is O(1). Successes are not recorded: the count is absolute, not a rate.
+ */
+class FailureCountWindow implements TripStrategy {
+  readonly kind = 'failure-count';
+  readonly slowCallDurationMs = undefined;
+  readonly usesTime = true;
+  readonly #times: Float64Array;
+  /** The slot the next failure goes to; once the ring is full, the oldest failure's slot. */
+  #next = 0;
+  #size = 0;
+
+  constructor(private readonly threshold: number, private readonly windowMs: number) {
+    this.#times = new Float64Array(threshold);
+  }
+
+  record(success: boolean, _durationMs: number, now: number): void {
+    if (!success) this.#push(now);
+  }
+
+  #push(at: number): void {
+    this.#times[this.#next] = at;
+    this.#next = this.#next + 1 === this.threshold ? 0 : this.#next + 1;
+    if (this.#size < this.threshold) this.#size++;
+  }
+
+  #inWindow(at: number, now: number): boolean {
+    return now - at < this.windowMs;
+  }
+
+  shouldTrip(now: number): boolean {
+    return this.#size === this.threshold && this.#inWindow(this.#times[this.#next]!, now);
+  }
+
+  reset(): void {
+    this.#next = this.#size = 0;
+  }
+
+  /** Failures still in the window, oldest first (O(threshold): for stats and export, not per call). */
+  #recent(now: number): number[] {
+    const start = this.#size === this.threshold ? this.#next : 0;
+    const out: number[] = [];
+    for (let k = 0; k < this.#size; k++) {
+      const at = this.#times[(start + k) % this.threshold]!;
+      if (this.#inWindow(at, now)) out.push(at);
+    }
+    return out;
+  }
+
+  /** Only failures are counted, so `calls` is the failures in the window (as for `consecutive`). */
+  stats(now: number): BreakerWindowStats {
+    const n = this.#recent(now).length;
+    return { calls: n, failures: n, slowCalls: 0, failureRate: n > 0 ? 1 : 0, slowCallRate: 0 };
+  }
+
+  exportWindow(now: number): BreakerWindowSnapshot {
+    return { kind: 'failure-count', failures: this.#recent(now) };
+  }
+
+  importWindow(snapshot: BreakerWindowSnapshot, now: number): void {
+    this.reset();
+    if (snapshot.kind !== 'failure-count') return;
+    const failures = (snapshot as { failures: number[] }).failures;
+    // Another threshold keeps the newest failures that fit.
+    for (let k = Math.max(0, failures.length - this.threshold); k < failures.length; k++) {
+      if (this.#inWindow(failures[k]!, now)) this.#push(failures[k]!);
+    }
+  }
+}
+
+/**
+ * Opens after `threshold` failures within `windowMs` (default 5 within 30 s), however many
+ * calls succeeded in between: an absolute count, unlike the rate windows below, so it still
+ * opens when heavy traffic keeps the failure rate under a rate threshold.
+ */
+export function failureCount(options: FailureCountOptions = {}): TripStrategyFactory {
+  const threshold = positiveInt('failureCount.threshold', options.threshold, 5);
+  if (threshold > 1_000_000) throw new InvalidOptionsError(`failureCount.threshold must be at most 1 000 000, got ${threshold}`);
+  const windowMs = positive('failureCount.windowMs', options.windowMs, 30_000);
+  if (!Number.isFinite(windowMs)) throw new InvalidOptionsError('failureCount.windowMs must be finite (a failure must leave the window some time)');
+  return { kind: 'failure-count', options: { threshold, windowMs }, create: () => new FailureCountWindow(threshold, windowMs) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { seededRandom } from '../core/random.js';
+import { VirtualClock } from '../core/clock.js';
 import {
   BACKOFF_KINDS, JITTER_KINDS, MAX_TIMER_MS, backoff, constantBackoff, decorrelatedBackoff, exponentialBackoff,
-  fibonacciBackoff, linearBackoff, toBackoff, type BackoffKind, type JitterKind, type ScheduleBackoff,
+  fibonacciBackoff, linearBackoff, reconnectBackoff, toBackoff, type BackoffKind, type JitterKind, type ScheduleBackoff,
 } from './backoff.js';
+import { retry } from './retry.js';
 
 /** The first `n` delays of one call, threading the previous delay as the retry policy does. */
 function sequence(b: ScheduleBackoff, n: number, random = seededRandom(1)): number[] {
@@ -51,6 +53,8 @@ test('every jitter kind stays within its band over many samples and never exceed
     full: (d) => [0, d],
     equal: (d) => [d / 2, d],
     proportional: (d) => [d * 0.7, d * 1.3],
+    // jitterMs defaults to the base (100): the schedule stops at 1000 − 100 so the noise fits under the cap
+    additive: (d) => [Math.min(d, 900), Math.min(d, 900) + 100],
   };
   for (const [jitter, band] of Object.entries(bands) as [Exclude<JitterKind, 'decorrelated'>, (d: number) => [number, number]][]) {
     const b = exponentialBackoff({ baseDelayMs: 100, maxDelayMs: 1000, jitter, jitterRatio: 0.3 });
@@ -108,6 +112,76 @@ test("decorrelated jitter stays within Brooker's bounds: base <= d <= min(cap, 3
   assert.equal(b.delay(1, 0, () => 0.999999), 100 + 0.999999 * 200);
 });
 
+test('additive jitter: the delay before retry k+1 is base·2^k + U(0, jitterMs), bounds exact', async () => {
+  const b = exponentialBackoff({ baseDelayMs: 100, jitter: 'additive', jitterMs: 50 });
+  assert.deepEqual(b.describe(), { kind: 'exponential', baseDelayMs: 100, maxDelayMs: 30_000, factor: 2, jitter: 'additive', jitterMs: 50 });
+  for (let retry = 1; retry <= 8; retry++) {
+    const scheduled = 100 * 2 ** (retry - 1);
+    assert.equal(b.delay(retry, 0, () => 0), scheduled, 'U = 0: the schedule itself');
+    assert.equal(b.delay(retry, 0, () => 0.5), scheduled + 25);
+  }
+  const random = seededRandom(6);
+  for (let retry = 1; retry <= 8; retry++) {
+    const scheduled = 100 * 2 ** (retry - 1);
+    let min = Infinity;
+    let max = -Infinity;
+    for (let i = 0; i < 2_500; i++) {
+      const d = b.delay(retry, 0, random);
+      min = Math.min(min, d);
+      max = Math.max(max, d);
+    }
+    assert.ok(min >= scheduled && max < scheduled + 50, `retry ${retry}: [${min}, ${max}] outside [${scheduled}, ${scheduled + 50})`);
+    assert.ok(max - min > 49, `retry ${retry} uses the whole 50 ms: [${min}, ${max}]`);
+  }
+  // The retry policy waits exactly these delays.
+  const clock = new VirtualClock();
+  const waits: number[] = [];
+  const policy = retry({ maxAttempts: 5, backoff: b, random: seededRandom(8), clock });
+  policy.onRetry((e) => waits.push(e.delayMs));
+  const call = policy.execute(() => { throw Object.assign(new Error('HTTP 503'), { status: 503 }); }).catch((e) => e);
+  await clock.advance(10_000);
+  assert.equal((await call).code, 'RETRIES_EXHAUSTED');
+  const replay = seededRandom(8);
+  assert.deepEqual(waits, [100, 200, 400, 800].map((s) => s + replay() * 50));
+});
+
+test('additive jitter at the cap: the schedule stops at max − jitterMs, so delays stay spread over [max − jitterMs, max)', () => {
+  const b = exponentialBackoff({ baseDelayMs: 100, maxDelayMs: 1_000, jitter: 'additive', jitterMs: 200 });
+  const random = seededRandom(9);
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < 5_000; i++) {
+    const d = b.delay(30, 0, random);
+    min = Math.min(min, d);
+    max = Math.max(max, d);
+  }
+  assert.ok(min >= 800 && max < 1_000, `[${min}, ${max}]`);
+  assert.ok(max - min > 199, 'spread over the whole 200 ms, not piled up at the cap');
+  assert.equal(b.delay(30, 0, () => 0), 800);
+  assert.equal(exponentialBackoff({ jitter: 'additive' }).jitterMs, 100, 'default: the base delay');
+  assert.equal(exponentialBackoff({ jitter: 'additive', baseDelayMs: 500, maxDelayMs: 300 }).jitterMs, 300, 'default never above the cap');
+  assert.equal(exponentialBackoff({ jitter: 'additive', jitterMs: 0 }).delay(3, 0, () => 0.9), 400, '0 is honoured: no jitter');
+});
+
+test('reconnect preset: 100 ms doubling to a 30 s cap, each delay within ±20 % and never above 30 s', () => {
+  const b = reconnectBackoff();
+  assert.deepEqual(b.describe(), { kind: 'exponential', baseDelayMs: 100, maxDelayMs: 30_000, factor: 2, jitter: 'proportional', jitterRatio: 0.2 });
+  const nominal = Array.from({ length: 14 }, (_, k) => Math.min(30_000, 100 * 2 ** k));
+  assert.deepEqual(nominal.slice(8), [25_600, 30_000, 30_000, 30_000, 30_000, 30_000]);
+  nominal.forEach((d, k) => {
+    assert.equal(b.delay(k + 1, 0, () => 0), d * 0.8, `retry ${k + 1}: lowest`);
+    assert.equal(b.delay(k + 1, 0, () => 0.5), d, `retry ${k + 1}: middle`);
+  });
+  const random = seededRandom(22);
+  nominal.forEach((d, k) => {
+    for (let i = 0; i < 1_000; i++) {
+      const delay = b.delay(k + 1, 0, random);
+      assert.ok(delay >= d * 0.8 && delay <= Math.min(d * 1.2, 30_000), `retry ${k + 1}: ${delay} outside [${d * 0.8}, ${Math.min(d * 1.2, 30_000)}]`);
+    }
+  });
+  assert.equal(reconnectBackoff({ maxDelayMs: 60_000 }).maxDelayMs, 60_000, 'options override the preset');
+});
+
 test('regression: 0 is a legal value, never replaced by a default (the `||` defect)', () => {
   for (const kind of BACKOFF_KINDS) {
     const b = backoff({ kind, baseDelayMs: 0 });
@@ -145,6 +219,8 @@ test('bad backoff options fail when built', () => {
     { baseDelayMs: -1 }, { baseDelayMs: NaN }, { maxDelayMs: -5 }, { maxDelayMs: MAX_TIMER_MS + 1 }, { factor: 0.5 },
     { factor: Infinity }, { jitterRatio: 1.5 }, { kind: 'quadratic' }, { jitter: 'some' },
     { kind: 'exponential', jitter: 'decorrelated' }, { kind: 'decorrelated', jitter: 'full' },
+    { jitterMs: 10 }, { jitter: 'full', jitterMs: 10 }, { jitter: 'additive', jitterMs: -1 }, { jitter: 'additive', jitterMs: NaN },
+    { jitter: 'additive', maxDelayMs: 100, jitterMs: 200 },
   ];
   for (const options of bad) assert.throws(() => backoff(options as any), { code: 'INVALID_OPTIONS' }, JSON.stringify(options));
   assert.throws(() => toBackoff(42 as any), { code: 'INVALID_OPTIONS' });

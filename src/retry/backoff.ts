@@ -15,13 +15,15 @@ export type BackoffKind = 'constant' | 'linear' | 'exponential' | 'fibonacci' | 
  * - full: random(0, d);
  * - equal: d/2 + random(0, d/2);
  * - proportional: d × (1 ± ratio × u), u uniform in [0, 1);
+ * - additive: d + random(0, jitterMs), a fixed amount of noise on top of the schedule (for
+ *   exponential, base·2^k + U(0, jitterMs), the form many SDKs and course texts use);
  * - decorrelated: min(cap, random(base, previous × 3)). It is a sequence of its own rather
  *   than noise on a schedule, so it goes with (and only with) `kind: 'decorrelated'`.
  */
-export type JitterKind = 'none' | 'full' | 'equal' | 'proportional' | 'decorrelated';
+export type JitterKind = 'none' | 'full' | 'equal' | 'proportional' | 'additive' | 'decorrelated';
 
 export const BACKOFF_KINDS: readonly BackoffKind[] = ['constant', 'linear', 'exponential', 'fibonacci', 'decorrelated'];
-export const JITTER_KINDS: readonly JitterKind[] = ['none', 'full', 'equal', 'proportional', 'decorrelated'];
+export const JITTER_KINDS: readonly JitterKind[] = ['none', 'full', 'equal', 'proportional', 'additive', 'decorrelated'];
 
 /** Node timers cannot wait longer than this (2^31 − 1 ms, about 24.8 days); longer waits fire at once. */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -59,6 +61,11 @@ export interface BackoffOptions {
   jitter?: JitterKind;
   /** The ± ratio of proportional jitter, 0..1. Default 0.5 (resilience4j / Google HTTP client). */
   jitterRatio?: number;
+  /**
+   * The most additive jitter adds, in ms (`jitter: 'additive'` only), at most `maxDelayMs`.
+   * Default `baseDelayMs` (capped at `maxDelayMs`).
+   */
+  jitterMs?: number;
 }
 
 /** The built-in backoff: a schedule, a jitter and a cap. */
@@ -69,6 +76,8 @@ export class ScheduleBackoff implements Backoff {
   readonly factor: number;
   readonly jitter: JitterKind;
   readonly jitterRatio: number;
+  /** The additive jitter's span; 0 for the other jitter kinds. */
+  readonly jitterMs: number;
 
   constructor(options: BackoffOptions = {}) {
     const defaultKind: BackoffKind = options.jitter === 'decorrelated' ? 'decorrelated' : BACKOFF_DEFAULTS.kind;
@@ -86,13 +95,17 @@ export class ScheduleBackoff implements Backoff {
     this.factor = nonNegative('backoff.factor', options.factor, BACKOFF_DEFAULTS.factor);
     if (!(this.factor >= 1) || !Number.isFinite(this.factor)) throw new InvalidOptionsError(`backoff.factor must be a finite number >= 1, got ${String(options.factor)}`);
     this.jitterRatio = ratio('backoff.jitterRatio', options.jitterRatio, BACKOFF_DEFAULTS.jitterRatio);
+    this.jitterMs = additiveJitterMs(options, this.jitter, this.baseDelayMs, this.maxDelayMs);
     Object.freeze(this);
   }
 
   delay(retry: number, previousDelayMs: number, random: Random): number {
     const n = retry >= 1 ? Math.floor(retry) : 1;
-    const scheduled = Math.min(this.maxDelayMs, scheduleDelay(this.kind, this.baseDelayMs, this.factor, n));
-    const jittered = applyJitter(this.jitter, scheduled, this.baseDelayMs, previousDelayMs, this.jitterRatio, random);
+    // Additive jitter has room left under the cap (the schedule stops at max − jitterMs), so
+    // clients that reached the cap stay spread over [max − jitterMs, max) instead of all
+    // retrying at exactly max.
+    const scheduled = Math.min(this.maxDelayMs - this.jitterMs, scheduleDelay(this.kind, this.baseDelayMs, this.factor, n));
+    const jittered = applyJitter(this, scheduled, previousDelayMs, random);
     // The cap comes last: capping the schedule and jittering afterwards would give delays up to
     // 1.5 × max.
     return jittered > this.maxDelayMs ? this.maxDelayMs : jittered > 0 ? jittered : 0;
@@ -106,6 +119,7 @@ export class ScheduleBackoff implements Backoff {
       ...(this.kind === 'exponential' ? { factor: this.factor } : {}),
       jitter: this.jitter,
       ...(this.jitter === 'proportional' ? { jitterRatio: this.jitterRatio } : {}),
+      ...(this.jitter === 'additive' ? { jitterMs: this.jitterMs } : {}),
     };
   }
 }
@@ -144,11 +158,20 @@ export function fibonacci(n: number): number {
   return a;
 }
 
+/** What a jitter reads of its backoff. */
+export interface JitterSettings {
+  readonly jitter: JitterKind;
+  readonly baseDelayMs: number;
+  readonly jitterRatio: number;
+  readonly jitterMs: number;
+}
+
 /**
- * Jitter on an already capped delay `d` (never Infinity here). `base` and `previous` serve
- * decorrelated jitter only: its first step starts from base.
+ * Jitter on an already capped delay `d` (never Infinity here). `baseDelayMs` and `previous`
+ * serve decorrelated jitter only: its first step starts from base.
  */
-export function applyJitter(jitter: JitterKind, d: number, base: number, previous: number, jitterRatio: number, random: Random): number {
+export function applyJitter(settings: JitterSettings, d: number, previous: number, random: Random): number {
+  const { jitter, baseDelayMs: base, jitterRatio } = settings;
   switch (jitter) {
     case 'none':
       return d;
@@ -158,6 +181,8 @@ export function applyJitter(jitter: JitterKind, d: number, base: number, previou
       return d / 2 + random() * (d / 2);
     case 'proportional':
       return d * (1 + jitterRatio * (2 * random() - 1));
+    case 'additive':
+      return d + random() * settings.jitterMs;
     case 'decorrelated': {
       const from = previous > 0 && Number.isFinite(previous) ? previous : base;
       const upper = Math.max(base, from * 3);
@@ -200,6 +225,15 @@ export function decorrelatedBackoff(options: Pick<BackoffOptions, 'baseDelayMs' 
   return new ScheduleBackoff({ ...options, kind: 'decorrelated', jitter: 'decorrelated' });
 }
 
+/**
+ * Reconnecting to a server that went away (a database, a message broker, a coordination
+ * service): exponential from 100 ms, doubling, capped at 30 s, each delay varied by ±20 %
+ * (proportional jitter, never above the cap). Options override any of these.
+ */
+export function reconnectBackoff(options: ShorthandBackoffOptions = {}): ScheduleBackoff {
+  return new ScheduleBackoff({ baseDelayMs: 100, maxDelayMs: 30_000, jitter: 'proportional', jitterRatio: 0.2, ...options, kind: 'exponential' });
+}
+
 /** True for objects that can serve as a backoff (built-in or user-defined). */
 export function isBackoff(value: unknown): value is Backoff {
   return typeof value === 'object' && value !== null && typeof (value as Backoff).delay === 'function';
@@ -219,7 +253,18 @@ export function toBackoff(value: Backoff | BackoffOptions | BackoffKind | undefi
   return new ScheduleBackoff(value);
 }
 
-const BACKOFF_OPTION_KEYS: ReadonlySet<string> = new Set(['kind', 'baseDelayMs', 'maxDelayMs', 'factor', 'jitter', 'jitterRatio']);
+const BACKOFF_OPTION_KEYS: ReadonlySet<string> = new Set(['kind', 'baseDelayMs', 'maxDelayMs', 'factor', 'jitter', 'jitterRatio', 'jitterMs']);
+
+/** The additive jitter's span: given only with `jitter: 'additive'`, never more than the cap. */
+function additiveJitterMs(options: BackoffOptions, jitter: JitterKind, baseDelayMs: number, maxDelayMs: number): number {
+  if (jitter !== 'additive') {
+    if (options.jitterMs !== undefined) throw new InvalidOptionsError(`backoff.jitterMs is the span of additive jitter: it needs jitter 'additive', got '${jitter}'`);
+    return 0;
+  }
+  const jitterMs = finiteDelay('backoff.jitterMs', options.jitterMs, Math.min(baseDelayMs, maxDelayMs));
+  if (jitterMs > maxDelayMs) throw new InvalidOptionsError(`backoff.jitterMs (${jitterMs}) must be <= maxDelayMs (${maxDelayMs}): no delay exceeds the cap`);
+  return jitterMs;
+}
 
 function finiteDelay(name: string, value: number | undefined, fallback: number): number {
   const v = nonNegative(name, value, fallback);

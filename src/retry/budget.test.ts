@@ -148,6 +148,56 @@ test('without a budget the same traffic would retry about 75% of requests (what 
   assert.ok(calls / 1000 > 1.6 && calls / 1000 < 1.9, `amplification ${calls / 1000}`);
 });
 
+/**
+ * 100 requests per second (ten every 100 ms) for `seconds` against a dependency that fails
+ * every call; returns the calls it received, the retry times and each request's outcome.
+ */
+async function totalOutage(budget: 'none' | 'ratio', seconds: number) {
+  const clock = new VirtualClock();
+  const policy = retry({
+    maxAttempts: 4, backoff: constantBackoff(10, { jitter: 'none' }), clock,
+    ...(budget === 'ratio' ? { budget: ratioBudget({ clock, ratio: 0.1 }) } : {}),
+  });
+  const retryTimes: number[] = [];
+  policy.onRetry(() => retryTimes.push(clock.now()));
+  let calls = 0;
+  const down = () => {
+    calls++;
+    throw Object.assign(new Error('HTTP 503'), { status: 503 });
+  };
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < seconds * 10; i++) {
+    for (let j = 0; j < 10; j++) pending.push(policy.execute(down).catch((e) => e));
+    await clock.advance(100);
+  }
+  await clock.advance(1_000);
+  const outcomes = await Promise.all(pending);
+  return { calls, retryTimes, outcomes };
+}
+
+test('at 100% failure, maxAttempts 4 without a budget sends exactly 4 calls per request (4× the load)', async () => {
+  const { calls, outcomes } = await totalOutage('none', 10);
+  assert.equal(calls, 4_000, '1 000 requests');
+  assert.ok(outcomes.every((e: any) => e.code === 'RETRIES_EXHAUSTED' && e.attempts === 4));
+});
+
+test('at 100% failure, a 10% budget keeps the load <= 1.1× plus the floor of 1 retry/s (10 000 requests)', async () => {
+  const { calls, retryTimes, outcomes } = await totalOutage('ratio', 100);
+  const REQUESTS = 10_000;
+  const retries = retryTimes.length;
+  assert.equal(calls, REQUESTS + retries);
+  assert.ok(retries <= 0.1 * REQUESTS + 100, `${retries} retries: at most 10% of 10 000 plus 1/s × 100 s`);
+  assert.ok(retries >= 0.1 * REQUESTS, `the budget is used, not starved: ${retries}`);
+  assert.ok(calls / REQUESTS <= 1.11, `load amplification ${calls / REQUESTS}`);
+  assert.equal(calls, 11_100, 'each 10 s window grants exactly its allowance: 10% of 1 000 requests + 10');
+  assert.ok(outcomes.filter((e: any) => e.code === 'RETRY_BUDGET_EXHAUSTED').length > 8_000);
+  // In every 10 s window too (1 000 requests each): at most 100 + 10 retries.
+  for (let start = 0; start + 10_000 <= 100_000; start += 1_000) {
+    const inWindow = retryTimes.filter((t) => t >= start && t < start + 10_000).length;
+    assert.ok(inWindow <= 110, `window at ${start} ms: ${inWindow} retries`);
+  }
+});
+
 test('concurrency budget (Envoy): retries in flight <= max(minConcurrency, percent % of the calls in flight)', () => {
   const budget = concurrencyBudget({ percent: 20, minConcurrency: 3 });
   let granted = 0;
