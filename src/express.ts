@@ -23,5 +23,6 @@ export {
 } from './http/core/idempotency.js';
 export { RequestContext, type RequestOutcome } from './http/core/request-context.js';
 export { problemForError } from './http/core/problem.js';
+export { degradedHeaders, DEGRADED_HEADER } from './http/core/degraded-headers.js';
 export type { RouteConfig, RouteTable } from './http/core/routes.js';
 export type { TrustProxy } from './http/core/client-ip.js';

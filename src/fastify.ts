@@ -1,8 +1,11 @@
 // Entry point `bulwark/fastify`: the Fastify 5 plugin, and the pieces of bulwark/http its options
 // name, so that a Fastify app needs no second import.
 
-// The plugin (also the default export).
-export { fastifyBulwark, fastifyBulwark as default, type BulwarkFastifyOptions } from './http/fastify.js';
+// The plugin (also the default export) and the error handler (`app.setErrorHandler(...)`).
+export {
+  fastifyBulwark, fastifyBulwark as default, fastifyErrorHandler,
+  type BulwarkFastifyOptions, type BulwarkFastifyErrorHandlerOptions,
+} from './http/fastify.js';
 
 // Shared with bulwark/http.
 export { healthChecks, HealthChecks, type HealthOptions, type HealthCheckDefinition } from './http/core/health.js';
@@ -20,5 +23,6 @@ export {
 } from './http/core/idempotency.js';
 export { RequestContext, type RequestOutcome } from './http/core/request-context.js';
 export { problemForError } from './http/core/problem.js';
+export { degradedHeaders, DEGRADED_HEADER } from './http/core/degraded-headers.js';
 export type { RouteConfig, RouteTable } from './http/core/routes.js';
 export type { TrustProxy } from './http/core/client-ip.js';

@@ -49,12 +49,13 @@ export {
   type HealthOptions, type HealthCheckDefinition, type HealthProbe, type HealthReport, type CheckResult, type CheckStatus,
 } from './http/core/health.js';
 
-// Problem responses (RFC 9457) and rate-limit headers.
+// Problem responses (RFC 9457), the degraded-answer marker and rate-limit headers.
 export {
   problemForError, problemResponse, overloadedResponse, rateLimitedResponse, InvalidRequestError, PROBLEM_CONTENT_TYPE,
-  RETRY_HINT_HEADER, RETRY_HINT_NO,
+  RETRY_HINT_HEADER, RETRY_HINT_NO, BUSY_RETRY_AFTER_MS,
   type HttpResponse, type ProblemDetails, type ProblemInput,
 } from './http/core/problem.js';
+export { degradedHeaders, DEGRADED_HEADER } from './http/core/degraded-headers.js';
 export {
   rateLimitHeaders, rateLimitedHeaders, type RateLimitHeaderFormat, type RateLimitInfo,
 } from './http/core/rate-limit-headers.js';

@@ -5,7 +5,7 @@ import type { HealthChecks } from './core/health.js';
 import {
   attachContext, captureOf, dropRepresentationHeaders, ensureCapture, heldResponseOf, holdNodeResponse, produced, responseStarted, watchNodeResponse,
 } from './core/node-io.js';
-import type { HttpResponse } from './core/problem.js';
+import { problemForError, type HttpResponse } from './core/problem.js';
 import type { RequestContext, ResponseChannel } from './core/request-context.js';
 import type { RouteConfig } from './core/routes.js';
 
@@ -188,6 +188,36 @@ const plugin: FastifyPluginCallback<BulwarkFastifyOptions> = (fastify: FastifyIn
 
   done();
 };
+
+export interface BulwarkFastifyErrorHandlerOptions {
+  /** Told about every error that reaches the handler (log it here). */
+  onError?: (error: unknown, request: FastifyRequest) => void;
+}
+
+/**
+ * Answers thrown errors as `application/problem+json`, the way the Express and node:http
+ * adapters do: Bulwark errors by code (a full bulkhead → 503 + Retry-After; CIRCUIT_OPEN → 503
+ * + Retry-After; a handler aborted at its deadline → 504), errors with a 4xx `statusCode`
+ * (Fastify's validation, body parsing) keep it, anything else is a 500 without internals.
+ * Fastify's own handler would answer a Bulwark error 500.
+ *
+ *   app.setErrorHandler(fastifyErrorHandler());
+ */
+export function fastifyErrorHandler(options: BulwarkFastifyErrorHandlerOptions = {}): (error: unknown, request: FastifyRequest, reply: FastifyReply) => void {
+  return function bulwarkErrors(error, request, reply): void {
+    // Before answering: the error page is not the handler's answer (Fastify runs onError hooks
+    // only after this handler).
+    request.bulwark?.handlerFailed(error);
+    if (options.onError) {
+      try {
+        options.onError(error, request);
+      } catch {
+        // a failing reporter must not change the response
+      }
+    }
+    sendReply(reply, problemForError(error));
+  };
+}
 
 /** The Fastify plugin (also the default export). */
 export const fastifyBulwark = Object.assign(plugin, {

@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { QueueFullError } from '../../backpressure/errors.js';
+import { markDegraded } from '../../core/degraded.js';
+import { degradedHeaders } from './degraded-headers.js';
 import {
-  BulwarkError, CircuitOpenError, DeadlineExceededError, RateLimitedError, RetryBudgetExhaustedError, ShedError, TimeoutError,
+  BulkheadFullError, BulkheadQueueTimeoutError, BulwarkError, CircuitOpenError, DeadlineExceededError, RateLimitedError, RetryBudgetExhaustedError, ShedError, TimeoutError,
 } from '../../core/errors.js';
 import {
-  InvalidRequestError, overloadedResponse, problemForError, problemResponse, rateLimitedResponse, RETRY_HINT_HEADER,
+  BUSY_RETRY_AFTER_MS, InvalidRequestError, overloadedResponse, problemForError, problemResponse, rateLimitedResponse, RETRY_HINT_HEADER,
 } from './problem.js';
 import { formatRetryAfter, rateLimitedHeaders, rateLimitHeaders } from './rate-limit-headers.js';
 
@@ -90,4 +93,26 @@ test('problemForError keeps framework 4xx statuses and hides internal 500 messag
   assert.equal(problemForError('a string').status, 500);
   assert.equal(problemForError(Object.assign(new Error('x'), { status: 200 })).status, 500, 'a non-error status is ignored');
   assert.ok(!String(problemForError(new BulwarkError('INVALID_OPTIONS', 'secret config')).body).includes('secret'));
+});
+
+test('local "too busy" rejections without a hint of their own get Retry-After: 1 and Bulwark-Retry: no; an own hint wins', () => {
+  assert.equal(BUSY_RETRY_AFTER_MS, 1000);
+  for (const error of [new BulkheadFullError(10, 0), new BulkheadQueueTimeoutError(50), new QueueFullError(8, 'full'), new ShedError('queue')]) {
+    const r = problemForError(error);
+    assert.equal(r.status, 503, error.code);
+    assert.equal(r.headers['retry-after'], '1', error.code);
+    assert.equal(r.headers['bulwark-retry'], 'no', error.code);
+  }
+  assert.equal(problemForError(new ShedError('cpu', 4500)).headers['retry-after'], '5', "the shedder's own estimate is kept");
+  assert.equal(problemForError(new TimeoutError(100)).headers['retry-after'], undefined, 'a dependency timeout promises nothing');
+});
+
+test('degradedHeaders: the mark\'s source as a header token; nothing for a normal value', () => {
+  assert.deepEqual(degradedHeaders(markDegraded({ items: [] }, { source: 'fallback' })), { 'bulwark-degraded': 'fallback' });
+  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-cache', ageMs: 1200 })), { 'bulwark-degraded': 'stale-cache' });
+  assert.deepEqual(degradedHeaders(markDegraded({}, { source: 'my cache\r\nx: y' })), { 'bulwark-degraded': 'my-cache-x-y' });
+  assert.deepEqual(degradedHeaders(markDegraded({}, { source: '' })), { 'bulwark-degraded': 'degraded' });
+  assert.deepEqual(degradedHeaders({ items: [] }), {});
+  assert.deepEqual(degradedHeaders('text'), {});
+  assert.deepEqual(degradedHeaders(undefined), {});
 });

@@ -74,17 +74,31 @@ interface CodeMapping {
   title: string;
   /** Overload answers carry `Bulwark-Retry: no` (see RETRY_HINT_HEADER). */
   noRetry?: boolean;
+  /** `Retry-After` for an error that carries no positive `retryAfterMs` of its own. */
+  retryAfterMs?: number;
 }
+
+/**
+ * `Retry-After` for a local "too busy" rejection that carries no hint of its own: a full
+ * bulkhead (`BULKHEAD_FULL`), a queue wait that ran out (`BULKHEAD_QUEUE_TIMEOUT`), a full
+ * queue (`QUEUE_FULL`), a shed without an estimate. Such a place frees as soon as one call in
+ * flight ends, typically well under a second, but the server cannot know when; the queue
+ * timeout is how long one caller waited, not when room comes back. The hint's job is only to
+ * keep a rejected client from returning in the same instant (its own backoff adds the jitter),
+ * and 1 s is the smallest positive wait the header's whole seconds can say (RFC 9110 §10.2.3).
+ * A longer fixed wait (5 s) would leave freed capacity idle and only add latency.
+ */
+export const BUSY_RETRY_AFTER_MS = 1000;
 
 /** The title of each stable error code's answer; its status comes from ERROR_TABLE. */
 const CODE_TITLES: Record<ErrorCode, CodeMapping> = {
   TIMEOUT: { title: 'Upstream timeout' },
   DEADLINE_EXCEEDED: { title: 'Deadline exceeded' },
   CIRCUIT_OPEN: { title: 'Dependency unavailable (circuit open)' },
-  BULKHEAD_FULL: { title: 'Too busy', noRetry: true },
-  BULKHEAD_QUEUE_TIMEOUT: { title: 'Too busy', noRetry: true },
+  BULKHEAD_FULL: { title: 'Too busy', noRetry: true, retryAfterMs: BUSY_RETRY_AFTER_MS },
+  BULKHEAD_QUEUE_TIMEOUT: { title: 'Too busy', noRetry: true, retryAfterMs: BUSY_RETRY_AFTER_MS },
   RATE_LIMITED: { title: 'Too many requests' },
-  SHED: { title: 'Overloaded: request shed', noRetry: true },
+  SHED: { title: 'Overloaded: request shed', noRetry: true, retryAfterMs: BUSY_RETRY_AFTER_MS },
   RETRY_BUDGET_EXHAUSTED: { title: 'Dependency failing (retry budget exhausted)', noRetry: true },
   RETRIES_EXHAUSTED: { title: 'Dependency failing (retries exhausted)', noRetry: true },
   ABORTED: { title: 'Request aborted' },
@@ -93,7 +107,7 @@ const CODE_TITLES: Record<ErrorCode, CodeMapping> = {
   IDEMPOTENCY_KEY_INVALID: { title: 'Invalid idempotency key' },
   STORE_UNAVAILABLE: { title: 'Store unavailable' },
   INVALID_INPUT: { title: 'Invalid request' },
-  QUEUE_FULL: { title: 'Too busy', noRetry: true },
+  QUEUE_FULL: { title: 'Too busy', noRetry: true, retryAfterMs: BUSY_RETRY_AFTER_MS },
   INVALID_OPTIONS: { title: 'Internal server error' },
   FAULT_INJECTED: { title: 'Internal server error (injected fault)' },
   NOT_IDEMPOTENT: { title: 'Internal server error' },
@@ -121,10 +135,11 @@ export function problemForError(error: unknown): HttpResponse {
     const mapping = CODE_TITLES[error.code] ?? { title: 'Internal server error' };
     const status = ERROR_TABLE[error.code]?.status ?? 500;
     const headers: Record<string, string> = {};
-    const retryAfterMs = (error as { retryAfterMs?: unknown }).retryAfterMs;
-    if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && status !== 500) {
-      headers['retry-after'] = formatRetryAfter(retryAfterMs);
-    }
+    const own = (error as { retryAfterMs?: unknown }).retryAfterMs;
+    const retryAfterMs = typeof own === 'number' && Number.isFinite(own) && (own > 0 || mapping.retryAfterMs === undefined)
+      ? own
+      : mapping.retryAfterMs;
+    if (retryAfterMs !== undefined && status !== 500) headers['retry-after'] = formatRetryAfter(retryAfterMs);
     if (mapping.noRetry) headers[RETRY_HINT_HEADER] = RETRY_HINT_NO;
     return problemResponse({
       status,

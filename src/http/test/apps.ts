@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { bulwarkErrorHandler, bulwarkMiddleware } from '../express.js';
-import { fastifyBulwark } from '../fastify.js';
+import { fastifyBulwark, fastifyErrorHandler } from '../fastify.js';
 import { bulwarkHandler, readJson, type BulwarkNodeOptions } from '../node.js';
 import type { RequestContext } from '../core/request-context.js';
 import type { RouteConfig } from '../core/routes.js';
@@ -63,6 +63,7 @@ export async function startApp(kind: AdapterKind, routes: AppRoute[], options: B
   if (kind === 'fastify') {
     const app: FastifyInstance = Fastify({ logger: false });
     await app.register(fastifyBulwark, adapterOptions);
+    app.setErrorHandler(fastifyErrorHandler()); // thrown errors answered as the other adapters do
     for (const r of routes) {
       app.route({
         method: r.method,
