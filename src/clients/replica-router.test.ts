@@ -316,6 +316,7 @@ test('options are checked when the router is built', () => {
   invalid({ ...base, probeIntervalMs: -1 }, /probeIntervalMs must be a number > 0/);
   invalid({ ...base, staleIfErrorMs: -1 }, /staleIfErrorMs must be a number >= 0/);
   invalid({ ...base, name: '' }, /name must be a non-empty string/);
+  invalid({ ...base, replicas: [replica, new FakeServer('replica', () => 1n)] }, /need distinct names \(guardPool\(pool, \{ name \}\)\), got primary, replica, replica/);
   const router = replicaRouter({ ...base, staleIfErrorMs: Infinity });
   assert.equal(router.staleIfErrorMs, Infinity);
   router.close();

@@ -196,6 +196,10 @@ export class ReplicaRouter {
       coveredUntil: undefined,
       lastError: undefined,
     }));
+    const names = [this.#primaryName, ...this.#replicas.map((r) => r.name)];
+    if (new Set(names).size !== names.length) {
+      throw new InvalidOptionsError(`replicaRouter: the primary and replicas need distinct names (guardPool(pool, { name })), got ${names.join(', ')}`);
+    }
     if (options.maxLagMs === undefined) throw new InvalidOptionsError('replicaRouter needs maxLagMs');
     this.maxLagMs = positive('replicaRouter.maxLagMs', options.maxLagMs, NaN);
     this.probeIntervalMs = positive('replicaRouter.probeIntervalMs', options.probeIntervalMs, Math.min(1000, this.maxLagMs / 4));
@@ -216,9 +220,9 @@ export class ReplicaRouter {
    */
   async read<R extends QueryResultRow = any>(text: string | QueryConfig, values?: readonly unknown[], options?: RoutedReadOptions): Promise<QueryResult<R>> {
     const { session, ...call } = options ?? {};
-    const route = this.route(session);
-    if (route.to === 'replica') {
-      const replica = this.#replicas.find((r) => r.name === route.replica)!;
+    const choice = this.#choose(session);
+    if ('replica' in choice) {
+      const { replica } = choice;
       this.#next = (this.#replicas.indexOf(replica) + 1) % this.#replicas.length;
       try {
         const result = await replica.target.query<R>(text, values, call);
@@ -234,7 +238,7 @@ export class ReplicaRouter {
       this.#reads.primary++;
       return result;
     } catch (error) {
-      if (route.to === 'primary' && isUnavailable(error)) {
+      if ('reason' in choice && isUnavailable(error)) {
         const stale = await this.#staleRead<R>(session, text, values, call);
         if (stale !== undefined) return markDegraded(stale.result, { source: 'stale-replica', ageMs: stale.lagMs, reason: error });
       }
@@ -256,6 +260,13 @@ export class ReplicaRouter {
 
   /** Where a read would go now (for the session's writes, if given), and why. */
   route(session?: ReadSession): ReadRoute {
+    const choice = this.#choose(session);
+    if ('reason' in choice) return { to: 'primary', reason: choice.reason };
+    return { to: 'replica', replica: choice.replica.name, lagMs: choice.lagMs };
+  }
+
+  /** The next fresh replica (in turn) that has the session's writes, or why there is none. */
+  #choose(session: ReadSession | undefined): { replica: Replica; lagMs: number } | { reason: 'lag-unknown' | 'replicas-lagging' | 'session-behind' } {
     const after = session?.position;
     const now = this.clock.now();
     let measured = false;
@@ -268,9 +279,9 @@ export class ReplicaRouter {
       if (lagMs >= this.maxLagMs) continue;
       fresh = true;
       if (after !== undefined && !(replica.replayed! >= after)) continue;
-      return { to: 'replica', replica: replica.name, lagMs };
+      return { replica, lagMs };
     }
-    return { to: 'primary', reason: !measured ? 'lag-unknown' : fresh ? 'session-behind' : 'replicas-lagging' };
+    return { reason: !measured ? 'lag-unknown' : fresh ? 'session-behind' : 'replicas-lagging' };
   }
 
   /**
