@@ -123,6 +123,16 @@ test('before the first probe, and after probes fail, reads go to the primary; a 
   router.close();
 });
 
+test('a replica whose probe hangs does not hold back the others\' readings', async () => {
+  const { clock, router, replicas } = cluster({ delays: [0, 0] });
+  await router.probe();
+  replicas[1]!.query = () => new Promise(() => {}); // never answers
+  await clock.advance(10_000);
+  assert.deepEqual(router.route(), { to: 'replica', replica: 'replica-0', lagMs: 0 });
+  assert.deepEqual(router.stats().replicas.map((r) => r.lagMs), [0, 10_000]);
+  router.close();
+});
+
 test('a replica that answers reads but is not a standby (no replay position) is never used', async () => {
   const clock = new VirtualClock(0);
   const primary = new FakeServer('primary', () => 100n);

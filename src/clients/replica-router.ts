@@ -115,6 +115,8 @@ interface Replica {
   /** Every commit made on the primary before this instant has been replayed. */
   coveredUntil: number | undefined;
   lastError: unknown;
+  /** Its probe under way. */
+  probe: Promise<void> | undefined;
 }
 
 /** Primary readings kept for replicas still behind them; beyond this the oldest go (the bound then only coarsens). */
@@ -168,7 +170,7 @@ export class ReplicaRouter {
   readonly #primaryName: string;
   /** Primary readings, oldest first. */
   readonly #samples: Sample[] = [];
-  #probing: Promise<void> | undefined;
+  #primaryProbe: Promise<void> | undefined;
   #timer: TimerHandle | undefined;
   #closed = false;
   #next = 0;
@@ -195,6 +197,7 @@ export class ReplicaRouter {
       replayed: undefined,
       coveredUntil: undefined,
       lastError: undefined,
+      probe: undefined,
     }));
     const names = [this.#primaryName, ...this.#replicas.map((r) => r.name)];
     if (new Set(names).size !== names.length) {
@@ -210,7 +213,7 @@ export class ReplicaRouter {
     }
     this.staleIfErrorMs = nonNegative('replicaRouter.staleIfErrorMs', options.staleIfErrorMs, 0);
     this.clock = options.clock ?? systemClock;
-    void this.probe().finally(() => this.#schedule());
+    this.#tick();
   }
 
   /**
@@ -285,15 +288,19 @@ export class ReplicaRouter {
   }
 
   /**
-   * Reads every WAL position now (or joins the probe under way). The router probes on its own
-   * every `probeIntervalMs`; await this at start-up to serve the first reads from replicas.
+   * Reads every WAL position now (joining any server's probe still under way). The router
+   * probes on its own every `probeIntervalMs`; await this at start-up to serve the first reads
+   * from replicas.
    */
   probe(): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    this.#probing ??= this.#probeOnce().finally(() => {
-      this.#probing = undefined;
-    });
-    return this.#probing;
+    const primary = (this.#primaryProbe ??= this.#probePrimary().finally(() => {
+      this.#primaryProbe = undefined;
+    }));
+    const replicas = this.#replicas.map((r) => (r.probe ??= this.#probeReplica(r).finally(() => {
+      r.probe = undefined;
+    })));
+    return Promise.all([primary, ...replicas]).then(() => undefined);
   }
 
   /** Stops probing (the pools are yours to end). */
@@ -346,43 +353,56 @@ export class ReplicaRouter {
     }
   }
 
-  #schedule(): void {
+  /**
+   * Starts a probe every interval. Each server's probe runs on its own: one that hangs (until
+   * its pool's timeout) skips its own turns but never delays the others' readings.
+   */
+  readonly #tick = (): void => {
     if (this.#closed) return;
-    this.#timer = unrefTimer(this.clock.setTimeout(() => {
-      void this.probe().finally(() => this.#schedule());
-    }, this.probeIntervalMs));
+    void this.probe();
+    this.#timer = unrefTimer(this.clock.setTimeout(this.#tick, this.probeIntervalMs));
+  };
+
+  async #probePrimary(): Promise<void> {
+    const at = this.clock.now();
+    try {
+      this.#samples.push({ at, position: await this.primaryPosition() });
+    } catch (error) {
+      this.#probeFailed(this.#primaryName, error);
+      return;
+    }
+    for (const r of this.#replicas) this.#cover(r);
+    this.#prune();
   }
 
-  async #probeOnce(): Promise<void> {
-    const at = this.clock.now();
-    const [primary, ...replicas] = await Promise.allSettled([
-      this.primaryPosition(),
-      ...this.#replicas.map(async (r) => {
-        const { rows } = await r.target.query<{ lsn: string | null }>(REPLAY_POSITION, undefined, { safe: true });
-        return this.#positionOf(r.name, rows[0]?.lsn);
-      }),
-    ]);
-    if (primary!.status === 'fulfilled') this.#samples.push({ at, position: primary!.value });
-    else this.#probeFailed(this.#primaryName, primary!.reason);
-    replicas.forEach((outcome, i) => {
-      const replica = this.#replicas[i]!;
-      if (outcome.status === 'rejected') {
-        replica.lastError = outcome.reason;
-        this.#probeFailed(replica.name, outcome.reason);
+  async #probeReplica(replica: Replica): Promise<void> {
+    try {
+      const { rows } = await replica.target.query<{ lsn: string | null }>(REPLAY_POSITION, undefined, { safe: true });
+      replica.replayed = this.#positionOf(replica.name, rows[0]?.lsn);
+      replica.lastError = undefined;
+    } catch (error) {
+      replica.lastError = error;
+      this.#probeFailed(replica.name, error);
+      return;
+    }
+    this.#cover(replica);
+    this.#prune();
+  }
+
+  /**
+   * Finds the newest primary reading the replica's replayed position has reached: the replica
+   * holds every commit made before it was taken. Holds whichever was read first.
+   */
+  #cover(replica: Replica): void {
+    const replayed = replica.replayed;
+    if (replayed === undefined) return;
+    for (let j = this.#samples.length - 1; j >= 0; j--) {
+      const sample = this.#samples[j]!;
+      if (sample.position <= replayed) {
+        if (replica.coveredUntil === undefined || sample.at > replica.coveredUntil) replica.coveredUntil = sample.at;
         return;
       }
-      replica.lastError = undefined;
-      replica.replayed = outcome.value;
-      // The newest primary reading the replica has reached: it holds every commit made before it.
-      for (let j = this.#samples.length - 1; j >= 0; j--) {
-        const sample = this.#samples[j]!;
-        if (sample.position <= outcome.value) {
-          if (replica.coveredUntil === undefined || sample.at > replica.coveredUntil) replica.coveredUntil = sample.at;
-          break;
-        }
-      }
-    });
-    this.#prune();
+    }
   }
 
   /** Drops readings every replica has passed (they can no longer improve a bound), and the oldest beyond MAX_SAMPLES. */
