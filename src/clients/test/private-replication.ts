@@ -36,9 +36,14 @@ export class PrivateReplication {
     if (asRoot) chownSync(this.dir, idOf('-u'), idOf('-g'));
   }
 
-  #tool(name: string, args: string[]): Promise<{ stdout: string }> {
+  async #tool(name: string, args: string[]): Promise<{ stdout: string }> {
     const command = this.#bin === '' ? name : join(this.#bin, name);
-    return asRoot ? run('runuser', ['-u', 'postgres', '--', command, ...args]) : run(command, args);
+    try {
+      return await (asRoot ? run('runuser', ['-u', 'postgres', '--', command, ...args]) : run(command, args));
+    } catch (error) {
+      const { stderr } = error as { stderr?: string };
+      throw new Error(`${name} failed (the PostgreSQL server binaries are required; set PG_BIN to their directory): ${stderr || (error as Error).message}`, { cause: error });
+    }
   }
 
   async start(): Promise<void> {
