@@ -16,6 +16,7 @@ export const NOT_SHIPPED = ['\\.test\\.ts$', '/test/', '/testing/', '^src/idempo
  */
 export const THIRD_PARTY = {
   'src/clients/guarded-postgres.ts': ['pg'],
+  'src/clients/replica-router.ts': ['pg'],
   'src/idempotency/stores/sqlite-store.ts': ['better-sqlite3'],
   'src/http/express.ts': ['express'],
   'src/http/fastify.ts': ['fastify'],

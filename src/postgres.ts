@@ -15,3 +15,10 @@ export {
   type PostgresIdempotencyStoreOptions, type PostgresTableOptions, type IdempotencyPgPool, type PgQueryable,
   type PgPoolClientLike,
 } from './idempotency/stores/postgres-store.js';
+
+// Reads routed to streaming replicas: bounded staleness and read-your-writes sessions.
+export {
+  replicaRouter, ReplicaRouter, ReadSession, parseWalPosition, formatWalPosition,
+  type ReplicaRouterOptions, type ReadTarget, type RoutedReadOptions, type ReadRoute, type ReplicaStats,
+  type ReplicaRouterStats, type ProbeErrorEvent,
+} from './clients/replica-router.js';
