@@ -88,16 +88,25 @@ test('the registry lists its named policies, tells of new ones and carries all t
   const registry = new PolicyRegistry();
   const a = new Counting(clock, { name: 'a', registry });
   const joined: string[] = [];
-  registry.onRegister((p) => joined.push(p.name ?? p.kind));
+  const seenWhole: unknown[] = [];
+  registry.onRegister((p) => {
+    joined.push(p.name ?? p.kind);
+    seenWhole.push([p.kind, typeof p.onEvent, p.stats()]);
+  });
   const events: string[] = [];
   registry.onEvent((e) => events.push(`${e.name}:${e.event}`));
   const b = new Counting(clock, { name: 'b', registry });
+  assert.deepEqual(joined, [], 'told once the constructor has returned');
+  await Promise.resolve();
+  assert.deepEqual(joined, ['b']);
+  assert.deepEqual(seenWhole, [['counting', 'function', { passes: 0 }]], 'a listener meets a whole policy: its own fields are set');
   const outsider = new Counting(clock, { name: 'c', registry: null });
   await a.execute(() => 1);
   await b.execute(() => 1);
   await outsider.execute(() => 1);
   assert.deepEqual(registry.policies().map((p) => p.name), ['a', 'b']);
   assert.deepEqual(joined, ['b']);
+  assert.deepEqual(seenWhole, [['counting', 'function', { passes: 0 }]], 'a listener meets a whole policy: its own fields are set');
   assert.deepEqual(events, ['a:pass', 'b:pass']);
   assert.deepEqual(registry.policies().map((p) => p.stats()), [{ passes: 1 }, { passes: 1 }]);
 });

@@ -77,7 +77,10 @@ export class PolicyRegistry {
 
   /** Every event of every registered policy. */
   readonly onEvent: Event<PolicyEvent> = this.#events.event;
-  /** A policy joined the registry (an exporter that lists policies at start learns of later ones). */
+  /**
+   * A policy joined the registry (an exporter that lists policies at start learns of later ones).
+   * Told in a microtask after the policy's constructor has returned.
+   */
   readonly onRegister: Event<Instrumented> = this.#registered.event;
 
   /** Adds a policy; the returned Disposable removes it again. Named policies call this themselves. */
@@ -85,7 +88,14 @@ export class PolicyRegistry {
     const ref = new WeakRef(policy);
     this.#entries.add(ref);
     this.#cleanup.register(policy, ref, ref);
-    if (this.#registered.active) this.#registered.emit(policy);
+    // A policy registers from its base constructor, before its own fields exist: tell listeners
+    // once the constructor has returned, so they meet a whole policy.
+    if (this.#registered.active) {
+      queueMicrotask(() => {
+        const built = ref.deref();
+        if (built !== undefined && this.#entries.has(ref)) this.#registered.emit(built);
+      });
+    }
     return {
       dispose: () => {
         this.#entries.delete(ref);
