@@ -91,7 +91,7 @@ test('after the open duration exactly N probes pass concurrently, the N+1th is r
   assert.deepEqual(seen, ['closed->open:threshold@0', 'open->half-open:open-elapsed@10000', 'half-open->open:probe-failed@10000']);
 });
 
-test('regression (seed defect): half-open never admits unlimited probes; 100 concurrent calls, 1 reaches the dependency', async () => {
+test('regression: half-open never admits unlimited probes; 100 concurrent calls, 1 reaches the dependency', async () => {
   const clock = new VirtualClock();
   const breaker = circuitBreaker({ clock, openMs: 1000 });
   await fail(breaker, 5);
