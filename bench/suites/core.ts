@@ -1,12 +1,15 @@
 /**
  * `npm run bench -- core`: the cost of each policy on the success path, and of a failing call
  * through a breaker whose window holds 100 vs 32 000 failures, side by side with cockatiel and
- * opossum. nsPerOp is the whole call (baseline = a bare `await fn()`).
+ * opossum. nsPerOp is the whole call (baseline = a bare `await fn()`). Also `retry-herd`: 1,000
+ * clients failing at the same instant, the most retries in one 10 ms bucket per backoff strategy
+ * (virtual clock, seeded: a count, not a timing).
  */
 import CircuitBreaker from 'opossum';
 import * as cockatiel from 'cockatiel';
 import { bulkhead, circuitBreaker, countWindow, pipeline, retry, timeout } from '../../src/index.js';
 import { nsPerOp, type BenchContext } from '../harness.js';
+import { HERD_STRATEGIES, retryHerd } from '../../test/support/retry-herd.js';
 
 const ok = async (): Promise<number> => 1;
 const failure = new Error('dependency failed');
@@ -102,4 +105,10 @@ export default async function core(ctx: BenchContext): Promise<void> {
   }
 
   for (const breaker of opossumBreakers) breaker.shutdown();
+
+  ctx.log('retry-herd (1,000 clients fail together; largest 10 ms bucket of retries)');
+  for (const [strategy, make] of Object.entries(HERD_STRATEGIES)) {
+    const { largestBucket, spanMs } = await retryHerd(make());
+    ctx.report({ case: 'retry-herd', impl: strategy, largestBucket, spanMs: Math.round(spanMs) });
+  }
 }

@@ -27,7 +27,7 @@ test('a bulkhead reports queued calls and rejections (with the time waited) as u
   ]);
   assert.deepEqual(pool.stats(), {
     active: 0, queued: 0, maxConcurrent: 1, maxQueue: 1, peakActive: 1, peakQueued: 1,
-    admitted: 1, rejected: 2, queueTimeouts: 1, waitMs: { count: 1, mean: 50, max: 50 },
+    admitted: 1, rejected: 2, queueTimeouts: 1, rejectionRate: 2 / 3, waitMs: { count: 1, mean: 50, max: 50 },
   });
   assert.equal(pool.describe().name, 'db');
 });

@@ -254,7 +254,7 @@ test('stats: counts, peaks and queue wait times', async () => {
   policy.onQueued((e) => queuedEvents.push(e.queued));
   assert.deepEqual(policy.stats(), {
     active: 0, queued: 0, maxConcurrent: 2, maxQueue: 2, peakActive: 0, peakQueued: 0,
-    admitted: 0, rejected: 0, queueTimeouts: 0, waitMs: { count: 0, mean: 0, max: 0 },
+    admitted: 0, rejected: 0, queueTimeouts: 0, rejectionRate: 0, waitMs: { count: 0, mean: 0, max: 0 },
   });
   const calls = [100, 300, 10, 10, 10].map((ms, i) => policy.execute(h.op(`c${i}`, ms)).catch((e) => e.code));
   await flushPromises();
@@ -264,7 +264,7 @@ test('stats: counts, peaks and queue wait times', async () => {
   const stats = policy.stats();
   assert.deepEqual(stats, {
     active: 0, queued: 0, maxConcurrent: 2, maxQueue: 2, peakActive: 2, peakQueued: 2,
-    admitted: 4, rejected: 1, queueTimeouts: 0, waitMs: { count: 2, mean: 105, max: 110 },
+    admitted: 4, rejected: 1, queueTimeouts: 0, rejectionRate: 0.2, waitMs: { count: 2, mean: 105, max: 110 },
   });
   assert.deepEqual(policy.describe(), { kind: 'bulkhead', name: 'payments', options: { maxConcurrent: 2, maxQueue: 2, queueTimeoutMs: Infinity } });
 });

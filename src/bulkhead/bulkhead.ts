@@ -56,6 +56,8 @@ export interface BulkheadStats {
   rejected: number;
   /** The part of `rejected` that waited `queueTimeoutMs` in vain. */
   queueTimeouts: number;
+  /** rejected / (admitted + rejected), 0 before the first call: the saturation rate to alert on. */
+  rejectionRate: number;
   /** Time spent queued by every call that waited, whatever ended the wait. */
   waitMs: { count: number; mean: number; max: number };
 }
@@ -324,6 +326,7 @@ export class BulkheadPolicy extends BasePolicy {
       admitted: this.#admitted,
       rejected: this.#rejected,
       queueTimeouts: this.#queueTimeouts,
+      rejectionRate: this.#rejected / Math.max(1, this.#admitted + this.#rejected),
       waitMs: {
         count: this.#waitCount,
         mean: this.#waitCount === 0 ? 0 : this.#waitSum / this.#waitCount,

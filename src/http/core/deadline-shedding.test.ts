@@ -1,0 +1,55 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { VirtualClock } from '../../core/clock.js';
+import { loadShedder } from '../../shedding/shedder.js';
+import { HttpGuard, type GuardDecision, type RequestView } from './http-guard.js';
+import type { HttpResponse } from './problem.js';
+import type { RequestContext, ResponseChannel } from './request-context.js';
+
+const START = 1_700_000_000_000;
+
+class FakeResponse {
+  started = false;
+  sent: HttpResponse | undefined;
+  context: RequestContext | undefined;
+}
+
+const channel: ResponseChannel<FakeResponse> = {
+  started: (r) => r.started,
+  send: (r, response) => { r.started = true; r.sent = response; },
+  watch: (r, context) => { r.context = context; },
+  capture: () => {},
+  hold: () => {},
+};
+
+const view = (headers: Record<string, string> = {}): RequestView => ({ method: 'GET', url: '/orders/7', headers, socketAddress: '192.0.2.7' });
+
+// Work whose caller has already given up is wasted: drop it at the door, and count it so the
+// drop shows on a dashboard (the Google SRE book, "Addressing Cascading Failures": deadline
+// propagation and dropping requests that cannot finish in time).
+test('deadline shedding at the edge: an expired deadline is answered 504 and counted; ≤ 50 ms left is shed and counted; no header means 5 s', () => {
+  const clock = new VirtualClock(START);
+  const shedder = loadShedder({ capacity: 10, minRemainingMs: 50, clock });
+  const guard = new HttpGuard({ clock, defaults: { deadlineMs: 5000 }, admission: { shedder } });
+  const admit = (headers: Record<string, string>): GuardDecision => guard.admit(view(headers), channel, new FakeResponse()) as GuardDecision;
+
+  // An absolute deadline already in the past: refused before any protection or handler runs.
+  const expired = admit({ 'x-request-deadline': String(START - 1) });
+  assert.equal(expired.kind, 'reject');
+  assert.equal(expired.kind === 'reject' && expired.response.status, 504);
+  assert.equal(guard.stats().rejected['deadline-expired'], 1);
+
+  // 30 ms and exactly 50 ms left: too little to do useful work, shed (reason 'deadline').
+  for (const budget of ['30', '50']) assert.equal(admit({ 'x-request-timeout-ms': budget }).kind, 'reject', budget);
+  assert.equal(shedder.stats().shed.deadline, 2);
+
+  // 51 ms left is enough; and without a header the route default gives 5,000 ms.
+  const enough = admit({ 'x-request-timeout-ms': '51' });
+  assert.equal(enough.kind, 'proceed');
+  const defaulted = admit({});
+  assert.equal(defaulted.kind === 'proceed' && defaulted.context.deadline, START + 5000);
+
+  // Every refusal is counted exactly once, in the place that made it.
+  assert.deepEqual(guard.stats().rejected, { 'invalid-deadline': 0, 'deadline-expired': 1, protection: 2, 'client-gone': 0 });
+  assert.equal(guard.stats().admitted, 2);
+});
