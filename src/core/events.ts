@@ -14,16 +14,27 @@ export type Event<T> = (listener: Listener<T>) => Disposable;
  */
 export class EventEmitter<T> {
   #listeners: Listener<T>[] = [];
+  readonly #onListenersChange: (() => void) | undefined;
+
+  /**
+   * `onListenersChange` is told after a listener subscribes or unsubscribes: an owner that
+   * caches "is anybody listening" for its hot path refreshes the cache there.
+   */
+  constructor(onListenersChange?: () => void) {
+    this.#onListenersChange = onListenersChange;
+  }
 
   /** The subscription function to expose as a public `onX` member. */
   readonly event: Event<T> = (listener) => {
     this.#listeners = [...this.#listeners, listener];
+    this.#onListenersChange?.();
     let disposed = false;
     return {
       dispose: () => {
         if (disposed) return;
         disposed = true;
         this.#listeners = this.#listeners.filter((l) => l !== listener);
+        this.#onListenersChange?.();
       },
     };
   };

@@ -69,6 +69,30 @@ test('nobody listening: the uniform projection never runs', async () => {
   assert.equal(policy.projections, 1);
 });
 
+test('the cached "anybody listening" follows every listener: on the policy, on the typed event, and on the registry (subscribed after the policy was built)', async () => {
+  const clock = new VirtualClock();
+  const registry = new PolicyRegistry();
+  const policy = new Counting(clock, { name: 'watched', registry });
+  const projected = async (): Promise<number> => {
+    const before = policy.projections;
+    await policy.execute(() => 1);
+    return policy.projections - before;
+  };
+  assert.equal(await projected(), 0);
+  const typed = policy.onPass(() => {});
+  assert.equal(await projected(), 0, 'a typed listener alone builds the typed event, not the uniform one');
+  typed.dispose();
+  const fromRegistry: string[] = [];
+  const viaRegistry = registry.onEvent((e) => fromRegistry.push(e.name));
+  assert.equal(await projected(), 1, 'a registry listener that came after the policy was built is served');
+  const second = registry.onEvent(() => {});
+  viaRegistry.dispose();
+  assert.equal(await projected(), 1, 'one registry listener is still there');
+  second.dispose();
+  assert.equal(await projected(), 0, 'the last registry listener left');
+  assert.deepEqual(fromRegistry, ['watched']);
+});
+
 test('an unnamed policy uses its kind as its name and joins no registry', async () => {
   const clock = new VirtualClock();
   const registry = new PolicyRegistry();

@@ -70,9 +70,10 @@ export interface PolicyIdentity {
  * exporter sums them, as Prometheus does for one series fed by several sources).
  */
 export class PolicyRegistry {
-  readonly #entries = new Set<WeakRef<Instrumented>>();
+  /** Each registered policy, with the uniform stream to tell when the registry gains or loses listeners. */
+  readonly #entries = new Map<WeakRef<Instrumented>, WeakRef<PolicyTelemetry> | undefined>();
   readonly #cleanup = new FinalizationRegistry<WeakRef<Instrumented>>((ref) => this.#entries.delete(ref));
-  readonly #events = new EventEmitter<PolicyEvent>();
+  readonly #events = new EventEmitter<PolicyEvent>(() => this.#listenersChanged());
   readonly #registered = new EventEmitter<Instrumented>();
 
   /** Every event of every registered policy. */
@@ -85,8 +86,17 @@ export class PolicyRegistry {
 
   /** Adds a policy; the returned Disposable removes it again. Named policies call this themselves. */
   register(policy: Instrumented): Disposable {
+    return this.#add(policy, undefined);
+  }
+
+  /** @internal A policy joins for its lifetime with its uniform stream, which forwards its events here while anyone listens. */
+  join(policy: Instrumented, telemetry: PolicyTelemetry): void {
+    this.#add(policy, telemetry);
+  }
+
+  #add(policy: Instrumented, telemetry: PolicyTelemetry | undefined): Disposable {
     const ref = new WeakRef(policy);
-    this.#entries.add(ref);
+    this.#entries.set(ref, telemetry === undefined ? undefined : new WeakRef(telemetry));
     this.#cleanup.register(policy, ref, ref);
     // A policy registers from its base constructor, before its own fields exist: tell listeners
     // once the constructor has returned, so they meet a whole policy.
@@ -98,7 +108,7 @@ export class PolicyRegistry {
     }
     return {
       dispose: () => {
-        this.#entries.delete(ref);
+        if (!this.#entries.delete(ref)) return;
         this.#cleanup.unregister(ref);
       },
     };
@@ -107,14 +117,14 @@ export class PolicyRegistry {
   /** The live registered policies, in registration order. */
   policies(): Instrumented[] {
     const out: Instrumented[] = [];
-    for (const ref of this.#entries) {
+    for (const ref of this.#entries.keys()) {
       const policy = ref.deref();
       if (policy !== undefined) out.push(policy);
     }
     return out;
   }
 
-  /** @internal Whether anyone listens to the registry's events (checked on every policy's emit path). */
+  /** @internal Whether anyone listens to the registry's events. */
   get active(): boolean {
     return this.#events.active;
   }
@@ -122,6 +132,11 @@ export class PolicyRegistry {
   /** @internal Forwards one registered policy's event. */
   emit(event: PolicyEvent): void {
     this.#events.emit(event);
+  }
+
+  /** The first listener came or the last one left: every registered stream refreshes its cached flag. */
+  #listenersChanged(): void {
+    for (const joined of this.#entries.values()) joined?.deref()?.refresh();
   }
 }
 
@@ -136,8 +151,14 @@ export const policyRegistry = new PolicyRegistry();
  */
 export class PolicyTelemetry {
   readonly #owner: { readonly kind: string; readonly name?: string | undefined };
-  readonly #events = new EventEmitter<PolicyEvent>();
+  readonly #events = new EventEmitter<PolicyEvent>(() => this.refresh());
   readonly #registry: PolicyRegistry | undefined;
+  /**
+   * Cached "somebody listens, here or through the registry", refreshed when either gains or
+   * loses a listener: the hot path of every call reads this one field (and each typed emitter's
+   * own cached flag) instead of walking the listener lists.
+   */
+  #listening = false;
   readonly onEvent: Event<PolicyEvent> = this.#events.event;
 
   constructor(owner: Instrumented, identity: PolicyIdentity | undefined) {
@@ -145,13 +166,19 @@ export class PolicyTelemetry {
     const registry = identity?.registry === null ? undefined : (identity?.registry ?? policyRegistry);
     if (identity?.name !== undefined && registry !== undefined) {
       this.#registry = registry;
-      registry.register(owner);
+      registry.join(owner, this);
+      this.refresh();
     }
   }
 
   /** Somebody listens to this policy's uniform events (on it or through its registry). */
   get active(): boolean {
-    return this.#events.active || (this.#registry !== undefined && this.#registry.active);
+    return this.#listening;
+  }
+
+  /** @internal Recomputes the cached flags after a listener came or went (here, in the registry or on a typed event). */
+  refresh(): void {
+    this.#listening = this.#events.active || (this.#registry !== undefined && this.#registry.active);
   }
 
   /** Emits one uniform event (call only when `active`). Undefined attributes are left out. */
@@ -187,13 +214,18 @@ export class PolicyTelemetry {
 
 /** A typed event that is also projected into its policy's uniform stream. */
 export class PolicyEmitter<T> {
-  readonly #typed = new EventEmitter<T>();
+  readonly #typed = new EventEmitter<T>(() => {
+    this.#typedActive = this.#typed.active;
+  });
   readonly #telemetry: PolicyTelemetry;
   readonly #name: string;
   readonly #project: (value: T) => PolicyEventFields;
+  /** Cached "the typed event has a listener", kept current by the typed emitter. */
+  #typedActive = false;
   /** The subscription function to expose as a public `onX` member. */
   readonly event: Event<T> = this.#typed.event;
 
+  /** @internal Built by `PolicyTelemetry.emitter()`. */
   constructor(telemetry: PolicyTelemetry, name: string, project: (value: T) => PolicyEventFields) {
     this.#telemetry = telemetry;
     this.#name = name;
@@ -202,7 +234,7 @@ export class PolicyEmitter<T> {
 
   /** Somebody listens to the typed event or to the uniform stream: worth building the event. */
   get active(): boolean {
-    return this.#typed.active || this.#telemetry.active;
+    return this.#typedActive || this.#telemetry.active;
   }
 
   emit(value: T): void {
