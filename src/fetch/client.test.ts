@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { exitsByItself } from '../../test/support/exits-by-itself.js';
 import { Request } from 'undici';
 import { VirtualClock } from '../core/clock.js';
 import { once } from '../core/events.js';
@@ -407,15 +407,6 @@ test('bad options fail when the client is built (INVALID_OPTIONS)', () => {
 });
 
 test('a process that used the client exits by itself once the client and servers are closed', async () => {
-  const script = fileURLToPath(new URL('./test/exit-check.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const code = await new Promise<number | string | null>((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); resolve('timeout'); }, 15_000);
-    child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
-  });
-  assert.equal(code, 0, `child ${code === 'timeout' ? 'did not exit (something leaked)' : `exited ${String(code)}`}: ${out}`);
-  assert.match(out, /done/);
+  const { code, out } = await exitsByItself(fileURLToPath(new URL('./test/exit-check.ts', import.meta.url)), 'done');
+  assert.equal(code, 0, `child ${code === 'leaked' ? 'did not exit after it closed everything (something leaked)' : `exited ${String(code)}`}: ${out}`);
 });

@@ -5,6 +5,8 @@ import type { Protection } from './core/protection.js';
 import { healthChecks } from './core/health.js';
 import type { RequestOutcome } from './core/request-context.js';
 import { ADAPTERS, sleep, startApp, type AppRoute, type RunningApp } from './test/apps.js';
+import { fileURLToPath } from 'node:url';
+import { exitsByItself } from '../../test/support/exits-by-itself.js';
 
 const running: RunningApp[] = [];
 after(async () => {
@@ -248,19 +250,8 @@ for (const kind of ADAPTERS) {
 }
 
 test('a process that served requests with deadlines on every adapter exits by itself once its servers close', async () => {
-  const { spawn } = await import('node:child_process');
-  const { fileURLToPath } = await import('node:url');
-  const script = fileURLToPath(new URL('./test/exit-check.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { out += d; });
-  const code = await new Promise<number | null | 'timeout'>((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); resolve('timeout'); }, 20_000);
-    child.on('exit', (c) => { clearTimeout(timer); resolve(c); });
-  });
-  assert.equal(code, 0, `child ${code === 'timeout' ? 'did not exit (something leaked)' : `exited ${code}`}: ${out}`);
-  assert.match(out, /served/);
+  const { code, out } = await exitsByItself(fileURLToPath(new URL('./test/exit-check.ts', import.meta.url)), 'served');
+  assert.equal(code, 0, `child ${code === 'leaked' ? 'did not exit after its servers closed (something leaked)' : `exited ${String(code)}`}: ${out}`);
 });
 
 test('fastify: ready() fails with INVALID_OPTIONS on a limits[].routes entry that matches no registered route', async () => {

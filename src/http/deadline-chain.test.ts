@@ -54,7 +54,7 @@ async function chain(aKind: AdapterKind, bKind: AdapterKind): Promise<{ observed
       const res = await fetch(`${b.url}/b`, { headers: deadlineHeaders(request!), signal: request!.signal });
       await res.json();
       try {
-        await sleep(10_000, request!.signal); // then work that would overrun the budget
+        await sleep(60_000, request!.signal); // then work that would overrun the budget by far
       } catch (error) {
         observed.aAbortCode = (error as any).code;
         observed.aAbortedAfterMs = performance.now() - started;
@@ -75,17 +75,21 @@ for (const [aKind, bKind] of [['fastify', 'express'], ['express', 'node'], ['nod
     const elapsed = performance.now() - started;
     assert.equal(res.status, 504);
     assert.equal((await res.json() as any).code, 'DEADLINE_EXCEEDED');
-    assert.ok(elapsed >= 990 && elapsed < 1600, `client answered after ${elapsed} ms (deadline 1000 ms)`);
+    // Never before the deadline. The upper bound only has to tell "at the deadline" from "when A's
+    // 60 s of work would end", so it is generous: on a loaded machine a 1 s timer and two HTTP hops
+    // can take a few hundred ms longer. The deadline's exact timing is checked on virtual time in
+    // the guard's own tests.
+    assert.ok(elapsed >= 990 && elapsed < 3000, `client answered after ${elapsed} ms (deadline 1000 ms)`);
 
     assert.equal(observed.aBudget, 1000);
     assert.ok(observed.bBudget !== undefined, 'B ran');
     assert.match(observed.bHeader!, /^[0-9]+$/, 'A sent a numeric X-Request-Timeout-Ms');
     assert.ok(observed.bBudget! < observed.aRemainingAtCall!, `B saw ${observed.bBudget} ms, less than A's ${observed.aRemainingAtCall} ms left`);
-    assert.ok(observed.bBudget! <= 900 && observed.bBudget! > 500, `B budget ${observed.bBudget} ≈ 1000 − 100 ms of A's work − margin`);
+    assert.ok(observed.bBudget! <= 900 && observed.bBudget! > 0, `B budget ${observed.bBudget}: at most 1000 − 100 ms of A's work`);
 
     for (let i = 0; i < 100 && observed.aAbortCode === undefined; i++) await sleep(10);
     assert.equal(observed.aAbortCode, 'DEADLINE_EXCEEDED', "A's handler was aborted by its deadline");
-    assert.ok(observed.aAbortedAfterMs! >= 900 && observed.aAbortedAfterMs! < 1500, `A aborted after ${observed.aAbortedAfterMs} ms`);
+    assert.ok(observed.aAbortedAfterMs! < 3000, `A aborted after ${observed.aAbortedAfterMs} ms, at its deadline, not after its 60 s of work`);
     assert.equal(guardA.pendingDeadlines, 0);
   });
 }
