@@ -1,7 +1,8 @@
 // The core entry point, `bulwark`: the policies, how they compose, and the types a user writes
 // (options) or reads (events, stats, errors). Integrations have entry points of their own
-// (bulwark/http, /fastify, /express, /fetch, /redis, /postgres, /sqlite); test tools are in
-// bulwark/testing. Only the names listed here are public: a change shows in api/bulwark.api.md.
+// (bulwark/http, /fastify, /express, /fetch, /redis, /postgres, /sqlite), and so do idempotency
+// keys (bulwark/idempotency); test tools are in bulwark/testing. Only the names listed here are
+// public: a change shows in api/bulwark.api.md.
 
 // Composition: a policy, a pipeline of policies, the call they run, custom policies.
 export {
@@ -173,27 +174,8 @@ export {
 } from './ratelimit/composite.js';
 export { rateLimit, RateLimitPolicy, type RateLimitPolicyOptions, type RateLimitRejection, type RateLimitStats } from './ratelimit/policy.js';
 
-// Idempotency keys: the engine, its HTTP semantics, the memory store and what a store implements
-// (the Redis, PostgreSQL and SQLite stores are in their own entry points).
-export {
-  idempotencyEngine, IdempotencyEngine, type Lease,
-  type IdempotencyEngineOptions, type ClaimOptions, type ClaimOutcome, type LeaseStatus, type LeaseOperation, type RunResult,
-  type ClaimEvent, type LeaseLostEvent, type StoreErrorEvent, type ResponseInput, type IdempotencyStats,
-} from './idempotency/engine.js';
-export {
-  idempotencyHttp, IdempotencyHttp,
-  type IdempotencyHttpOptions, type IdempotentRequest, type IdempotencyHttpResponse, type BufferedBody,
-  type BeginOutcome, type BeginRun, type BeginRespond,
-} from './idempotency/http.js';
+// Idempotency-key errors. The engine, its HTTP semantics and the stores are in
+// bulwark/idempotency; the errors are here, with the table, so every error class is in one place.
 export {
   IdempotencyConflictError, IdempotencyKeyInvalidError, IdempotencyMismatchError, LeaseLostError, type KeyProblem,
 } from './idempotency/errors.js';
-export type {
-  IdempotencyStore, IdempotencyScope, StoredRecord, ClaimInput, ClaimResult, OwnerInput, CompleteInput, StepInput, RenewInput, StoreLease,
-} from './idempotency/types.js';
-export type { StoredResponse } from './idempotency/codec.js';
-export type { FingerprintBody, BodyChunk } from './idempotency/fingerprint.js';
-export type { StoreGuardOptions } from './idempotency/store-guard.js';
-export {
-  memoryIdempotencyStore, MemoryIdempotencyStore, type MemoryIdempotencyStoreOptions,
-} from './idempotency/stores/memory-store.js';

@@ -170,17 +170,29 @@ function importsOf(path: string): string[] {
   ));
 }
 
-test('the core entry reaches neither the testing entry nor a test runner', () => {
+/** Every file an ES module in the tarball reaches through static imports, itself and packages included. */
+function reachedFrom(start: string): Set<string> {
   const reached = new Set<string>();
-  const pending = ['dist/index.js'];
+  const pending = [start];
   while (pending.length > 0) {
     const path = pending.pop()!;
     if (reached.has(path)) continue;
     reached.add(path);
     if (path.startsWith('dist/')) pending.push(...importsOf(path));
   }
-  assert.ok(reached.has('dist/idempotency/stores/memory-store.js') && reached.has('node:crypto'), 'the walk follows imports');
-  for (const banned of ['dist/testing.js', 'dist/idempotency/contract.js', 'node:test']) assert.ok(!reached.has(banned), `the core entry reaches ${banned}`);
+  return reached;
+}
+
+test('no entry but the testing one reaches the testing entry or a test runner', () => {
+  const testingEntry = `${rootManifest.name}/testing`;
+  for (const [specifier, conditions] of entries().filter(([s]) => s !== testingEntry)) {
+    const reached = reachedFrom(posix.normalize(conditions.import!));
+    for (const banned of ['dist/testing.js', 'dist/idempotency/contract.js', 'node:test']) assert.ok(!reached.has(banned), `${specifier} reaches ${banned}`);
+  }
+  const idempotency = reachedFrom('dist/idempotency.js');
+  assert.ok(idempotency.has('dist/idempotency/stores/memory-store.js') && idempotency.has('node:crypto'), 'the walk follows imports');
+  // Idempotency keys have an entry of their own: the core entry loads their error classes only.
+  assert.ok(!reachedFrom('dist/index.js').has('dist/idempotency/engine.js'), `${rootManifest.name} reaches the idempotency engine`);
   // The testing entry itself loads node:test only when a contract is run without a runner.
   const testing = new Set<string>();
   for (const path of ['dist/testing.js', 'dist/idempotency/contract.js']) for (const specifier of importsOf(path)) testing.add(specifier);
@@ -205,7 +217,7 @@ test('a store author runs the idempotency store contract from the installed pack
   // and registers with node:test, which the published module loads only at that call.
   const file = join(scratch, 'my-store.test.mjs');
   writeFileSync(file, `
-    import { memoryIdempotencyStore } from '${rootManifest.name}';
+    import { memoryIdempotencyStore } from '${rootManifest.name}/idempotency';
     import { idempotencyStoreContract, VirtualClock } from '${rootManifest.name}/testing';
     idempotencyStoreContract('memory, installed', async () => {
       const clock = new VirtualClock(1_700_000_000_000);

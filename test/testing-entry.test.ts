@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemoryIdempotencyStore, type CompleteInput } from '../src/index.js';
+import { MemoryIdempotencyStore, type CompleteInput } from '../src/idempotency.js';
 import { idempotencyStoreContract, VirtualClock, type ContractRunner, type IdempotencyStoreHarness } from '../src/testing.js';
 
 /** The harness a store author writes: a store on a virtual clock, so leases and TTLs pass instantly. */
