@@ -18,7 +18,8 @@ export {
   type BeginOutcome, type BeginRun, type BeginRespond,
 } from './idempotency/http.js';
 export type { StoredResponse } from './idempotency/codec.js';
-export type { FingerprintBody, BodyChunk } from './idempotency/fingerprint.js';
+// What makes two requests the same request: the fingerprint `engine.run` and `claim` take.
+export { fingerprintRequest, type FingerprintBody, type BodyChunk } from './idempotency/fingerprint.js';
 
 // What a store implements, and the store in process memory.
 export type {
