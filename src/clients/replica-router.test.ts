@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../core/clock.js';
 import { degradation } from '../core/degraded.js';
+import { PolicyRegistry, type PolicyEvent } from '../core/telemetry.js';
 import { formatWalPosition, parseWalPosition, replicaRouter, type ProbeErrorEvent, type ReadTarget, type ReplicaRouterOptions } from './replica-router.js';
 
 const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5433'), { code: 'ECONNREFUSED' });
@@ -330,4 +331,19 @@ test('options are checked when the router is built', () => {
   const router = replicaRouter({ ...base, staleIfErrorMs: Infinity });
   assert.equal(router.staleIfErrorMs, Infinity);
   router.close();
+});
+
+test('a named router is in the registry, and its probe errors come in the uniform shape with the server and the error code', async () => {
+  const registry = new PolicyRegistry();
+  const { clock, router, replicas } = cluster({ delays: [0], name: 'orders-db', registry });
+  const unnamed = cluster({ delays: [0], registry }).router;
+  assert.deepEqual(registry.policies(), [router], 'only the named router joins');
+  const seen: PolicyEvent[] = [];
+  registry.onEvent((e) => seen.push(e));
+  await router.probe();
+  replicas[0]!.down = refused();
+  await clock.advance(1000);
+  assert.deepEqual(seen, [{ kind: 'replica-router', name: 'orders-db', event: 'probe-error', outcome: 'failure', attributes: { target: 'replica-0', code: 'ECONNREFUSED' } }]);
+  router.close();
+  unnamed.close();
 });

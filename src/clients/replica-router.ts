@@ -21,7 +21,8 @@ import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import { systemClock, unrefTimer, type Clock, type TimerHandle } from '../core/clock.js';
 import { markDegraded } from '../core/degraded.js';
 import { hasCode, InvalidInputError, InvalidOptionsError } from '../core/errors.js';
-import { EventEmitter } from '../core/events.js';
+import type { Event } from '../core/events.js';
+import { errorCode, PolicyTelemetry, type Instrumented, type PolicyEmitter, type PolicyEvent, type PolicyIdentity } from '../core/telemetry.js';
 import { nonNegative, positive } from '../core/validate.js';
 import type { GuardedCallOptions } from './dependency-pipeline.js';
 import { isPostgresFailure } from './postgres-errors.js';
@@ -33,7 +34,7 @@ export interface ReadTarget {
   query<R extends QueryResultRow = any>(text: string | QueryConfig, values?: readonly unknown[], options?: GuardedCallOptions): Promise<QueryResult<R>>;
 }
 
-export interface ReplicaRouterOptions {
+export interface ReplicaRouterOptions extends PolicyIdentity {
   /** The primary: writes, and reads no replica may serve. A `guardPool(...)`. */
   primary: ReadTarget;
   /** One or more streaming replicas of it, each a `guardPool(...)`. */
@@ -54,7 +55,7 @@ export interface ReplicaRouterOptions {
    * primary's error. `Infinity`: any replica.
    */
   staleIfErrorMs?: number;
-  /** Default 'replica-router'. */
+  /** Names the router in its events, its stats and the policy registry (default 'replica-router', unregistered). */
   name?: string;
   clock?: Clock;
 }
@@ -158,7 +159,7 @@ function checkTarget(what: string, target: unknown): ReadTarget {
   return target as ReadTarget;
 }
 
-export class ReplicaRouter {
+export class ReplicaRouter implements Instrumented {
   readonly kind = 'replica-router';
   readonly name: string;
   readonly primary: ReadTarget;
@@ -176,9 +177,11 @@ export class ReplicaRouter {
   #next = 0;
   readonly #reads = { replica: 0, primary: 0, staleOnError: 0, replicaFailedOver: 0 };
 
-  readonly #onProbeError = new EventEmitter<ProbeErrorEvent>();
+  readonly #onProbeError: PolicyEmitter<ProbeErrorEvent>;
   /** A probe could not read a server's WAL position (the server then ages until a probe succeeds). */
-  readonly onProbeError = this.#onProbeError.event;
+  readonly onProbeError: Event<ProbeErrorEvent>;
+  /** `probe-error` in the uniform shape (attributes: the server's name and the error's code). */
+  readonly onEvent: Event<PolicyEvent>;
 
   constructor(options: ReplicaRouterOptions) {
     if (typeof options !== 'object' || options === null) throw new InvalidOptionsError('replicaRouter needs { primary, replicas, maxLagMs }');
@@ -213,6 +216,14 @@ export class ReplicaRouter {
     }
     this.staleIfErrorMs = nonNegative('replicaRouter.staleIfErrorMs', options.staleIfErrorMs, 0);
     this.clock = options.clock ?? systemClock;
+    // Built once the options are known to be good: a named router joins the registry here.
+    const telemetry = new PolicyTelemetry(this, { name: options.name, registry: options.registry });
+    this.onEvent = telemetry.onEvent;
+    this.#onProbeError = telemetry.emitter<ProbeErrorEvent>('probe-error', (e) => ({
+      outcome: 'failure',
+      attributes: { target: e.target, code: errorCode(e.error) },
+    }));
+    this.onProbeError = this.#onProbeError.event;
     this.#tick();
   }
 

@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm';
 import { VirtualClock } from './clock.js';
 import { CircuitOpenError } from './errors.js';
 import { BasePolicy, pipeline, type Next, type PolicyDescription } from './policy.js';
-import { PolicyRegistry, type PolicyEvent } from './telemetry.js';
+import { errorCode, PolicyRegistry, type PolicyEvent } from './telemetry.js';
 import type { CallContext } from './context.js';
 import type { PolicyIdentity } from './telemetry.js';
 
@@ -179,4 +179,14 @@ test('a named pipeline reports each call with its outcome and duration, and carr
   assert.equal(seen.filter((e) => e.name === 'inner').length, 3);
   assert.deepEqual(stack.stats(), { policies: [{ kind: 'counting', name: 'inner', stats: { passes: 3 } }] });
   assert.deepEqual(registry.policies().map((p) => p.name), ['inner', 'checkout']);
+});
+
+test('errorCode: a Bulwark code, a system or driver constant, else the error name; never the message', () => {
+  assert.equal(errorCode(new CircuitOpenError('db', 1000, 'open')), 'CIRCUIT_OPEN');
+  assert.equal(errorCode(Object.assign(new Error('connect ECONNREFUSED 10.0.0.7:5432'), { code: 'ECONNREFUSED' })), 'ECONNREFUSED');
+  assert.equal(errorCode(Object.assign(new Error('terminating connection'), { code: '57P01' })), '57P01');
+  assert.equal(errorCode(Object.assign(new Error('no such user 4711'), { code: 'user 4711 not found' })), 'Error', 'a code that is not a constant is left out');
+  assert.equal(errorCode(Object.assign(new Error('x'), { code: 42 })), 'Error');
+  assert.equal(errorCode(new TypeError('bad')), 'TypeError');
+  assert.equal(errorCode('a string'), undefined);
 });

@@ -249,12 +249,18 @@ export function subscribeAll<T>(events: readonly Event<T>[], listener: Listener<
   return { dispose: () => subscriptions.forEach((s) => s.dispose()) };
 }
 
+/** What a system or driver error's `code` looks like: Node's ECONNREFUSED, undici's UND_ERR_SOCKET, a PostgreSQL SQLSTATE (57P01). */
+const CONSTANT_CODE = /^[A-Z0-9][A-Z0-9_]{1,39}$/;
+
 /**
- * An error as an event attribute: a BulwarkError's `code`, or a foreign error's `name`
- * ('TypeError', 'AbortError'), never its message (messages carry ids and URLs, which would
- * explode a metric's series).
+ * An error as an event attribute: a BulwarkError's `code`; a foreign error's own `code` when it
+ * is a constant like Node's 'ECONNREFUSED' or a PostgreSQL SQLSTATE; otherwise its `name`
+ * ('TypeError', 'AbortError'). Never its message: messages carry ids and URLs, which would
+ * explode a metric's series.
  */
 export function errorCode(error: unknown): string | undefined {
   if (error instanceof BulwarkError) return error.code;
-  return error instanceof Error ? error.name : undefined;
+  if (!(error instanceof Error)) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && CONSTANT_CODE.test(code) ? code : error.name;
 }
