@@ -68,6 +68,10 @@ export interface PolicyIdentity {
  * Policies are held weakly: a policy nobody else references is collected and drops out, so
  * building named policies per request cannot leak. Two live policies may share a name (an
  * exporter sums them, as Prometheus does for one series fed by several sources).
+ *
+ * A policy joins from its base constructor. One whose own constructor then throws (bad options)
+ * is unreachable for its caller but stays listed, and is told to `onRegister`, until it is
+ * collected: an exporter should not assume every listed policy is in use.
  */
 export class PolicyRegistry {
   /** Each registered policy, with the uniform stream to tell when the registry gains or loses listeners. */
