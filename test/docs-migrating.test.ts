@@ -1,21 +1,18 @@
 /**
  * The Bulwark samples of docs/guides/migrating.md, run as a user would write them: each test
  * below holds one sample line for line (plus the `clock` option, so it runs on virtual time), and
- * the last test checks that every line of every `ts` block of the guide is still here. If a
- * sample stops compiling or behaving as the guide says, this file fails before the guide misleads.
+ * the last test checks that every line of every `ts` block of the guide is still here (or in
+ * docs-migrating.integration.test.ts, the sample that needs Redis). If a sample stops compiling
+ * or behaving as the guide says, these files fail before the guide misleads.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
 import {
   bulkhead, circuitBreaker, consecutive, degradation, fallback, hedge, memoryRateLimiter, pipeline, retry, timeout,
   timeWindow,
 } from '../src/index.js';
-import { redisRateLimiter } from '../src/redis.js';
 import { flushPromises, VirtualClock } from '../src/testing.js';
-import { REDIS_URL, requireService } from '../src/clients/test/support.js';
 
 interface Stock { sku: string; available: number }
 
@@ -181,30 +178,15 @@ test('rate-limiter-flexible: points per duration (s) is limit per intervalMs, an
   assert.deepEqual(outcomes, [...Array<string>(10).fill('handled'), '429 after 750 ms'], 'windows are aligned to the clock');
 });
 
-test('rate-limiter-flexible: RateLimiterRedis with an insurance limiter is redisRateLimiter (fails open to a local limiter)', async (t) => {
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  t.after(() => redis.disconnect());
-  await requireService('Redis', REDIS_URL, () => redis.connect());
-  const userId = randomUUID();
-
-  const perUser = redisRateLimiter({ client: redis, prefix: 'rl:user', algorithm: 'fixed-window', limit: 100, intervalMs: 60_000 });
-  const decision = await perUser.consume(userId); // Redis down: judged by a local limiter (failMode 'open', fallback 'local')
-
-  assert.equal(decision.allowed, true);
-  assert.equal(decision.remaining, 99);
-  assert.equal(decision.store, 'redis');
-  assert.equal(decision.degraded, undefined);
-  await redis.del(`rl:user:{${userId}}`);
-});
-
 /** Spacing is layout, not code: runs of blanks count as one. */
 function normalize(line: string): string {
   return line.trim().replace(/\s+/g, ' ');
 }
 
-test('every line of the guide\'s ts samples is in this file, so the guide shows code that runs', () => {
+test('every line of the guide\'s ts samples is in these tests, so the guide shows code that runs', () => {
   const guide = readFileSync(new URL('../docs/guides/migrating.md', import.meta.url), 'utf8');
-  const here = new Set(readFileSync(new URL(import.meta.url), 'utf8')
+  const samples = [new URL(import.meta.url), new URL('./docs-migrating.integration.test.ts', import.meta.url)].map((file) => readFileSync(file, 'utf8'));
+  const here = new Set(samples.join('\n')
     .split('\n')
     .filter((line) => line.trim() !== 'clock,')
     .map((line) => normalize(line.replace(/, clock(?= \})/g, ''))));
