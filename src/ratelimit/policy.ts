@@ -1,9 +1,8 @@
 import { abortedError } from '../core/abort.js';
 import type { CallContext } from '../core/context.js';
-import { RateLimitedError } from '../core/errors.js';
 import { KeyedPolicy } from '../core/keyed-policy.js';
 import type { Next, PolicyDescription } from '../core/policy.js';
-import { InvalidOptionsError } from '../core/errors.js';
+import { InvalidOptionsError, RateLimitedError, StoreUnavailableError } from '../core/errors.js';
 import type { PolicyIdentity } from '../core/telemetry.js';
 import { fn, nonNegative } from '../core/validate.js';
 import type { Decision, RateLimiter } from './types.js';
@@ -38,7 +37,9 @@ export interface RateLimitStats {
 /**
  * A rate limit inside an outbound pipeline (e.g. a partner API allows 50 calls/s): calls over the
  * limit fail fast with RateLimitedError (code RATE_LIMITED, with retryAfterMs), or wait up to
- * `maxWaitMs` for their turn. A fail-closed decision (store down) is a rejection too.
+ * `maxWaitMs` for their turn. A fail-closed decision (the limiter's store is down) is rejected
+ * with StoreUnavailableError (code STORE_UNAVAILABLE, with retryAfterMs): the caller did
+ * nothing wrong, so it is not RATE_LIMITED.
  */
 export class RateLimitPolicy extends KeyedPolicy {
   readonly kind = 'rate-limit';
@@ -74,9 +75,12 @@ export class RateLimitPolicy extends KeyedPolicy {
       this.#rejected++;
       if (decision.degraded === 'fail-closed') this.#rejectedStoreDown++;
       if (this.#onRejected.active) this.#onRejected.emit({ key, decision });
-      throw new RateLimitedError(decision.retryAfterMs, decision.degraded === 'fail-closed'
-        ? `rate limit store unavailable (failing closed); retry after ${Math.ceil(decision.retryAfterMs)} ms`
-        : undefined);
+      // Failing closed is the store's outage, not the caller's excess: STORE_UNAVAILABLE (503 at
+      // the edge, as the HTTP rate-limit step answers), never RATE_LIMITED (429).
+      if (decision.degraded === 'fail-closed') {
+        throw new StoreUnavailableError(decision.store, 'the rate limiter is failing closed', decision.retryAfterMs);
+      }
+      throw new RateLimitedError(decision.retryAfterMs);
     }
     this.#allowed++;
     if (decision.degraded !== undefined) this.#allowedDegraded++;

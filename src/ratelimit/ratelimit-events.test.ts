@@ -53,8 +53,8 @@ test('Redis limiter failing closed: store-error and store-recovered in the unifo
 
   await policy.execute(() => 'ok');
   client.down = true;
-  await assert.rejects(policy.execute(() => 'ok'), { code: 'RATE_LIMITED' });
-  await assert.rejects(policy.execute(() => 'ok'), { code: 'RATE_LIMITED' });
+  await assert.rejects(policy.execute(() => 'ok'), { code: 'STORE_UNAVAILABLE', store: 'redis', retryAfterMs: 1000 });
+  await assert.rejects(policy.execute(() => 'ok'), { code: 'STORE_UNAVAILABLE', store: 'redis', retryAfterMs: 1000 });
   await clock.advance(250);
   client.down = false;
   await policy.execute(() => 'ok');
