@@ -14,7 +14,9 @@ const NOT_TOKEN = /[^!#$%&'*+\-.^_`|~0-9A-Za-z]+/g;
 
 /**
  * `{ 'bulwark-degraded': source }` when `value` carries a degradation mark, else `{}`: spread it
- * into the response headers of any framework.
+ * into the response headers of any framework. A stale value (one whose mark has `ageMs`) also
+ * gets `Age`, its age in whole seconds, the header caches and clients already read for how old
+ * an answer is (RFC 9111 §5.1).
  *
  *   reply.headers(degradedHeaders(items)).send(items);           // Fastify
  *   res.set(degradedHeaders(items)).json(items);                 // Express
@@ -24,5 +26,7 @@ export function degradedHeaders(value: unknown): Record<string, string> {
   const mark = degradation(value);
   if (mark === undefined) return {};
   const source = String(mark.source).replace(NOT_TOKEN, '-');
-  return { [DEGRADED_HEADER]: source === '' ? 'degraded' : source };
+  const headers: Record<string, string> = { [DEGRADED_HEADER]: source === '' ? 'degraded' : source };
+  if (typeof mark.ageMs === 'number' && Number.isFinite(mark.ageMs)) headers.age = String(Math.floor(Math.max(0, mark.ageMs) / 1000));
+  return headers;
 }

@@ -107,9 +107,12 @@ test('local "too busy" rejections without a hint of their own get Retry-After: 1
   assert.equal(problemForError(new TimeoutError(100)).headers['retry-after'], undefined, 'a dependency timeout promises nothing');
 });
 
-test('degradedHeaders: the mark\'s source as a header token; nothing for a normal value', () => {
+test('degradedHeaders: the mark\'s source as a header token, a stale value\'s Age in whole seconds; nothing for a normal value', () => {
   assert.deepEqual(degradedHeaders(markDegraded({ items: [] }, { source: 'fallback' })), { 'bulwark-degraded': 'fallback' });
-  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-cache', ageMs: 1200 })), { 'bulwark-degraded': 'stale-cache' });
+  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-cache', ageMs: 1200 })), { 'bulwark-degraded': 'stale-cache', age: '1' });
+  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-replica', ageMs: 999 })), { 'bulwark-degraded': 'stale-replica', age: '0' });
+  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-cache', ageMs: -5 })), { 'bulwark-degraded': 'stale-cache', age: '0' });
+  assert.deepEqual(degradedHeaders(markDegraded([1], { source: 'stale-cache', ageMs: Number.NaN })), { 'bulwark-degraded': 'stale-cache' });
   assert.deepEqual(degradedHeaders(markDegraded({}, { source: 'my cache\r\nx: y' })), { 'bulwark-degraded': 'my-cache-x-y' });
   assert.deepEqual(degradedHeaders(markDegraded({}, { source: '' })), { 'bulwark-degraded': 'degraded' });
   assert.deepEqual(degradedHeaders({ items: [] }), {});
