@@ -63,7 +63,8 @@ test('a query blocked by pg_sleep times out with TIMEOUT and is cancelled on the
     return true;
   });
   const elapsed = Date.now() - started;
-  assert.ok(elapsed >= 290 && elapsed < 1500, `timed out after ${elapsed} ms`);
+  // Never before the 300 ms timeout; the upper bound only tells the cancel from pg_sleep(10) ending.
+  assert.ok(elapsed >= 290 && elapsed < 5000, `timed out after ${elapsed} ms`);
 
   // The call ended once the cancel request had completed, so its event came first.
   assert.equal(cancels.length, 1);
