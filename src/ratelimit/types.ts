@@ -29,6 +29,11 @@ export interface Decision {
    * consumed meanwhile (`Retry-After`). `Infinity` when it can never pass (cost above the limit).
    */
   retryAfterMs: number;
+  /**
+   * Where the decision was made: 'memory' also for a fail-open decision judged by the local
+   * fallback. A denial failing closed (or a fail-open `fallback: 'allow'`) says the limiter's own
+   * store, which did not decide: only a decision with no `degraded` came from that store.
+   */
   store: DecisionStore;
   /** Set only when the decision is not the store's normal answer. */
   degraded?: Degraded | undefined;
