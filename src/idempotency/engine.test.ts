@@ -51,8 +51,8 @@ test('bad input at call time is a clear INVALID_INPUT error', async () => {
 });
 
 test('one lease expiry, no double execution — property over lease lengths and arrival times', async () => {
-  // The seed treated a lock as stale at 60 s but let it expire at 5 min: between the two, a
-  // duplicate ran the handler while the first was still running. Here the lease expiry is the
+  // A common hand-written design treats a lock as stale at 60 s but lets it expire at 5 min:
+  // between the two, a duplicate runs the handler while the first is still running. Here the lease expiry is the
   // only threshold: a duplicate before it is refused; after it, it takes over and the first
   // owner can no longer complete. Never two accepted completions.
   await fc.assert(fc.asyncProperty(

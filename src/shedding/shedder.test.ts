@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { VirtualClock } from '../core/clock.js';
 import { PRIORITIES, type Priority } from '../core/context.js';
-import { ShedError } from '../core/errors.js';
+import { DeadlineExceededError } from '../core/errors.js';
 import { seededRandom } from '../core/random.js';
 import { DEFAULT_SHED_THRESHOLDS, priorityAdmits, redDropProbability } from './priority.js';
 import { eventLoopDelayMonitor } from './signals.js';
@@ -106,7 +106,7 @@ test('RED: drop probability rises linearly from 0 at min to 1 at max (0.5 at 70%
   assert.equal(measure(0.7), at70, 'deterministic with a seeded random');
 });
 
-test('a request whose deadline has passed is dropped before it runs (reason deadline), critical included', async () => {
+test('a request whose deadline has passed is dropped before it runs (reason deadline, DEADLINE_EXCEEDED as a policy), critical included', async () => {
   const clock = new VirtualClock(1000);
   const shedder = loadShedder({ capacity: 10, clock });
   const late = shedder.tryAdmit('critical', 999);
@@ -121,14 +121,20 @@ test('a request whose deadline has passed is dropped before it runs (reason dead
   ok.release();
 
   let called = false;
-  await assert.rejects(shedder.execute(() => { called = true; }, { deadline: 900, priority: 'high' }), (e: unknown) => e instanceof ShedError && e.reason === 'deadline' && e.code === 'SHED');
+  // As a policy it means what the timeout and the bulkhead mean by it: DEADLINE_EXCEEDED, not overload.
+  await assert.rejects(shedder.execute(() => { called = true; }, { deadline: 900, priority: 'high' }), (e: unknown) => e instanceof DeadlineExceededError && e.code === 'DEADLINE_EXCEEDED' && e.deadline === 900);
   assert.equal(called, false);
 
-  // seed: don't start work that cannot finish: minRemainingMs
+  // Don't start work that cannot finish: minRemainingMs.
   const strict = loadShedder({ capacity: 10, clock, minRemainingMs: 50 });
   assert.equal(strict.tryAdmit('normal', 1030).admitted, false);
   const fine = strict.tryAdmit('normal', 1051);
   assert.ok(fine.admitted);
+  fine.release();
+  await assert.rejects(strict.execute(() => { called = true; }, { deadline: 1050 }), { code: 'DEADLINE_EXCEEDED', message: /minRemainingMs/ });
+  assert.equal(called, false);
+  assert.equal(await strict.execute(() => 'served', { deadline: 1051 }), 'served');
+  assert.equal(strict.stats().shed.deadline, 2);
   assert.equal(shedder.inflight, 0);
 });
 

@@ -1,6 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import { PRIORITIES, type CallContext, type Priority } from '../core/context.js';
-import { AbortedError, InvalidOptionsError, ShedError } from '../core/errors.js';
+import { AbortedError, DeadlineExceededError, InvalidOptionsError, ShedError } from '../core/errors.js';
 import { BasePolicy, type Next, type PolicyDescription } from '../core/policy.js';
 import { systemRandom, type Random } from '../core/random.js';
 import type { PolicyIdentity } from '../core/telemetry.js';
@@ -282,10 +282,22 @@ export class LoadShedder extends BasePolicy {
     if (this.#eld?.owned) this.#eld.source.close?.();
   }
 
-  #runAdmitted<T>(admission: ShedDecision, context: CallContext, next: Next<T>): Promise<T> {
-    if (!admission.admitted) {
-      return Promise.reject(admission.reason === 'aborted' ? new AbortedError(context.abortReason) : new ShedError(admission.reason, admission.retryAfterMs));
+  /**
+   * The error a refused call rejects with. Two reasons are not overload and keep the meaning the
+   * other policies give them: a caller that gave up is ABORTED, and a deadline that leaves too
+   * little time is DEADLINE_EXCEEDED (504 at the edge, as the timeout and the bulkhead refuse
+   * such calls), since no retry of that request can succeed.
+   */
+  #rejection(admission: ShedRejection, context: CallContext): Error {
+    if (admission.reason === 'aborted') return new AbortedError(context.abortReason);
+    if (admission.reason === 'deadline') {
+      return new DeadlineExceededError(context.deadline, `shed: the call's deadline left ${this.#minRemainingMs} ms or less (minRemainingMs)`);
     }
+    return new ShedError(admission.reason, admission.retryAfterMs);
+  }
+
+  #runAdmitted<T>(admission: ShedDecision, context: CallContext, next: Next<T>): Promise<T> {
+    if (!admission.admitted) return Promise.reject(this.#rejection(admission, context));
     let work: Promise<T>;
     try {
       work = next(context);

@@ -4,7 +4,7 @@ import { EventEmitter } from '../../core/events.js';
 import { fn } from '../../core/validate.js';
 import type { LoadShedder, ShedReason, ShedRejection } from '../../shedding/shedder.js';
 import type { Protection, ProtectionVerdict } from './protection.js';
-import { overloadedResponse, type HttpResponse } from './problem.js';
+import { overloadedResponse, problemResponse, type HttpResponse } from './problem.js';
 import type { RequestContext } from './request-context.js';
 
 /** What admission control needs from a shedder: `loadShedder(...)` from `bulwark` fits. */
@@ -24,7 +24,10 @@ export interface AdmissionOptions {
    * it (a batch job marking itself `low`). Turn on only behind a gateway that sets the header.
    */
   headerMayRaise?: boolean;
-  /** Builds the 503 (default: problem+json, `Retry-After`, `Bulwark-Retry: no`). */
+  /**
+   * Builds the answer to a shed request (default: a 503 problem+json with `Retry-After` and
+   * `Bulwark-Retry: no`; a request shed for its deadline gets 504 `DEADLINE_EXCEEDED`).
+   */
   respond?: (rejection: ShedRejection, request: RequestContext) => HttpResponse;
   name?: string;
 }
@@ -107,6 +110,17 @@ export class AdmissionControl implements Protection {
       this.#onShed.emit({ route: request.route.name, priority: admission.priority, reason: admission.reason, retryAfterMs: admission.retryAfterMs });
     }
     if (this.#respond !== undefined) return this.#respond(admission, request);
+    if (admission.reason === 'deadline') {
+      // Not overload: the request's own deadline leaves too little time. 504, as the guard
+      // answers a deadline that passed before the request arrived; no Retry-After, since the
+      // same request cannot succeed later.
+      return problemResponse({
+        status: 504,
+        title: 'Deadline exceeded',
+        detail: `The request's deadline left too little time to serve it (budget ${Math.round(request.budgetMs)} ms); the handler was not run.`,
+        code: 'DEADLINE_EXCEEDED',
+      });
+    }
     return overloadedResponse(admission.retryAfterMs, `The server is overloaded and shed this ${admission.priority}-priority request (${admission.reason}).`);
   }
 }

@@ -27,7 +27,7 @@ const view = (headers: Record<string, string> = {}): RequestView => ({ method: '
 // Work whose caller has already given up is wasted: drop it at the door, and count it so the
 // drop shows on a dashboard (the Google SRE book, "Addressing Cascading Failures": deadline
 // propagation and dropping requests that cannot finish in time).
-test('deadline shedding at the edge: an expired deadline is answered 504 and counted; ≤ 50 ms left is shed and counted; no header means 5 s', () => {
+test('deadline shedding at the edge: an expired deadline is answered 504 and counted; ≤ 50 ms left is shed with 504 and counted; no header means 5 s', () => {
   const clock = new VirtualClock(START);
   const shedder = loadShedder({ capacity: 10, minRemainingMs: 50, clock });
   const guard = new HttpGuard({ clock, defaults: { deadlineMs: 5000 }, admission: { shedder } });
@@ -40,7 +40,16 @@ test('deadline shedding at the edge: an expired deadline is answered 504 and cou
   assert.equal(guard.stats().rejected['deadline-expired'], 1);
 
   // 30 ms and exactly 50 ms left: too little to do useful work, shed (reason 'deadline').
-  for (const budget of ['30', '50']) assert.equal(admit({ 'x-request-timeout-ms': budget }).kind, 'reject', budget);
+  // Not overload, so not the shedder's 503: 504 DEADLINE_EXCEEDED with no Retry-After, as for an expired one.
+  for (const budget of ['30', '50']) {
+    const shed = admit({ 'x-request-timeout-ms': budget });
+    assert.equal(shed.kind, 'reject', budget);
+    if (shed.kind === 'reject') {
+      assert.equal(shed.response.status, 504);
+      assert.equal(JSON.parse(String(shed.response.body)).code, 'DEADLINE_EXCEEDED');
+      assert.equal(shed.response.headers?.['retry-after'], undefined);
+    }
+  }
   assert.equal(shedder.stats().shed.deadline, 2);
 
   // 51 ms left is enough; and without a header the route default gives 5,000 ms.
