@@ -78,6 +78,8 @@ export class PolicyRegistry {
   readonly #entries = new Map<WeakRef<Instrumented>, WeakRef<PolicyTelemetry> | undefined>();
   readonly #cleanup = new FinalizationRegistry<WeakRef<Instrumented>>((ref) => this.#entries.delete(ref));
   readonly #events = new EventEmitter<PolicyEvent>(() => this.#listenersChanged());
+  /** Whether the registry had a listener when its streams were last told. */
+  #told = false;
   readonly #registered = new EventEmitter<Instrumented>();
 
   /** Every event of every registered policy. */
@@ -138,8 +140,10 @@ export class PolicyRegistry {
     this.#events.emit(event);
   }
 
-  /** The first listener came or the last one left: every registered stream refreshes its cached flag. */
+  /** When the first listener came or the last one left, every registered stream refreshes its cached flag. */
   #listenersChanged(): void {
+    if (this.#events.active === this.#told) return;
+    this.#told = this.#events.active;
     for (const joined of this.#entries.values()) joined?.deref()?.refresh();
   }
 }
