@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Runs every *.test.ts file with Node's own test runner (TypeScript loaded through tsx).
+// Runs every *.test.ts file with Node's own test runner (TypeScript loaded through tsx), with
+// one fixed seed for property tests that give none (test/support/property-seed.ts).
 // Usage: node scripts/test.mjs [--unit | --integration] [path-substring ...]
 //   e.g. `node scripts/test.mjs breaker`, `node scripts/test.mjs --unit`
 // Files that need Redis or PostgreSQL are named *.integration.test.ts: --unit leaves them out
@@ -47,6 +48,7 @@ if (files.length === 0) {
 const concurrency = Math.max(2, availableParallelism());
 const result = spawnSync(process.execPath, [
   '--import', 'tsx',
+  '--import', new URL('../test/support/property-seed.ts', import.meta.url).href,
   '--test',
   '--test-reporter=spec',
   `--test-concurrency=${concurrency}`,
