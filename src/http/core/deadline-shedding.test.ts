@@ -3,24 +3,9 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../../core/clock.js';
 import { loadShedder } from '../../shedding/shedder.js';
 import { HttpGuard, type GuardDecision, type RequestView } from './http-guard.js';
-import type { HttpResponse } from './problem.js';
-import type { RequestContext, ResponseChannel } from './request-context.js';
+import { channel, FakeResponse } from './test/fake-response.js';
 
 const START = 1_700_000_000_000;
-
-class FakeResponse {
-  started = false;
-  sent: HttpResponse | undefined;
-  context: RequestContext | undefined;
-}
-
-const channel: ResponseChannel<FakeResponse> = {
-  started: (r) => r.started,
-  send: (r, response) => { r.started = true; r.sent = response; },
-  watch: (r, context) => { r.context = context; },
-  capture: () => {},
-  hold: () => {},
-};
 
 const view = (headers: Record<string, string> = {}): RequestView => ({ method: 'GET', url: '/orders/7', headers, socketAddress: '192.0.2.7' });
 

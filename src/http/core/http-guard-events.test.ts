@@ -4,25 +4,9 @@ import { VirtualClock } from '../../core/clock.js';
 import { PolicyRegistry, type PolicyEvent } from '../../core/telemetry.js';
 import { HttpGuard, type GuardDecision, type RequestView } from './http-guard.js';
 import type { Protection } from './protection.js';
-import type { HttpResponse } from './problem.js';
-import type { RequestContext, ResponseChannel } from './request-context.js';
+import { channel, FakeResponse } from './test/fake-response.js';
 
 const START = 1_700_000_000_000;
-
-/** A stand-in for an adapter's response object. */
-class FakeResponse {
-  started = false;
-  sent: HttpResponse | undefined;
-  context: RequestContext | undefined;
-}
-
-const channel: ResponseChannel<FakeResponse> = {
-  started: (r) => r.started,
-  send: (r, response) => { r.started = true; r.sent = response; },
-  watch: (r, context) => { r.context = context; },
-  capture: () => {},
-  hold: () => {},
-};
 
 const view = (overrides: Partial<RequestView> = {}): RequestView =>
   ({ method: 'GET', url: '/orders/7', headers: {}, socketAddress: '192.0.2.7', ...overrides });

@@ -5,32 +5,11 @@ import { MemoryIdempotencyStore } from '../../idempotency/stores/memory-store.js
 import { timeout } from '../../timeout/timeout.js';
 import { HttpGuard, pathOf, type GuardDecision, type RequestView } from './http-guard.js';
 import type { Protection } from './protection.js';
+import type { RequestContext, RequestOutcome } from './request-context.js';
 import type { HttpResponse } from './problem.js';
-import type { RequestContext, RequestOutcome, ResponseChannel } from './request-context.js';
+import { channel, FakeResponse } from './test/fake-response.js';
 
 const START = 1_700_000_000_000;
-
-/** A stand-in for an adapter's response object. */
-class FakeResponse {
-  started = false;
-  sent: HttpResponse | undefined;
-  context: RequestContext | undefined;
-  capturing = false;
-  /** What the adapter would do when the response closes. */
-  close(status = this.sent?.status ?? 200, completed = true): void {
-    const ctx = this.context!;
-    if (!completed) ctx.abort(new Error('client gone'));
-    ctx.end({ status, completed, durationMs: ctx.clock.now() - ctx.startedAt });
-  }
-}
-
-const channel: ResponseChannel<FakeResponse> = {
-  started: (r) => r.started,
-  send: (r, response) => { r.started = true; r.sent = response; },
-  watch: (r, context) => { r.context = context; },
-  capture: (r) => { r.capturing = true; },
-  hold: (r) => { r.capturing = true; },
-};
 
 function view(overrides: Partial<RequestView> = {}): RequestView {
   return { method: 'GET', url: '/things?x=1', headers: {}, socketAddress: '::ffff:192.0.2.7', ...overrides };
