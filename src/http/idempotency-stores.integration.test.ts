@@ -6,6 +6,7 @@ import { migratePostgresIdempotency, PostgresIdempotencyStore } from '../idempot
 import { RedisIdempotencyStore } from '../idempotency/stores/redis-store.js';
 import { ADAPTERS, type RunningApp } from './test/apps.js';
 import { heldPastDeadlineTest, transactionalCompletionTests, transactionRefusedTest, type Backend } from './test/idempotency-store-cases.js';
+import { requireService } from '../clients/test/support.js';
 
 /**
  * Idempotency keys through every adapter with the stores behind a server (PostgreSQL, Redis):
@@ -20,11 +21,7 @@ const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { laz
 const running: RunningApp[] = [];
 
 before(async () => {
-  try {
-    await pool.query(`CREATE SCHEMA ${schema}`);
-  } catch (error) {
-    throw new Error(`PostgreSQL is required at ${url} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-  }
+  await requireService('PostgreSQL', url, () => pool.query(`CREATE SCHEMA ${schema}`));
   await migratePostgresIdempotency(pool, { schema });
   await pool.query(`CREATE TABLE ${schema}.orders (id serial PRIMARY KEY, idem_key text NOT NULL, amount int NOT NULL)`);
 });

@@ -17,8 +17,8 @@ import { IdempotencyEngine, type Lease } from './engine.js';
 import type { IdempotencyScope, IdempotencyStore } from './types.js';
 import { PostgresIdempotencyStore, migratePostgresIdempotency } from './stores/postgres-store.js';
 import { RedisIdempotencyStore } from './stores/redis-store.js';
+import { DATABASE_URL, requireService } from '../clients/test/support.js';
 
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const schema = `bw_crash_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 const prefix = `test:idem-crash:${randomUUID().slice(0, 8)}`;
@@ -28,11 +28,7 @@ const worker = fileURLToPath(new URL('./test/crash-worker.ts', import.meta.url))
 const LEASE_MS = 500;
 
 before(async () => {
-  try {
-    await pool.query(`CREATE SCHEMA ${schema}`);
-  } catch (error) {
-    throw new Error(`PostgreSQL is required at ${DATABASE_URL} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-  }
+  await requireService('PostgreSQL', DATABASE_URL, () => pool.query(`CREATE SCHEMA ${schema}`));
   await migratePostgresIdempotency(pool, { schema });
   await pool.query(`CREATE TABLE ${schema}.effects (id serial PRIMARY KEY, idem_key text NOT NULL, worker text NOT NULL)`);
   try {

@@ -21,6 +21,7 @@ import { CrashedInside, runIdempotencyTrials, type TrialKit } from './lease-tria
 import type { IdempotencyStore } from './types.js';
 import { checkTrials, completingKit, trialCount, trialOptions } from './test/lease-trial-kits.js';
 import { PrivateRedis } from '../../test/support/private-redis.js';
+import { requireService } from '../clients/test/support.js';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 after(async () => { for (const fn of cleanup.reverse()) await fn(); });
@@ -45,11 +46,7 @@ test('lease trials: PostgreSQL store, one answer and one effect per key (transac
   const schema = `bw_trials_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
   const application = `bulwark-trials-${randomUUID().slice(0, 8)}`;
   const admin = new pg.Pool({ connectionString: url, max: 2 });
-  try {
-    await admin.query(`CREATE SCHEMA ${schema}`);
-  } catch (error) {
-    throw new Error(`PostgreSQL is required at ${url} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-  }
+  await requireService('PostgreSQL', url, () => admin.query(`CREATE SCHEMA ${schema}`));
   cleanup.push(async () => { await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`); await admin.end(); });
   await migratePostgresIdempotency(admin, { schema });
   await admin.query(`CREATE TABLE ${schema}.effects (idem_key text NOT NULL, body text NOT NULL)`);

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { guardPool } from '../../clients/guarded-postgres.js';
 import { idempotencyHttp, type IdempotencyHttpResponse } from '../http.js';
 import { PostgresIdempotencyStore, migratePostgresIdempotency } from './postgres-store.js';
+import { requireService } from '../../clients/test/support.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const schema = `bw_recipes_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
@@ -18,11 +19,7 @@ const pool = new pg.Pool({ connectionString: url, max: 4 });
 const db = guardPool(pool, { name: 'recipes', retry: { maxAttempts: 3 } });
 
 before(async () => {
-  try {
-    await pool.query(`CREATE SCHEMA ${schema}`);
-  } catch (error) {
-    throw new Error(`PostgreSQL is required at ${url} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-  }
+  await requireService('PostgreSQL', url, () => pool.query(`CREATE SCHEMA ${schema}`));
   await migratePostgresIdempotency(pool, { schema });
   await pool.query(`
     CREATE TABLE ${schema}.bookings (

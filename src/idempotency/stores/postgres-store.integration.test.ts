@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { systemClock } from '../../core/clock.js';
 import { guardPool } from '../../clients/guarded-postgres.js';
-import { eventually, freePort } from '../../clients/test/support.js';
+import { eventually, freePort, requireService } from '../../clients/test/support.js';
 import { idempotencyStoreContract } from '../contract.js';
 import { IdempotencyEngine } from '../engine.js';
 import { recordId } from '../scope.js';
@@ -16,11 +16,7 @@ const schema = `bw_idem_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 const pool = new pg.Pool({ connectionString: url, max: 8 });
 
 before(async () => {
-  try {
-    await pool.query(`CREATE SCHEMA ${schema}`);
-  } catch (error) {
-    throw new Error(`PostgreSQL is required at ${url} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-  }
+  await requireService('PostgreSQL', url, () => pool.query(`CREATE SCHEMA ${schema}`));
   await migratePostgresIdempotency(pool, { schema });
   await pool.query(`CREATE TABLE ${schema}.orders (id serial PRIMARY KEY, idem_key text NOT NULL, amount int NOT NULL)`);
 });

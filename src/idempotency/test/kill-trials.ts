@@ -33,6 +33,7 @@ import { Redis } from 'ioredis';
 import { seededRandom, type Random } from '../../core/random.js';
 import { migratePostgresIdempotency } from '../stores/postgres-store.js';
 import type { EffectAnswer, TrialAdapter, TrialStore } from './trial-server.js';
+import { requireService } from '../../clients/test/support.js';
 
 const SERVER = fileURLToPath(new URL('./trial-server.ts', import.meta.url));
 
@@ -239,11 +240,7 @@ export async function runKillTrial(options: KillTrialOptions): Promise<KillTrial
     ...(sqlitePath === undefined ? {} : { SQLITE_PATH: sqlitePath }),
   });
   try {
-    try {
-      await admin.query(`CREATE SCHEMA ${schema}`);
-    } catch (error) {
-      throw new Error(`PostgreSQL is required at ${options.databaseUrl} (set DATABASE_URL): ${(error as Error).message}`, { cause: error });
-    }
+    await requireService('PostgreSQL', options.databaseUrl, () => admin.query(`CREATE SCHEMA ${schema}`));
     cleanup.push(async () => { await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`); });
     await admin.query(`CREATE TABLE ${schema}.effects (id bigserial PRIMARY KEY, idem_key text NOT NULL, run text NOT NULL)`);
     if (options.store === 'postgres') await migratePostgresIdempotency(admin, { schema });
